@@ -1,0 +1,1 @@
+//! MCP Auth Filter: placeholder while the core is written.

@@ -1,0 +1,2 @@
+//! host-shim: placeholder.
+fn main() {}
