@@ -1,2 +1,34 @@
-//! host-shim: placeholder.
-fn main() {}
+//! `host-shim`: the native companion of the wasm filter. Each job it does for a local or test
+//! setup is one subcommand, so a newcomer finds the code for a job by its name: `issuer` runs a
+//! local Okta-compatible authorization server (the one the end-to-end tests and `make run` use
+//! instead of a real Okta org). `serve`, `envoy` and `up` come later.
+
+mod issuer;
+mod shutdown;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "host-shim", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a local OAuth 2.0 / OIDC issuer shaped like Okta's custom authorization server
+    /// (client credentials, RS256 access tokens, JWKS). For development and tests only.
+    Issuer(issuer::IssuerArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Issuer(args) => runtime.block_on(issuer::run(args)),
+    }
+}

@@ -1,0 +1,161 @@
+//! The OAuth clients the local issuer knows, standing in for Okta "API Services" applications:
+//! each has a secret, the scopes it was granted and the groups its tokens carry (what an Okta
+//! admin would configure with a `groups` claim). They come from `--client` flags or a YAML file;
+//! with neither, two defaults exist so that the Okta guide's group rule has one client that
+//! passes it and one that does not.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use serde::Deserialize;
+
+/// The scope the Okta guide tells you to create and grant.
+pub const DEFAULT_SCOPE: &str = "agentgateway";
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Client {
+    pub id: String,
+    pub secret: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientsFile {
+    clients: Vec<Client>,
+}
+
+fn default_scopes() -> Vec<String> {
+    vec![DEFAULT_SCOPE.to_owned()]
+}
+
+/// The clients used when none are configured. Documented in the README; tests rely on them.
+pub fn defaults() -> Vec<Client> {
+    vec![
+        Client {
+            id: "ai-user".to_owned(),
+            secret: "ai-user-secret".to_owned(),
+            groups: vec!["AI-Users".to_owned(), "Everyone".to_owned()],
+            scopes: default_scopes(),
+        },
+        Client {
+            id: "plain-user".to_owned(),
+            secret: "plain-user-secret".to_owned(),
+            groups: vec!["Everyone".to_owned()],
+            scopes: default_scopes(),
+        },
+    ]
+}
+
+/// Parses `id:secret[:group,group…[:scope,scope…]]`, the `--client` flag's format. Secrets
+/// cannot contain `:` in this form; use the YAML file for those.
+pub fn parse_spec(spec: &str) -> Result<Client, String> {
+    let mut parts = spec.splitn(4, ':');
+    let id = parts.next().unwrap_or_default();
+    let secret = parts.next().unwrap_or_default();
+    if id.is_empty() || secret.is_empty() {
+        return Err(format!(
+            "client `{spec}`: expected id:secret[:group,group…[:scope,scope…]]"
+        ));
+    }
+    let list = |s: Option<&str>| -> Vec<String> {
+        s.unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let groups = list(parts.next());
+    let scopes = match list(parts.next()) {
+        scopes if scopes.is_empty() => default_scopes(),
+        scopes => scopes,
+    };
+    Ok(Client {
+        id: id.to_owned(),
+        secret: secret.to_owned(),
+        groups,
+        scopes,
+    })
+}
+
+/// Reads a file of the form `clients: [{id, secret, groups, scopes}]`.
+pub fn load_file(path: &Path) -> anyhow::Result<Vec<Client>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading clients file {}", path.display()))?;
+    let file: ClientsFile = serde_yaml::from_str(&text)
+        .with_context(|| format!("parsing clients file {}", path.display()))?;
+    Ok(file.clients)
+}
+
+/// Flags and file together; the defaults only when both are empty, so that configuring one
+/// client never leaves the well-known default secrets usable.
+pub fn resolve(flags: Vec<Client>, file: Option<&Path>) -> anyhow::Result<Vec<Client>> {
+    let mut clients = flags;
+    if let Some(path) = file {
+        clients.extend(load_file(path)?);
+    }
+    if clients.is_empty() {
+        clients = defaults();
+    }
+    let mut seen = std::collections::HashSet::new();
+    for client in &clients {
+        anyhow::ensure!(
+            seen.insert(client.id.as_str()),
+            "client `{}` is configured twice",
+            client.id
+        );
+    }
+    Ok(clients)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    #[test]
+    fn a_full_spec_names_groups_and_scopes() {
+        let client = parse_spec("bot:s3cret:AI-Users,Everyone:agentgateway,extra").unwrap();
+        assert_eq!(client.id, "bot");
+        assert_eq!(client.secret, "s3cret");
+        assert_eq!(client.groups, ["AI-Users", "Everyone"]);
+        assert_eq!(client.scopes, ["agentgateway", "extra"]);
+    }
+
+    #[test]
+    fn a_short_spec_gets_no_groups_and_the_guide_scope() {
+        let client = parse_spec("bot:s3cret").unwrap();
+        assert!(client.groups.is_empty());
+        assert_eq!(client.scopes, [DEFAULT_SCOPE]);
+    }
+
+    #[test]
+    fn a_spec_without_secret_is_rejected() {
+        assert!(parse_spec("bot").is_err());
+        assert!(parse_spec(":x").is_err());
+    }
+
+    #[test]
+    fn defaults_have_one_client_in_ai_users_and_one_not() {
+        let clients = resolve(Vec::new(), None).unwrap();
+        assert!(clients[0].groups.iter().any(|g| g == "AI-Users"));
+        assert!(!clients[1].groups.iter().any(|g| g == "AI-Users"));
+    }
+
+    #[test]
+    fn configured_clients_replace_the_defaults() {
+        let clients = resolve(vec![parse_spec("a:b").unwrap()], None).unwrap();
+        assert_eq!(clients.len(), 1);
+    }
+
+    #[test]
+    fn duplicate_ids_are_rejected() {
+        let twice = vec![parse_spec("a:b").unwrap(), parse_spec("a:c").unwrap()];
+        assert!(resolve(twice, None).is_err());
+    }
+}
