@@ -1,0 +1,356 @@
+//! Authorization rules: CEL expressions compiled once per configuration, evaluated per request.
+//!
+//! The combination is the one DESIGN.md fixes: any `deny` that holds denies; any `require`
+//! that does not hold denies; otherwise, when there are `allow` rules, one must hold; with no
+//! `allow` rules the request is allowed. A rule whose evaluation fails (a missing claim, a type
+//! error) counts as not matched, so it can never open a door: an erroring `deny` does not deny,
+//! an erroring `require` denies, an erroring `allow` does not allow.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cel::objects::{Key, Map as CelMap};
+use cel::{Context, Program, Value};
+use serde_json::Value as Json;
+
+/// How a rule takes part in the decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleKind {
+    Allow,
+    Deny,
+    Require,
+}
+
+impl RuleKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            RuleKind::Allow => "allow",
+            RuleKind::Deny => "deny",
+            RuleKind::Require => "require",
+        }
+    }
+}
+
+/// One compiled rule.
+pub struct Rule {
+    pub kind: RuleKind,
+    pub source: String,
+    program: Program,
+}
+
+impl std::fmt::Debug for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {:?}", self.kind.name(), self.source)
+    }
+}
+
+/// The variables a rule set reads, known at configure time so a request builds only those.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Needs {
+    pub claims: bool,
+    pub request: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct RuleSet {
+    rules: Vec<Rule>,
+    needs: Needs,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{source_text:?} does not compile: {message}")]
+pub struct CompileError {
+    pub source_text: String,
+    pub message: String,
+}
+
+impl Rule {
+    pub fn compile(kind: RuleKind, source: &str) -> Result<Rule, CompileError> {
+        // The CEL parser is third-party code: a panic there must fail the configuration, not
+        // the worker. (With `panic = "abort"` in the release module this cannot catch, so the
+        // fuzzing of issue 7 covers the parser too.)
+        let program = std::panic::catch_unwind(|| Program::compile(source))
+            .map_err(|_| CompileError {
+                source_text: source.to_string(),
+                message: "the CEL parser failed".into(),
+            })?
+            .map_err(|e| CompileError {
+                source_text: source.to_string(),
+                message: e.to_string(),
+            })?;
+        Ok(Rule {
+            kind,
+            source: source.to_string(),
+            program,
+        })
+    }
+}
+
+/// The outcome of a rule set for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    /// Denied, with the rule (or the absence of one) that decided it.
+    Deny(String),
+}
+
+/// What evaluation met along the way: rules that errored are logged and counted.
+#[derive(Debug, Default)]
+pub struct Evaluation {
+    pub errors: Vec<String>,
+}
+
+/// The request as CEL sees it.
+pub struct Input<'a> {
+    /// Verified claims, or `None` for an unauthenticated request.
+    pub claims: Option<&'a serde_json::Map<String, Json>>,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub host: &'a str,
+    pub headers: &'a [(String, Vec<u8>)],
+}
+
+impl RuleSet {
+    pub fn new(rules: Vec<Rule>) -> RuleSet {
+        let mut needs = Needs::default();
+        for rule in &rules {
+            let refs = rule.program.references();
+            needs.claims |= refs.has_variable("auth") || refs.has_variable("jwt");
+            needs.request |= refs.has_variable("request");
+        }
+        RuleSet { rules, needs }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn evaluate(&self, input: &Input<'_>, eval: &mut Evaluation) -> Verdict {
+        if self.rules.is_empty() {
+            return Verdict::Allow;
+        }
+        let context = self.context(input);
+        let mut any_allow = false;
+        let mut allowed = false;
+        for rule in &self.rules {
+            let holds = match rule.program.execute(&context) {
+                Ok(Value::Bool(b)) => b,
+                Ok(other) => {
+                    eval.errors.push(format!(
+                        "{} rule {:?} returned {:?}, not a bool",
+                        rule.kind.name(),
+                        rule.source,
+                        other.type_of()
+                    ));
+                    false
+                }
+                Err(e) => {
+                    eval.errors.push(format!(
+                        "{} rule {:?} failed: {e}",
+                        rule.kind.name(),
+                        rule.source
+                    ));
+                    false
+                }
+            };
+            match rule.kind {
+                RuleKind::Deny if holds => {
+                    return Verdict::Deny(format!("denied by rule {:?}", rule.source));
+                }
+                RuleKind::Require if !holds => {
+                    return Verdict::Deny(format!("required rule {:?} not met", rule.source));
+                }
+                RuleKind::Allow => {
+                    any_allow = true;
+                    allowed |= holds;
+                }
+                _ => {}
+            }
+        }
+        if !any_allow || allowed {
+            Verdict::Allow
+        } else {
+            Verdict::Deny("no allow rule matched".into())
+        }
+    }
+
+    fn context(&self, input: &Input<'_>) -> Context<'static, 'static> {
+        let mut context = Context::default();
+        if self.needs.claims {
+            let claims = input.claims.map(object).unwrap_or_else(|| map(Vec::new()));
+            context.add_variable_from_value("jwt", claims.clone());
+            context.add_variable_from_value("auth", map(vec![("claims", claims)]));
+        }
+        if self.needs.request {
+            let headers = input
+                .headers
+                .iter()
+                .filter(|(name, _)| !name.starts_with(':'))
+                .map(|(name, value)| {
+                    (
+                        name.to_ascii_lowercase(),
+                        Value::from(String::from_utf8_lossy(value).into_owned()),
+                    )
+                })
+                .collect::<Vec<_>>();
+            let headers = Value::Map(CelMap {
+                map: Arc::new(
+                    headers
+                        .into_iter()
+                        .map(|(k, v)| (Key::String(Arc::new(k)), v))
+                        .collect(),
+                ),
+            });
+            context.add_variable_from_value(
+                "request",
+                map(vec![
+                    ("method", Value::from(input.method)),
+                    ("path", Value::from(input.path)),
+                    ("host", Value::from(input.host)),
+                    ("headers", headers),
+                ]),
+            );
+        }
+        context
+    }
+}
+
+fn map(entries: Vec<(&str, Value)>) -> Value {
+    Value::Map(CelMap {
+        map: Arc::new(
+            entries
+                .into_iter()
+                .map(|(k, v)| (Key::String(Arc::new(k.to_string())), v))
+                .collect::<HashMap<_, _>>(),
+        ),
+    })
+}
+
+fn object(claims: &serde_json::Map<String, Json>) -> Value {
+    Value::Map(CelMap {
+        map: Arc::new(
+            claims
+                .iter()
+                .map(|(k, v)| (Key::String(Arc::new(k.clone())), json(v)))
+                .collect(),
+        ),
+    })
+}
+
+/// JSON to CEL: integers stay integers so `auth.claims.exp > 0` type-checks as CEL expects.
+pub fn json(value: &Json) -> Value {
+    match value {
+        Json::Null => Value::Null,
+        Json::Bool(b) => Value::Bool(*b),
+        Json::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Value::Int(i)
+            } else if let Some(u) = n.as_u64() {
+                Value::UInt(u)
+            } else {
+                Value::Float(n.as_f64().unwrap_or(f64::NAN))
+            }
+        }
+        Json::String(s) => Value::from(s.as_str()),
+        Json::Array(items) => Value::List(Arc::new(items.iter().map(json).collect())),
+        Json::Object(o) => object(o),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+    use super::*;
+    use serde_json::json as j;
+
+    fn set(rules: &[(RuleKind, &str)]) -> RuleSet {
+        RuleSet::new(
+            rules
+                .iter()
+                .map(|(k, s)| Rule::compile(*k, s).unwrap())
+                .collect(),
+        )
+    }
+
+    fn run(rules: &RuleSet, claims: Json) -> (Verdict, Evaluation) {
+        let claims = claims.as_object().cloned();
+        let headers = vec![("x-team".to_string(), b"blue".to_vec())];
+        let input = Input {
+            claims: claims.as_ref(),
+            method: "POST",
+            path: "/mcp",
+            host: "gw",
+            headers: &headers,
+        };
+        let mut eval = Evaluation::default();
+        (rules.evaluate(&input, &mut eval), eval)
+    }
+
+    #[test]
+    fn the_guides_group_rule() {
+        let rules = set(&[(RuleKind::Allow, r#""AI-Users" in auth.claims.groups"#)]);
+        assert_eq!(run(&rules, j!({"groups": ["AI-Users"]})).0, Verdict::Allow);
+        assert!(matches!(
+            run(&rules, j!({"groups": ["Other"]})).0,
+            Verdict::Deny(_)
+        ));
+        // No groups claim: the rule errors, counts as not matched, and the error is reported.
+        let (verdict, eval) = run(&rules, j!({}));
+        assert!(matches!(verdict, Verdict::Deny(_)));
+        assert_eq!(eval.errors.len(), 1, "{:?}", eval.errors);
+    }
+
+    #[test]
+    fn deny_beats_allow_and_require_must_hold() {
+        let rules = set(&[
+            (RuleKind::Allow, "true"),
+            (RuleKind::Deny, r#"jwt.sub == "mallory""#),
+            (RuleKind::Require, r#"request.headers["x-team"] == "blue""#),
+        ]);
+        assert_eq!(run(&rules, j!({"sub": "alice"})).0, Verdict::Allow);
+        assert!(matches!(
+            run(&rules, j!({"sub": "mallory"})).0,
+            Verdict::Deny(_)
+        ));
+        let needs_red = set(&[(RuleKind::Require, r#"request.headers["x-team"] == "red""#)]);
+        assert!(matches!(run(&needs_red, j!({})).0, Verdict::Deny(_)));
+    }
+
+    #[test]
+    fn an_erroring_deny_does_not_deny_and_an_erroring_require_denies() {
+        let deny = set(&[(RuleKind::Deny, "jwt.missing == 1")]);
+        assert_eq!(run(&deny, j!({})).0, Verdict::Allow);
+        let require = set(&[(RuleKind::Require, "jwt.missing == 1")]);
+        assert!(matches!(run(&require, j!({})).0, Verdict::Deny(_)));
+    }
+
+    #[test]
+    fn a_non_bool_result_is_an_error_not_a_match() {
+        let rules = set(&[(RuleKind::Allow, "jwt.sub")]);
+        let (verdict, eval) = run(&rules, j!({"sub": "x"}));
+        assert!(matches!(verdict, Verdict::Deny(_)));
+        assert!(eval.errors[0].contains("not a bool"), "{:?}", eval.errors);
+    }
+
+    #[test]
+    fn numbers_keep_their_cel_types() {
+        let rules = set(&[(RuleKind::Allow, "jwt.exp > 10 && jwt.ratio > 0.5")]);
+        assert_eq!(
+            run(&rules, j!({"exp": 20, "ratio": 0.75})).0,
+            Verdict::Allow
+        );
+    }
+
+    #[test]
+    fn bad_expressions_fail_to_compile_with_the_source() {
+        let err = Rule::compile(RuleKind::Allow, "auth.claims.groups in in").unwrap_err();
+        assert!(
+            err.to_string().contains("auth.claims.groups in in"),
+            "{err}"
+        );
+    }
+}

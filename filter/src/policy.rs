@@ -1,0 +1,563 @@
+//! The route policy, in the Agent Gateway language, parsed and compiled once per configuration.
+//!
+//! Parsing is strict on purpose: an unknown field, a missing `issuer`, a CEL expression that
+//! does not compile or a key set that is not one fails the whole configuration with the path
+//! of the field and the reason, so Envoy keeps the last good configuration instead of
+//! failing requests later.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value as Json};
+
+use crate::authz::{Rule, RuleKind, RuleSet};
+use crate::jwks::{self, KeySet};
+use crate::jwt::Expectations;
+
+/// What a missing or invalid token does to a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Missing or invalid: 401.
+    #[default]
+    Strict,
+    /// Missing passes without identity; invalid: 401.
+    Optional,
+    /// Never rejected for authentication; claims are set when the token is valid.
+    Permissive,
+}
+
+/// A configuration that cannot be used, with the field it is about.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct ConfigError {
+    /// Dotted path of the field, e.g. `policies.mcpAuthentication.issuer`.
+    pub path: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(path: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A compiled route policy.
+#[derive(Debug)]
+pub struct Policy {
+    pub authn: Option<Authn>,
+    pub rules: RuleSet,
+}
+
+/// The compiled `mcpAuthentication`.
+#[derive(Debug)]
+pub struct Authn {
+    pub mode: Mode,
+    pub expect: Expectations,
+    pub keys: KeySource,
+    /// Keep the `Authorization` header for the upstream (MCP forbids it by default).
+    pub forward_token: bool,
+    /// Extra RFC 9728 members, already in their snake_case wire names.
+    pub resource_metadata: Map<String, Json>,
+}
+
+/// Where the issuer's keys come from.
+#[derive(Debug)]
+pub enum KeySource {
+    Inline(KeySet),
+    Remote(RemoteJwks),
+}
+
+/// A key set fetched through the host (`dispatch_http_call`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteJwks {
+    pub url: String,
+    /// The Envoy cluster the call goes through.
+    pub cluster: String,
+    /// `:authority` of the call: the URL's host and port.
+    pub authority: String,
+    /// `:path` of the call, query included.
+    pub path: String,
+    pub timeout: Duration,
+    pub min_refresh: Duration,
+    pub max_refresh: Duration,
+}
+
+pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(60);
+pub const DEFAULT_JWKS_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_MIN_REFRESH: Duration = Duration::from_secs(60);
+pub const DEFAULT_MAX_REFRESH: Duration = Duration::from_secs(3600);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawRoot {
+    policies: Option<RawPolicies>,
+    mcp_authentication: Option<RawAuthn>,
+    authorization: Option<RawAuthz>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawPolicies {
+    mcp_authentication: Option<RawAuthn>,
+    authorization: Option<RawAuthz>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawAuthn {
+    #[serde(default)]
+    mode: Mode,
+    issuer: Option<String>,
+    audiences: Option<Vec<String>>,
+    jwks: Option<Json>,
+    clock_skew: Option<Json>,
+    resource_metadata: Option<Map<String, Json>>,
+    #[serde(default)]
+    forward_token: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawAuthz {
+    #[serde(default)]
+    rules: Vec<Json>,
+}
+
+impl Policy {
+    /// Parses a plugin configuration: YAML, or JSON (which Istio's `pluginConfig` becomes).
+    pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigError> {
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| ConfigError::new("(configuration)", "is not valid UTF-8"))?;
+        if text.trim().is_empty() {
+            return Err(ConfigError::new(
+                "(configuration)",
+                "is empty: expected `policies:` with `mcpAuthentication` and/or `authorization`",
+            ));
+        }
+        let raw: RawRoot = deserialize(text)?;
+        let (prefix, authn, authz) = match raw {
+            RawRoot {
+                policies: Some(p),
+                mcp_authentication: None,
+                authorization: None,
+            } => ("policies.", p.mcp_authentication, p.authorization),
+            RawRoot {
+                policies: None,
+                mcp_authentication,
+                authorization,
+            } => ("", mcp_authentication, authorization),
+            _ => {
+                return Err(ConfigError::new(
+                    "policies",
+                    "write the policy either under `policies:` or bare, not both",
+                ));
+            }
+        };
+        if authn.is_none() && authz.is_none() {
+            return Err(ConfigError::new(
+                format!("{prefix}mcpAuthentication"),
+                "the policy has neither `mcpAuthentication` nor `authorization`",
+            ));
+        }
+        let authn = authn
+            .map(|a| compile_authn(a, &format!("{prefix}mcpAuthentication")))
+            .transpose()?;
+        let rules = match authz {
+            Some(a) => compile_rules(a.rules, &format!("{prefix}authorization.rules"))?,
+            None => RuleSet::default(),
+        };
+        Ok(Policy { authn, rules })
+    }
+}
+
+/// Deserializes with the path of the failing field in the error.
+fn deserialize<T: DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
+    let located = |path: String, reason: String| {
+        let path = if path == "." || path.is_empty() {
+            "(configuration)".to_string()
+        } else {
+            path
+        };
+        ConfigError::new(path, reason)
+    };
+    if text.trim_start().starts_with('{') {
+        let mut de = serde_json::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(&mut de)
+            .map_err(|e| located(e.path().to_string(), e.inner().to_string()))
+    } else {
+        let de = serde_yaml::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(de)
+            .map_err(|e| located(e.path().to_string(), e.inner().to_string()))
+    }
+}
+
+fn compile_authn(raw: RawAuthn, path: &str) -> Result<Authn, ConfigError> {
+    let issuer = raw
+        .issuer
+        .filter(|i| !i.is_empty())
+        .ok_or_else(|| ConfigError::new(format!("{path}.issuer"), "is required"))?;
+    let audiences = match raw.audiences {
+        None => {
+            return Err(ConfigError::new(
+                format!("{path}.audiences"),
+                "is required (write `audiences: []` to accept any audience)",
+            ));
+        }
+        Some(list) if list.is_empty() => None,
+        Some(list) => Some(list),
+    };
+    let clock_skew = match raw.clock_skew {
+        None => DEFAULT_CLOCK_SKEW,
+        Some(v) => duration(&v, &format!("{path}.clockSkew"))?,
+    };
+    let clock_skew = chrono::TimeDelta::from_std(clock_skew)
+        .map_err(|_| ConfigError::new(format!("{path}.clockSkew"), "is too large"))?;
+    let keys = match raw.jwks {
+        None => {
+            return Err(ConfigError::new(
+                format!("{path}.jwks"),
+                "is required: an inline key set, or `url:` of the issuer's keys",
+            ));
+        }
+        Some(jwks) => key_source(&jwks, &format!("{path}.jwks"))?,
+    };
+    let resource_metadata = raw
+        .resource_metadata
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (snake_case(&k), v))
+        .collect();
+    Ok(Authn {
+        mode: raw.mode,
+        expect: Expectations {
+            issuer,
+            audiences,
+            clock_skew,
+        },
+        keys,
+        forward_token: raw.forward_token,
+        resource_metadata,
+    })
+}
+
+/// `jwks` as Agent Gateway writes it: a JSON string, an object with `keys`, or `url:`.
+fn key_source(jwks: &Json, path: &str) -> Result<KeySource, ConfigError> {
+    let inline = |set: Result<KeySet, jwks::JwksError>| {
+        set.map(KeySource::Inline)
+            .map_err(|e| ConfigError::new(path, e.to_string()))
+    };
+    match jwks {
+        Json::String(text) => inline(jwks::parse_jwks(text.as_bytes())),
+        Json::Object(fields) if fields.contains_key("keys") => {
+            if let Some(other) = fields.keys().find(|k| *k != "keys") {
+                return Err(ConfigError::new(
+                    format!("{path}.{other}"),
+                    "unknown field next to `keys`",
+                ));
+            }
+            match fields.get("keys") {
+                Some(Json::Array(keys)) => inline(jwks::from_values(keys)),
+                _ => Err(ConfigError::new(format!("{path}.keys"), "must be a list")),
+            }
+        }
+        Json::Object(fields) if fields.contains_key("file") => Err(ConfigError::new(
+            format!("{path}.file"),
+            "a proxy-wasm filter cannot read files: render the configuration with \
+             `host-shim envoy`, which inlines the file, or write the keys inline",
+        )),
+        Json::Object(fields) if fields.contains_key("url") => {
+            remote(fields, path).map(KeySource::Remote)
+        }
+        _ => Err(ConfigError::new(
+            path,
+            "expected an inline key set (a JSON string or `keys: [...]`) or `url:`",
+        )),
+    }
+}
+
+fn remote(fields: &Map<String, Json>, path: &str) -> Result<RemoteJwks, ConfigError> {
+    const KNOWN: [&str; 5] = ["url", "cluster", "timeout", "minRefresh", "maxRefresh"];
+    if let Some(other) = fields.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        return Err(ConfigError::new(
+            format!("{path}.{other}"),
+            format!("unknown field, expected one of {}", KNOWN.join(", ")),
+        ));
+    }
+    let text = |name: &str| -> Result<Option<String>, ConfigError> {
+        match fields.get(name) {
+            None => Ok(None),
+            Some(Json::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
+            Some(_) => Err(ConfigError::new(
+                format!("{path}.{name}"),
+                "must be a non-empty string",
+            )),
+        }
+    };
+    let url = text("url")?.unwrap_or_default();
+    let (authority, host, url_path) =
+        split_url(&url).map_err(|reason| ConfigError::new(format!("{path}.url"), reason))?;
+    let cluster = text("cluster")?.unwrap_or(host);
+    let get = |name: &str, default: Duration| match fields.get(name) {
+        None => Ok(default),
+        Some(v) => duration(v, &format!("{path}.{name}")),
+    };
+    let timeout = get("timeout", DEFAULT_JWKS_TIMEOUT)?;
+    let min_refresh = get("minRefresh", DEFAULT_MIN_REFRESH)?;
+    let max_refresh = get("maxRefresh", DEFAULT_MAX_REFRESH)?;
+    if timeout.is_zero() {
+        return Err(ConfigError::new(
+            format!("{path}.timeout"),
+            "must be above zero",
+        ));
+    }
+    if min_refresh > max_refresh {
+        return Err(ConfigError::new(
+            format!("{path}.minRefresh"),
+            "must not be above maxRefresh",
+        ));
+    }
+    Ok(RemoteJwks {
+        url,
+        cluster,
+        authority,
+        path: url_path,
+        timeout,
+        min_refresh,
+        max_refresh,
+    })
+}
+
+/// Splits `http(s)://authority/path` into (authority, host, path). Userinfo is refused: it
+/// would be a credential in a configuration that ends up in logs.
+fn split_url(url: &str) -> Result<(String, String, String), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or("must start with https:// or http://")?;
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() {
+        return Err("has no host".into());
+    }
+    if authority.contains('@') {
+        return Err("must not carry credentials (user@host)".into());
+    }
+    let host = match authority.strip_prefix('[') {
+        // An IPv6 literal keeps its brackets; the port, if any, follows them.
+        Some(v6) => format!("[{}]", v6.split(']').next().unwrap_or_default()),
+        None => authority.split(':').next().unwrap_or_default().to_string(),
+    };
+    let path = if path.starts_with('?') {
+        format!("/{path}")
+    } else {
+        path.to_string()
+    };
+    Ok((authority.to_string(), host, path))
+}
+
+/// A duration written as seconds (`60`) or with a unit (`60s`, `5m`, `1h`, `500ms`).
+fn duration(value: &Json, path: &str) -> Result<Duration, ConfigError> {
+    match value {
+        Json::Number(n) => n
+            .as_u64()
+            .map(Duration::from_secs)
+            .ok_or_else(|| ConfigError::new(path, "must be a whole number of seconds")),
+        Json::String(s) => humantime::parse_duration(s)
+            .map_err(|e| ConfigError::new(path, format!("{s:?} is not a duration: {e}"))),
+        _ => Err(ConfigError::new(path, "must be a duration such as 60s")),
+    }
+}
+
+fn compile_rules(raw: Vec<Json>, path: &str) -> Result<RuleSet, ConfigError> {
+    let mut rules = Vec::with_capacity(raw.len());
+    for (i, rule) in raw.iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        let (kind, source, at) = match rule {
+            Json::String(s) => (RuleKind::Allow, s.as_str(), at),
+            Json::Object(fields) if fields.len() == 1 => {
+                let Some((key, value)) = fields.iter().next() else {
+                    return Err(ConfigError::new(at, "is empty"));
+                };
+                let kind = match key.as_str() {
+                    "if" | "allow" => RuleKind::Allow,
+                    "deny" => RuleKind::Deny,
+                    "require" => RuleKind::Require,
+                    other => {
+                        return Err(ConfigError::new(
+                            format!("{at}.{other}"),
+                            "unknown rule kind, expected if, allow, deny or require",
+                        ));
+                    }
+                };
+                let Json::String(source) = value else {
+                    return Err(ConfigError::new(
+                        format!("{at}.{key}"),
+                        "must be a CEL expression string",
+                    ));
+                };
+                (kind, source.as_str(), format!("{at}.{key}"))
+            }
+            _ => {
+                return Err(ConfigError::new(
+                    at,
+                    "expected a CEL string or one of `if:`, `allow:`, `deny:`, `require:`",
+                ));
+            }
+        };
+        let compiled =
+            Rule::compile(kind, source).map_err(|e| ConfigError::new(at, e.to_string()))?;
+        rules.push(compiled);
+    }
+    Ok(RuleSet::new(rules))
+}
+
+/// `scopesSupported` → `scopes_supported`, the RFC 9728 wire name.
+fn snake_case(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for c in name.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+    use super::*;
+
+    const GUIDE: &str = r#"
+policies:
+  mcpAuthentication:
+    mode: strict
+    issuer: https://your-org.okta.com/oauth2/default
+    audiences: [api://agentgateway]
+    jwks:
+      url: https://your-org.okta.com/oauth2/default/v1/keys
+  authorization:
+    rules:
+    - if: '"AI-Users" in auth.claims.groups'
+"#;
+
+    fn err(config: &str) -> ConfigError {
+        Policy::parse(config.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn the_okta_guide_policy_parses_as_written() {
+        let policy = Policy::parse(GUIDE.as_bytes()).unwrap();
+        let authn = policy.authn.unwrap();
+        assert_eq!(authn.mode, Mode::Strict);
+        assert_eq!(
+            authn.expect.issuer,
+            "https://your-org.okta.com/oauth2/default"
+        );
+        assert_eq!(
+            authn.expect.audiences,
+            Some(vec!["api://agentgateway".to_string()])
+        );
+        let KeySource::Remote(remote) = authn.keys else {
+            panic!("expected remote keys")
+        };
+        assert_eq!(remote.cluster, "your-org.okta.com");
+        assert_eq!(remote.authority, "your-org.okta.com");
+        assert_eq!(remote.path, "/oauth2/default/v1/keys");
+        assert_eq!(remote.timeout, DEFAULT_JWKS_TIMEOUT);
+        assert_eq!(policy.rules.len(), 1);
+    }
+
+    #[test]
+    fn json_and_bare_forms_are_accepted() {
+        let json = r#"{"mcpAuthentication":{"issuer":"https://i","audiences":[],
+            "jwks":{"url":"http://127.0.0.1:9000/k?x=1","cluster":"okta","timeout":"2s"}},
+            "authorization":{"rules":["true",{"deny":"false"},{"require":"true"}]}}"#;
+        let policy = Policy::parse(json.as_bytes()).unwrap();
+        let authn = policy.authn.unwrap();
+        assert_eq!(authn.expect.audiences, None);
+        let KeySource::Remote(remote) = authn.keys else {
+            panic!("expected remote keys")
+        };
+        assert_eq!(remote.cluster, "okta");
+        assert_eq!(remote.authority, "127.0.0.1:9000");
+        assert_eq!(remote.path, "/k?x=1");
+        assert_eq!(remote.timeout, Duration::from_secs(2));
+        assert_eq!(policy.rules.len(), 3);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = err(
+            "policies:\n  mcpAuthentication:\n    audiences: []\n    jwks: {url: https://x/k}\n",
+        );
+        assert_eq!(e.path, "policies.mcpAuthentication.issuer", "{e}");
+
+        let e = err(
+            "mcpAuthentication:\n  issuer: x\n  audiences: []\n  jwks: {url: https://x/k}\n  colour: red\n",
+        );
+        assert_eq!(e.path, "mcpAuthentication.colour", "{e}");
+        assert!(e.reason.contains("unknown field `colour`"), "{e}");
+
+        let e = err("authorization:\n  rules:\n  - if: '\"a\" in in'\n");
+        assert_eq!(e.path, "authorization.rules[0].if", "{e}");
+
+        let e = err("mcpAuthentication:\n  issuer: x\n  audiences: []\n  jwks: '{\"keys\": 5}'\n");
+        assert_eq!(e.path, "mcpAuthentication.jwks", "{e}");
+        assert!(e.reason.contains("not a JSON Web Key Set"), "{e}");
+
+        let e = err("mcpAuthentication:\n  issuer: x\n  jwks: {url: https://x/k}\n");
+        assert_eq!(e.path, "mcpAuthentication.audiences", "{e}");
+
+        let e = err("mcpAuthentication:\n  issuer: x\n  audiences: []\n  jwks: {url: ftp://x/k}\n");
+        assert_eq!(e.path, "mcpAuthentication.jwks.url", "{e}");
+
+        let e = err(
+            "mcpAuthentication:\n  mode: lax\n  issuer: x\n  audiences: []\n  jwks: {url: https://x/k}\n",
+        );
+        assert_eq!(e.path, "mcpAuthentication.mode", "{e}");
+
+        let e = err("{\"policies\": {\"authorization\": {\"rules\": [{\"maybe\": \"true\"}]}}}");
+        assert_eq!(e.path, "policies.authorization.rules[0].maybe", "{e}");
+
+        assert_eq!(err("  ").path, "(configuration)");
+        assert_eq!(err("policies: {}").path, "policies.mcpAuthentication");
+    }
+
+    #[test]
+    fn resource_metadata_uses_wire_names() {
+        let p = Policy::parse(
+            b"mcpAuthentication:\n  issuer: x\n  audiences: []\n  jwks: {url: https://x/k}\n  resourceMetadata:\n    scopesSupported: [a]\n",
+        )
+        .unwrap();
+        assert!(
+            p.authn
+                .unwrap()
+                .resource_metadata
+                .contains_key("scopes_supported")
+        );
+    }
+
+    #[test]
+    fn urls_split_into_authority_and_path() {
+        assert_eq!(
+            split_url("https://h:8443").unwrap(),
+            ("h:8443".into(), "h".into(), "/".into())
+        );
+        assert_eq!(
+            split_url("http://[::1]:9000/k").unwrap(),
+            ("[::1]:9000".into(), "[::1]".into(), "/k".into())
+        );
+        assert!(split_url("https://u:p@h/k").is_err());
+        assert!(split_url("https:///k").is_err());
+    }
+}

@@ -1,0 +1,204 @@
+//! The answers the filter gives itself: 401 and 403 as the MCP authorization specification
+//! (2025-11-25) and RFC 6750 shape them, 503 when the issuer's keys are unavailable, and the
+//! RFC 9728 protected resource metadata document.
+
+use serde_json::{Map, Value as Json, json};
+
+/// The well-known path of RFC 9728 protected resource metadata.
+pub const METADATA_PREFIX: &str = "/.well-known/oauth-protected-resource";
+
+/// A response the filter sends instead of forwarding the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalResponse {
+    pub status: u32,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// A short reason for Envoy's `response_code_details` and the log.
+    pub details: String,
+}
+
+/// Where the request came in: enough to name the resource and its metadata document.
+#[derive(Debug, Clone)]
+pub struct Origin<'a> {
+    pub scheme: &'a str,
+    pub host: &'a str,
+    /// The request path without its query.
+    pub path: &'a str,
+}
+
+impl Origin<'_> {
+    /// The resource a request path names (RFC 9728 §3.1 inserts the path after the prefix).
+    fn resource(&self, path: &str) -> String {
+        format!(
+            "{}://{}{}",
+            self.scheme,
+            self.host,
+            path.trim_end_matches('/')
+        )
+    }
+
+    /// `…/.well-known/oauth-protected-resource<path>` for the path of this request.
+    pub fn metadata_url(&self) -> String {
+        let path = if self.path == "/" { "" } else { self.path };
+        format!("{}://{}{METADATA_PREFIX}{path}", self.scheme, self.host)
+    }
+}
+
+/// An OAuth error for a 401: `invalid_request` when the request's shape is wrong,
+/// `invalid_token` when the token is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenge {
+    /// No token: a bare challenge, as RFC 6750 §3.1 asks.
+    Missing,
+    InvalidRequest,
+    InvalidToken,
+}
+
+pub fn unauthorized(origin: &Origin<'_>, challenge: Challenge, description: &str) -> LocalResponse {
+    let mut www = format!(
+        "Bearer resource_metadata=\"{}\"",
+        quoted(&origin.metadata_url())
+    );
+    let code = match challenge {
+        Challenge::Missing => "unauthorized",
+        Challenge::InvalidRequest => "invalid_request",
+        Challenge::InvalidToken => "invalid_token",
+    };
+    if challenge != Challenge::Missing {
+        www.push_str(&format!(
+            ", error=\"{code}\", error_description=\"{}\"",
+            quoted(description)
+        ));
+    }
+    let mut response = json_response(
+        401,
+        &json!({"error": code, "error_description": description}),
+        format!("mcp_auth_{code}"),
+    );
+    response.headers.push(("www-authenticate".into(), www));
+    response
+}
+
+pub fn forbidden(description: &str) -> LocalResponse {
+    json_response(
+        403,
+        &json!({"error": "forbidden", "error_description": description}),
+        "mcp_auth_forbidden".into(),
+    )
+}
+
+pub fn keys_unavailable(issuer: &str, reason: &str) -> LocalResponse {
+    let mut response = json_response(
+        503,
+        &json!({
+            "error": "temporarily_unavailable",
+            "error_description": format!(
+                "the signing keys of {issuer} could not be fetched ({reason}); the token was not checked"
+            ),
+        }),
+        "mcp_auth_jwks_unavailable".into(),
+    );
+    response.headers.push(("retry-after".into(), "5".into()));
+    response
+}
+
+/// The RFC 9728 document for the resource named by `resource_path`.
+pub fn metadata(
+    origin: &Origin<'_>,
+    resource_path: &str,
+    issuer: &str,
+    extra: &Map<String, Json>,
+) -> LocalResponse {
+    let mut doc = Map::new();
+    doc.insert("resource".into(), origin.resource(resource_path).into());
+    doc.insert("authorization_servers".into(), json!([issuer]));
+    doc.insert("bearer_methods_supported".into(), json!(["header"]));
+    for (k, v) in extra {
+        doc.insert(k.clone(), v.clone());
+    }
+    let mut response = json_response(200, &Json::Object(doc), "mcp_auth_metadata".into());
+    response
+        .headers
+        .push(("cache-control".into(), "max-age=3600".into()));
+    response
+}
+
+fn json_response(status: u32, body: &Json, details: String) -> LocalResponse {
+    LocalResponse {
+        status,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: body.to_string().into_bytes(),
+        details,
+    }
+}
+
+/// Makes text safe inside a quoted-string of a header (RFC 9110 §5.6.4): no quotes, no
+/// backslashes, no control characters, so a reason can never split or forge a header.
+fn quoted(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '"' => '\'',
+            '\\' => '/',
+            c if c.is_control() => ' ',
+            c => c,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+    use super::*;
+
+    fn origin(path: &str) -> Origin<'_> {
+        Origin {
+            scheme: "https",
+            host: "gw.example.com",
+            path,
+        }
+    }
+
+    #[test]
+    fn metadata_url_follows_the_request_path() {
+        assert_eq!(
+            origin("/mcp").metadata_url(),
+            "https://gw.example.com/.well-known/oauth-protected-resource/mcp"
+        );
+        assert_eq!(
+            origin("/").metadata_url(),
+            "https://gw.example.com/.well-known/oauth-protected-resource"
+        );
+    }
+
+    #[test]
+    fn a_reason_cannot_break_out_of_the_header() {
+        let r = unauthorized(
+            &origin("/mcp"),
+            Challenge::InvalidToken,
+            "bad \"thing\"\r\nx-evil: 1",
+        );
+        let www = &r
+            .headers
+            .iter()
+            .find(|(k, _)| k == "www-authenticate")
+            .unwrap()
+            .1;
+        assert!(!www.contains('\r') && !www.contains('\n'), "{www}");
+        assert_eq!(www.matches('"').count(), 6, "{www}");
+    }
+
+    #[test]
+    fn a_missing_token_gets_a_bare_challenge() {
+        let r = unauthorized(&origin("/mcp"), Challenge::Missing, "no token");
+        let www = &r
+            .headers
+            .iter()
+            .find(|(k, _)| k == "www-authenticate")
+            .unwrap()
+            .1;
+        assert_eq!(
+            www,
+            "Bearer resource_metadata=\"https://gw.example.com/.well-known/oauth-protected-resource/mcp\""
+        );
+    }
+}
