@@ -3,27 +3,34 @@
 //! out: remove headers and continue, or answer locally. Hostcall failures fail closed with a
 //! 500 instead of the SDK's panics, because a panic would kill the worker's VM.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType, Status};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
 
 use crate::engine::{self, Decision, KeyState, RequestView};
-use crate::host::Host;
-use crate::policy::{KeySource, Policy};
-use crate::response::LocalResponse;
+use crate::host::{Host, SharedWrite};
+use crate::keystore::{self, Fetch, FetchResponse, KeyStore, MAX_JWKS_BYTES, Reason};
+use crate::policy::{KeySource, Location, Policy};
+use crate::response::{self, LocalResponse};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
-/// Counters are defined on first use and their ids kept per VM.
+/// How often a VM with remote keys looks at the shared cache; faster while requests wait.
+const TICK: Duration = Duration::from_secs(1);
+const FAST_TICK: Duration = Duration::from_millis(100);
+/// How long past the fetch timeout a request may wait for keys another VM is fetching.
+const WAIT_GRACE_MS: i64 = 1000;
+
+/// The proxy's side of [`Host`]: hostcalls. Counters are defined on first use.
 #[derive(Default)]
 struct ProxyHost {
     metrics: RefCell<HashMap<String, u32>>,
@@ -53,50 +60,307 @@ impl Host for ProxyHost {
         };
         let _ = hostcalls::increment_metric(id, i64::try_from(delta).unwrap_or(i64::MAX));
     }
+
+    fn shared_get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        match hostcalls::get_shared_data(key) {
+            Ok((Some(value), cas)) => Some((value, cas.unwrap_or(0))),
+            Ok((None, cas)) => Some((Vec::new(), cas.unwrap_or(0))),
+            Err(_) => None,
+        }
+    }
+
+    fn shared_set(&self, key: &str, value: &[u8], cas: u32) -> SharedWrite {
+        let cas = if cas == 0 { None } else { Some(cas) };
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => SharedWrite::Written,
+            Err(Status::CasMismatch) => SharedWrite::CasMismatch,
+            Err(_) => SharedWrite::Failed,
+        }
+    }
+
+    fn dispatch_get(&self, location: &Location, timeout: Duration) -> Result<u32, String> {
+        hostcalls::dispatch_http_call(
+            &location.cluster,
+            vec![
+                (":method", "GET"),
+                (":path", &location.path),
+                (":authority", &location.authority),
+                ("accept", "application/json"),
+                ("user-agent", "mcp-auth-filter"),
+            ],
+            None,
+            vec![],
+            timeout,
+        )
+        .map_err(|status| match status {
+            Status::BadArgument => "the cluster is not configured in the proxy".to_string(),
+            other => format!("the proxy refused the call ({other:?})"),
+        })
+    }
+}
+
+/// A request paused until keys arrive.
+#[derive(Debug, Clone, Copy)]
+struct Waiter {
+    context_id: u32,
+    since_ms: i64,
+}
+
+/// Everything one VM knows, shared by its root context and its streams.
+#[derive(Default)]
+struct State {
+    policy: Option<Policy>,
+    store: RefCell<Option<KeyStore>>,
+    waiting: RefCell<Vec<Waiter>>,
+    fast_tick: Cell<bool>,
+    host: ProxyHost,
+}
+
+/// What became of a request after a decision.
+enum Outcome {
+    Forward,
+    Answered,
+    Wait,
+}
+
+impl State {
+    /// Decides about the current stream's request and carries the decision out. `waited`
+    /// is set when the request already waited for keys: it must not ask for another fetch.
+    fn run(&self, context_id: u32, waited: Option<Waiter>) -> Outcome {
+        let Some(policy) = &self.policy else {
+            fail_closed("the filter has no configuration");
+            return Outcome::Answered;
+        };
+        let Ok(headers) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) else {
+            fail_closed("request headers are unavailable");
+            return Outcome::Answered;
+        };
+        let request = RequestView { headers: &headers };
+        let now_ms = self.host.now().timestamp_millis();
+        let mut store = self.store.borrow_mut();
+        let mut reason = Reason::Load;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let keys = match (policy.authn.as_ref().map(|a| &a.keys), store.as_ref()) {
+                (Some(KeySource::Inline(set)), _) => KeyState::Ready {
+                    set,
+                    may_refetch: false,
+                },
+                (Some(KeySource::Remote(_)), Some(store)) => match store.state(now_ms) {
+                    KeyState::Ready { set, may_refetch } => {
+                        reason = Reason::UnknownKid;
+                        KeyState::Ready {
+                            set,
+                            may_refetch: may_refetch && waited.is_none() && attempts == 1,
+                        }
+                    }
+                    other => other,
+                },
+                _ => KeyState::Failed("no key source"),
+            };
+            match engine::decide(policy, keys, &request, &self.host) {
+                Decision::Continue { remove, .. } => {
+                    for name in remove {
+                        if hostcalls::remove_map_value(MapType::HttpRequestHeaders, name).is_err() {
+                            fail_closed("a request header could not be removed");
+                            return Outcome::Answered;
+                        }
+                    }
+                    return Outcome::Forward;
+                }
+                Decision::Respond(response) => {
+                    respond(&response);
+                    return Outcome::Answered;
+                }
+                Decision::FetchKeys => {}
+            }
+            let Some(store) = store.as_mut() else {
+                fail_closed("no key store");
+                return Outcome::Answered;
+            };
+            if let Some(w) = waited {
+                let issuer = policy
+                    .authn
+                    .as_ref()
+                    .map_or("", |a| a.expect.issuer.as_str());
+                let answer = if let Some(error) = store.failure_since(w.since_ms) {
+                    response::keys_unavailable(issuer, error)
+                } else if now_ms
+                    > w.since_ms
+                        .saturating_add(store.config().timeout.as_millis() as i64)
+                        .saturating_add(WAIT_GRACE_MS)
+                {
+                    response::keys_unavailable(issuer, "no answer in time")
+                } else {
+                    return Outcome::Wait;
+                };
+                self.host.count(engine::metric::KEYS_UNAVAILABLE, 1);
+                respond(&answer);
+                return Outcome::Answered;
+            }
+            match store.fetch(&self.host, reason) {
+                Fetch::Waiting => {
+                    self.waiting.borrow_mut().push(Waiter {
+                        context_id,
+                        since_ms: now_ms,
+                    });
+                    return Outcome::Wait;
+                }
+                // Newer keys, or no refetch allowed: decide once more without refetching.
+                Fetch::Updated | Fetch::RateLimited if attempts < 2 => continue,
+                Fetch::Updated | Fetch::RateLimited => {
+                    fail_closed("the key cache did not settle");
+                    return Outcome::Answered;
+                }
+                Fetch::Unavailable(error) => {
+                    self.host.count(engine::metric::KEYS_UNAVAILABLE, 1);
+                    let issuer = policy
+                        .authn
+                        .as_ref()
+                        .map_or("", |a| a.expect.issuer.as_str());
+                    respond(&response::keys_unavailable(issuer, &error));
+                    return Outcome::Answered;
+                }
+            }
+        }
+    }
+
+    /// Decides again about every waiting request, after keys arrived or a fetch failed.
+    fn resume_waiters(&self) {
+        let waiters = std::mem::take(&mut *self.waiting.borrow_mut());
+        for w in waiters {
+            // A stream that ended while it waited is gone; nothing to resume.
+            if hostcalls::set_effective_context(w.context_id).is_err() {
+                continue;
+            }
+            match self.run(w.context_id, Some(w)) {
+                Outcome::Forward => {
+                    let _ = hostcalls::resume_http_request();
+                }
+                Outcome::Answered => {}
+                Outcome::Wait => self.waiting.borrow_mut().push(w),
+            }
+        }
+        self.adjust_tick();
+    }
+
+    fn adjust_tick(&self) {
+        let fast = !self.waiting.borrow().is_empty();
+        if fast != self.fast_tick.get() {
+            self.fast_tick.set(fast);
+            let _ = hostcalls::set_tick_period(if fast { FAST_TICK } else { TICK });
+        }
+    }
+
+    fn forget(&self, context_id: u32) {
+        self.waiting
+            .borrow_mut()
+            .retain(|w| w.context_id != context_id);
+    }
 }
 
 #[derive(Default)]
 struct Root {
-    policy: Option<Rc<Policy>>,
-    host: Rc<ProxyHost>,
+    state: Rc<State>,
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _: usize) {
+        let headers =
+            hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders).unwrap_or_default();
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .and_then(|(_, v)| std::str::from_utf8(v).ok())
+        };
+        let status = header(":status").and_then(|s| s.parse::<u16>().ok());
+        let cache_control = header("cache-control").map(str::to_string);
+        let body = if body_size > MAX_JWKS_BYTES {
+            Vec::new()
+        } else {
+            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        };
+        let response = FetchResponse {
+            status,
+            cache_control,
+            body,
+            body_size,
+        };
+        let ours = match self.state.store.borrow_mut().as_mut() {
+            Some(store) => store.on_response(&self.state.host, token, response),
+            None => false,
+        };
+        if ours {
+            self.state.resume_waiters();
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = match hostcalls::get_buffer(
-            proxy_wasm::types::BufferType::PluginConfiguration,
-            0,
-            usize::MAX,
-        ) {
+        let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
             Ok(Some(bytes)) => bytes,
             _ => {
                 log::error!("mcp-auth: configuration rejected: (configuration): is missing");
                 return false;
             }
         };
-        match Policy::parse(&bytes) {
-            Ok(policy) => {
-                if let Some(KeySource::Inline(set)) = policy.authn.as_ref().map(|a| &a.keys) {
-                    for skipped in &set.skipped {
-                        log::warn!("mcp-auth: JWKS key skipped: {skipped}");
-                    }
-                }
-                self.policy = Some(Rc::new(policy));
-                true
-            }
+        let policy = match Policy::parse(&bytes) {
+            Ok(policy) => policy,
             Err(e) => {
                 log::error!("mcp-auth: configuration rejected: {e}");
-                false
+                return false;
             }
+        };
+        let mut store = None;
+        match policy.authn.as_ref().map(|a| (&a.keys, &a.expect.issuer)) {
+            Some((KeySource::Inline(set), _)) => {
+                for skipped in &set.skipped {
+                    log::warn!("mcp-auth: JWKS key skipped: {skipped}");
+                }
+            }
+            Some((KeySource::Remote(remote), issuer)) => {
+                let me = keystore::vm_number(&self.state.host);
+                store = Some(KeyStore::new(remote.clone(), issuer, me));
+            }
+            None => {}
+        }
+        let remote = store.is_some();
+        // A new configuration starts from a fresh state; streams of the old one keep theirs.
+        self.state = Rc::new(State {
+            policy: Some(policy),
+            store: RefCell::new(store),
+            ..State::default()
+        });
+        if remote {
+            // The first tick comes soon and loads the keys before the first request needs them.
+            self.state.fast_tick.set(true);
+            let _ = hostcalls::set_tick_period(FAST_TICK);
+        }
+        true
+    }
+
+    fn on_tick(&mut self) {
+        let changed = match self.state.store.borrow_mut().as_mut() {
+            Some(store) => store.on_tick(&self.state.host),
+            None => false,
+        };
+        if changed || !self.state.waiting.borrow().is_empty() {
+            self.state.resume_waiters();
+        } else {
+            self.state.adjust_tick();
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Stream {
-            policy: self.policy.clone(),
-            host: self.host.clone(),
+            context_id,
+            state: self.state.clone(),
         }))
     }
 
@@ -106,45 +370,31 @@ impl RootContext for Root {
 }
 
 struct Stream {
-    policy: Option<Rc<Policy>>,
-    host: Rc<ProxyHost>,
+    context_id: u32,
+    state: Rc<State>,
 }
 
-impl Context for Stream {}
+impl Context for Stream {
+    fn on_done(&mut self) -> bool {
+        self.state.forget(self.context_id);
+        true
+    }
+}
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        let Some(policy) = self.policy.clone() else {
-            return fail_closed("the filter has no configuration");
-        };
-        let Ok(headers) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) else {
-            return fail_closed("request headers are unavailable");
-        };
-        let request = RequestView { headers: &headers };
-        let keys = match policy.authn.as_ref().map(|a| &a.keys) {
-            Some(KeySource::Inline(set)) => KeyState::Ready {
-                set,
-                may_refetch: false,
-            },
-            Some(KeySource::Remote(_)) => KeyState::Failed("remote keys are not fetched yet"),
-            None => KeyState::Failed("no keys configured"),
-        };
-        match engine::decide(&policy, keys, &request, self.host.as_ref()) {
-            Decision::Continue { remove, .. } => {
-                for name in remove {
-                    if hostcalls::remove_map_value(MapType::HttpRequestHeaders, name).is_err() {
-                        return fail_closed("a request header could not be removed");
-                    }
-                }
-                Action::Continue
+        match self.state.run(self.context_id, None) {
+            Outcome::Forward => Action::Continue,
+            Outcome::Answered => Action::Pause,
+            Outcome::Wait => {
+                self.state.adjust_tick();
+                Action::Pause
             }
-            Decision::Respond(response) => respond(&response),
-            Decision::FetchKeys => fail_closed("signing keys are unavailable"),
         }
     }
 }
 
-fn fail_closed(reason: &str) -> Action {
+fn fail_closed(reason: &str) {
     log::error!("mcp-auth: failing closed: {reason}");
     respond(&LocalResponse {
         status: 500,
@@ -153,7 +403,7 @@ fn fail_closed(reason: &str) -> Action {
             .to_string()
             .into_bytes(),
         details: "mcp_auth_internal_error".into(),
-    })
+    });
 }
 
 #[link(wasm_import_module = "env")]
@@ -172,7 +422,7 @@ unsafe extern "C" {
 
 /// Sends a local response with its `details` (the SDK's wrapper passes none, and panics on
 /// an unexpected status).
-fn respond(response: &LocalResponse) -> Action {
+fn respond(response: &LocalResponse) {
     let headers = serialize_headers(&response.headers);
     // SAFETY: every pointer/length pair refers to a live buffer for the duration of the call.
     let status = unsafe {
@@ -190,7 +440,6 @@ fn respond(response: &LocalResponse) -> Action {
     if status != Status::Ok {
         log::error!("mcp-auth: the local response could not be sent ({status:?})");
     }
-    Action::Pause
 }
 
 /// The proxy-wasm map encoding: count, then (key size, value size) pairs, then the

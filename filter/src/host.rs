@@ -2,12 +2,31 @@
 //! host goes through [`Host`], implemented with proxy-wasm hostcalls in `adapter.rs` and by
 //! plain structs in native tests. The core never calls the SDK itself.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 
-/// What the core asks of the proxy while it decides about a request.
+use crate::policy::Location;
+
+/// The result of a compare-and-swap write to the proxy's shared data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedWrite {
+    Written,
+    /// Another VM wrote first: read again and retry.
+    CasMismatch,
+    Failed,
+}
+
+/// What the core asks of the proxy.
 pub trait Host {
     /// The host's clock (`proxy_get_current_time_nanoseconds`), never the guest's own.
     fn now(&self) -> DateTime<Utc>;
     /// Adds `delta` to the counter `name` (created on first use).
     fn count(&self, name: &str, delta: u64);
+    /// A value of the data shared by every VM of this plugin in the process, with its CAS.
+    fn shared_get(&self, key: &str) -> Option<(Vec<u8>, u32)>;
+    /// Writes `value` if the entry still has `cas` (0 = whatever it has).
+    fn shared_set(&self, key: &str, value: &[u8], cas: u32) -> SharedWrite;
+    /// Starts a GET to `location` through its cluster; the answer comes back by token.
+    fn dispatch_get(&self, location: &Location, timeout: Duration) -> Result<u32, String>;
 }

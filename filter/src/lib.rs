@@ -10,8 +10,12 @@ pub mod engine;
 pub mod host;
 pub mod jwks;
 pub mod jwt;
+pub mod keystore;
 pub mod policy;
 pub mod response;
+
+#[cfg(test)]
+mod testing;
 
 #[cfg(target_arch = "wasm32")]
 mod adapter;

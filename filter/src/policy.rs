@@ -75,6 +75,18 @@ pub enum KeySource {
 /// A key set fetched through the host (`dispatch_http_call`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteJwks {
+    /// The keys' URL, or the OpenID configuration to read `jwks_uri` from.
+    pub location: Location,
+    /// `location` is `{issuer}/.well-known/openid-configuration`, not the keys themselves.
+    pub discovery: bool,
+    pub timeout: Duration,
+    pub min_refresh: Duration,
+    pub max_refresh: Duration,
+}
+
+/// Where an HTTP call goes: the URL, and the Envoy cluster that reaches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
     pub url: String,
     /// The Envoy cluster the call goes through.
     pub cluster: String,
@@ -82,9 +94,27 @@ pub struct RemoteJwks {
     pub authority: String,
     /// `:path` of the call, query included.
     pub path: String,
-    pub timeout: Duration,
-    pub min_refresh: Duration,
-    pub max_refresh: Duration,
+}
+
+impl Location {
+    /// The location of `url`, through `cluster` or, by default, the cluster named after the
+    /// URL's host.
+    pub fn parse(url: &str, cluster: Option<String>) -> Result<Location, String> {
+        let (authority, host, path) = split_url(url)?;
+        Ok(Location {
+            url: url.to_string(),
+            cluster: cluster.unwrap_or(host),
+            authority,
+            path,
+        })
+    }
+}
+
+/// Identity providers whose key location differs from plain discovery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    /// Okta's authorization servers publish keys at `{issuer}/v1/keys`.
+    Okta,
 }
 
 pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(60);
@@ -115,6 +145,7 @@ struct RawAuthn {
     issuer: Option<String>,
     audiences: Option<Vec<String>>,
     jwks: Option<Json>,
+    provider: Option<Json>,
     clock_skew: Option<Json>,
     resource_metadata: Option<Map<String, Json>>,
     #[serde(default)]
@@ -217,15 +248,18 @@ fn compile_authn(raw: RawAuthn, path: &str) -> Result<Authn, ConfigError> {
     };
     let clock_skew = chrono::TimeDelta::from_std(clock_skew)
         .map_err(|_| ConfigError::new(format!("{path}.clockSkew"), "is too large"))?;
-    let keys = match raw.jwks {
-        None => {
-            return Err(ConfigError::new(
-                format!("{path}.jwks"),
-                "is required: an inline key set, or `url:` of the issuer's keys",
-            ));
-        }
-        Some(jwks) => key_source(&jwks, &format!("{path}.jwks"))?,
-    };
+    let provider = raw
+        .provider
+        .as_ref()
+        .map(|p| provider(p, &format!("{path}.provider")))
+        .transpose()?;
+    let empty = Json::Object(Map::new());
+    let keys = key_source(
+        raw.jwks.as_ref().unwrap_or(&empty),
+        &format!("{path}.jwks"),
+        &issuer,
+        provider,
+    )?;
     let resource_metadata = raw
         .resource_metadata
         .unwrap_or_default()
@@ -245,8 +279,31 @@ fn compile_authn(raw: RawAuthn, path: &str) -> Result<Authn, ConfigError> {
     })
 }
 
-/// `jwks` as Agent Gateway writes it: a JSON string, an object with `keys`, or `url:`.
-fn key_source(jwks: &Json, path: &str) -> Result<KeySource, ConfigError> {
+/// `provider: okta`, or Agent Gateway's `provider: {okta: {}}`.
+fn provider(value: &Json, path: &str) -> Result<Provider, ConfigError> {
+    let name = match value {
+        Json::String(name) => name.as_str(),
+        Json::Object(fields) if fields.len() == 1 => fields.keys().next().map_or("", |k| k),
+        _ => "",
+    };
+    match name {
+        "okta" => Ok(Provider::Okta),
+        _ => Err(ConfigError::new(
+            path,
+            "unknown provider, expected `okta` (other issuers need no provider: keys are \
+             found through OpenID discovery)",
+        )),
+    }
+}
+
+/// `jwks` as Agent Gateway writes it: a JSON string, an object with `keys`, or `url:`; with
+/// no `url`, the provider's key location or OpenID discovery from the issuer.
+fn key_source(
+    jwks: &Json,
+    path: &str,
+    issuer: &str,
+    provider: Option<Provider>,
+) -> Result<KeySource, ConfigError> {
     let inline = |set: Result<KeySet, jwks::JwksError>| {
         set.map(KeySource::Inline)
             .map_err(|e| ConfigError::new(path, e.to_string()))
@@ -270,9 +327,7 @@ fn key_source(jwks: &Json, path: &str) -> Result<KeySource, ConfigError> {
             "a proxy-wasm filter cannot read files: render the configuration with \
              `host-shim envoy`, which inlines the file, or write the keys inline",
         )),
-        Json::Object(fields) if fields.contains_key("url") => {
-            remote(fields, path).map(KeySource::Remote)
-        }
+        Json::Object(fields) => remote(fields, path, issuer, provider).map(KeySource::Remote),
         _ => Err(ConfigError::new(
             path,
             "expected an inline key set (a JSON string or `keys: [...]`) or `url:`",
@@ -280,7 +335,12 @@ fn key_source(jwks: &Json, path: &str) -> Result<KeySource, ConfigError> {
     }
 }
 
-fn remote(fields: &Map<String, Json>, path: &str) -> Result<RemoteJwks, ConfigError> {
+fn remote(
+    fields: &Map<String, Json>,
+    path: &str,
+    issuer: &str,
+    provider: Option<Provider>,
+) -> Result<RemoteJwks, ConfigError> {
     const KNOWN: [&str; 5] = ["url", "cluster", "timeout", "minRefresh", "maxRefresh"];
     if let Some(other) = fields.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         return Err(ConfigError::new(
@@ -298,10 +358,22 @@ fn remote(fields: &Map<String, Json>, path: &str) -> Result<RemoteJwks, ConfigEr
             )),
         }
     };
-    let url = text("url")?.unwrap_or_default();
-    let (authority, host, url_path) =
-        split_url(&url).map_err(|reason| ConfigError::new(format!("{path}.url"), reason))?;
-    let cluster = text("cluster")?.unwrap_or(host);
+    let issuer = issuer.trim_end_matches('/');
+    let (url, discovery, at) = match (text("url")?, provider) {
+        (Some(url), _) => (url, false, format!("{path}.url")),
+        (None, Some(Provider::Okta)) => (
+            format!("{issuer}/v1/keys"),
+            false,
+            path.replace(".jwks", ".issuer"),
+        ),
+        (None, None) => (
+            format!("{issuer}/.well-known/openid-configuration"),
+            true,
+            path.replace(".jwks", ".issuer"),
+        ),
+    };
+    let location = Location::parse(&url, text("cluster")?)
+        .map_err(|reason| ConfigError::new(at, format!("{url:?} {reason}")))?;
     let get = |name: &str, default: Duration| match fields.get(name) {
         None => Ok(default),
         Some(v) => duration(v, &format!("{path}.{name}")),
@@ -322,10 +394,8 @@ fn remote(fields: &Map<String, Json>, path: &str) -> Result<RemoteJwks, ConfigEr
         ));
     }
     Ok(RemoteJwks {
-        url,
-        cluster,
-        authority,
-        path: url_path,
+        location,
+        discovery,
         timeout,
         min_refresh,
         max_refresh,
@@ -434,7 +504,12 @@ fn snake_case(name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )]
     use super::*;
 
     const GUIDE: &str = r#"
@@ -470,9 +545,9 @@ policies:
         let KeySource::Remote(remote) = authn.keys else {
             panic!("expected remote keys")
         };
-        assert_eq!(remote.cluster, "your-org.okta.com");
-        assert_eq!(remote.authority, "your-org.okta.com");
-        assert_eq!(remote.path, "/oauth2/default/v1/keys");
+        assert_eq!(remote.location.cluster, "your-org.okta.com");
+        assert_eq!(remote.location.authority, "your-org.okta.com");
+        assert_eq!(remote.location.path, "/oauth2/default/v1/keys");
         assert_eq!(remote.timeout, DEFAULT_JWKS_TIMEOUT);
         assert_eq!(policy.rules.len(), 1);
     }
@@ -488,9 +563,9 @@ policies:
         let KeySource::Remote(remote) = authn.keys else {
             panic!("expected remote keys")
         };
-        assert_eq!(remote.cluster, "okta");
-        assert_eq!(remote.authority, "127.0.0.1:9000");
-        assert_eq!(remote.path, "/k?x=1");
+        assert_eq!(remote.location.cluster, "okta");
+        assert_eq!(remote.location.authority, "127.0.0.1:9000");
+        assert_eq!(remote.location.path, "/k?x=1");
         assert_eq!(remote.timeout, Duration::from_secs(2));
         assert_eq!(policy.rules.len(), 3);
     }
@@ -531,6 +606,40 @@ policies:
 
         assert_eq!(err("  ").path, "(configuration)");
         assert_eq!(err("policies: {}").path, "policies.mcpAuthentication");
+    }
+
+    #[test]
+    fn okta_provider_and_discovery_locate_the_keys() {
+        let remote = |config: &str| match Policy::parse(config.as_bytes())
+            .unwrap()
+            .authn
+            .unwrap()
+            .keys
+        {
+            KeySource::Remote(r) => r,
+            KeySource::Inline(_) => panic!("expected remote keys"),
+        };
+        let okta = remote(
+            "mcpAuthentication:\n  issuer: https://o.okta.com/oauth2/default/\n  audiences: []\n  provider: {okta: {}}\n",
+        );
+        assert_eq!(
+            okta.location.url,
+            "https://o.okta.com/oauth2/default/v1/keys"
+        );
+        assert!(!okta.discovery);
+        let okta = remote(
+            "mcpAuthentication:\n  issuer: https://o.okta.com/oauth2/default\n  audiences: []\n  provider: okta\n  jwks: {cluster: 'outbound|443||o.okta.com'}\n",
+        );
+        assert_eq!(okta.location.cluster, "outbound|443||o.okta.com");
+        let any =
+            remote("mcpAuthentication:\n  issuer: https://login.example.com\n  audiences: []\n");
+        assert!(any.discovery);
+        assert_eq!(any.location.path, "/.well-known/openid-configuration");
+        assert_eq!(any.location.cluster, "login.example.com");
+        let e = err("mcpAuthentication:\n  issuer: x\n  audiences: []\n  provider: auth1\n");
+        assert_eq!(e.path, "mcpAuthentication.provider", "{e}");
+        let e = err("mcpAuthentication:\n  issuer: not-a-url\n  audiences: []\n");
+        assert_eq!(e.path, "mcpAuthentication.issuer", "{e}");
     }
 
     #[test]

@@ -1,0 +1,89 @@
+//! Native test doubles for the core: a [`Host`] with a settable clock, shared data with CAS,
+//! recorded calls and counters, and freshly generated keys.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+
+use crate::host::{Host, SharedWrite};
+use crate::policy::Location;
+
+pub struct FakeHost {
+    now_ms: Cell<i64>,
+    shared: RefCell<HashMap<String, (Vec<u8>, u32)>>,
+    calls: RefCell<Vec<(u32, Location)>>,
+    pub counters: RefCell<HashMap<String, u64>>,
+}
+
+impl FakeHost {
+    pub fn new() -> FakeHost {
+        FakeHost {
+            now_ms: Cell::new(1_767_225_600_000),
+            shared: RefCell::default(),
+            calls: RefCell::default(),
+            counters: RefCell::default(),
+        }
+    }
+
+    pub fn ms(&self) -> i64 {
+        self.now_ms.get()
+    }
+
+    pub fn advance(&self, d: Duration) {
+        self.now_ms.set(self.now_ms.get() + d.as_millis() as i64);
+    }
+
+    pub fn calls(&self) -> Vec<(u32, Location)> {
+        self.calls.borrow().clone()
+    }
+}
+
+impl Host for FakeHost {
+    fn now(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(self.now_ms.get()).unwrap()
+    }
+
+    fn count(&self, name: &str, delta: u64) {
+        *self.counters.borrow_mut().entry(name.into()).or_default() += delta;
+    }
+
+    fn shared_get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.shared.borrow().get(key).cloned()
+    }
+
+    fn shared_set(&self, key: &str, value: &[u8], cas: u32) -> SharedWrite {
+        let mut shared = self.shared.borrow_mut();
+        let current = shared.get(key).map_or(0, |(_, c)| *c);
+        if cas != 0 && cas != current {
+            return SharedWrite::CasMismatch;
+        }
+        shared.insert(key.into(), (value.to_vec(), current + 1));
+        SharedWrite::Written
+    }
+
+    fn dispatch_get(&self, location: &Location, _timeout: Duration) -> Result<u32, String> {
+        let mut calls = self.calls.borrow_mut();
+        let token = calls.len() as u32 + 1;
+        calls.push((token, location.clone()));
+        Ok(token)
+    }
+}
+
+/// A JWKS document with one fresh RSA-2048 key named `kid`.
+pub fn rsa_jwks(kid: &str) -> String {
+    use rsa::traits::PublicKeyParts as _;
+    let private = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048).unwrap();
+    let public = private.to_public_key();
+    serde_json::json!({"keys": [{
+        "kty": "RSA", "kid": kid, "alg": "RS256", "use": "sig",
+        "n": URL_SAFE_NO_PAD.encode(public.n().to_bytes_be()),
+        "e": URL_SAFE_NO_PAD.encode(public.e().to_bytes_be()),
+    }]})
+    .to_string()
+}
