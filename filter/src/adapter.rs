@@ -16,7 +16,7 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Metr
 use crate::engine::{self, Decision, KeyState, RequestView};
 use crate::host::{Host, SharedWrite};
 use crate::keystore::{self, Fetch, FetchResponse, KeyStore, MAX_JWKS_BYTES, Reason};
-use crate::policy::{KeySource, Location, Policy};
+use crate::policy::{FilterConfig, KeySource, Location};
 use crate::response::{self, LocalResponse};
 
 proxy_wasm::main! {{
@@ -109,8 +109,9 @@ struct Waiter {
 /// Everything one VM knows, shared by its root context and its streams.
 #[derive(Default)]
 struct State {
-    policy: Option<Policy>,
-    store: RefCell<Option<KeyStore>>,
+    config: Option<FilterConfig>,
+    /// One store per issuer and key URL, shared by the policies that name them.
+    stores: RefCell<HashMap<String, KeyStore>>,
     waiting: RefCell<Vec<Waiter>>,
     fast_tick: Cell<bool>,
     host: ProxyHost,
@@ -127,9 +128,20 @@ impl State {
     /// Decides about the current stream's request and carries the decision out. `waited`
     /// is set when the request already waited for keys: it must not ask for another fetch.
     fn run(&self, context_id: u32, waited: Option<Waiter>) -> Outcome {
-        let Some(policy) = &self.policy else {
+        let Some(config) = &self.config else {
             fail_closed("the filter has no configuration");
             return Outcome::Answered;
+        };
+        let route = match config.routes.is_empty() {
+            true => None,
+            false => hostcalls::get_property(vec!["xds", "route_name"])
+                .ok()
+                .flatten()
+                .and_then(|name| String::from_utf8(name).ok()),
+        };
+        // A route without a policy in the configuration is not protected by this filter.
+        let Some(policy) = config.policy_for(route.as_deref()) else {
+            return Outcome::Forward;
         };
         let Ok(headers) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) else {
             fail_closed("request headers are unavailable");
@@ -137,7 +149,13 @@ impl State {
         };
         let request = RequestView { headers: &headers };
         let now_ms = self.host.now().timestamp_millis();
-        let mut store = self.store.borrow_mut();
+        let mut stores = self.stores.borrow_mut();
+        let mut store = match policy.authn.as_ref().map(|a| (&a.keys, &a.expect.issuer)) {
+            Some((KeySource::Remote(remote), issuer)) => {
+                stores.get_mut(&keystore::cache_key(issuer, remote))
+            }
+            _ => None,
+        };
         let mut reason = Reason::Load;
         let mut attempts = 0;
         loop {
@@ -291,10 +309,12 @@ impl Context for Root {
             body,
             body_size,
         };
-        let ours = match self.state.store.borrow_mut().as_mut() {
-            Some(store) => store.on_response(&self.state.host, token, response),
-            None => false,
-        };
+        let ours = self
+            .state
+            .stores
+            .borrow_mut()
+            .values_mut()
+            .any(|store| store.on_response(&self.state.host, token, response.clone()));
         if ours {
             self.state.resume_waiters();
         }
@@ -310,31 +330,36 @@ impl RootContext for Root {
                 return false;
             }
         };
-        let policy = match Policy::parse(&bytes) {
-            Ok(policy) => policy,
+        let config = match FilterConfig::parse(&bytes) {
+            Ok(config) => config,
             Err(e) => {
                 log::error!("mcp-auth: configuration rejected: {e}");
                 return false;
             }
         };
-        let mut store = None;
-        match policy.authn.as_ref().map(|a| (&a.keys, &a.expect.issuer)) {
-            Some((KeySource::Inline(set), _)) => {
-                for skipped in &set.skipped {
-                    log::warn!("mcp-auth: JWKS key skipped: {skipped}");
+        let mut stores = HashMap::new();
+        let mut me = None;
+        for policy in config.policies() {
+            match policy.authn.as_ref().map(|a| (&a.keys, &a.expect.issuer)) {
+                Some((KeySource::Inline(set), _)) => {
+                    for skipped in &set.skipped {
+                        log::warn!("mcp-auth: JWKS key skipped: {skipped}");
+                    }
                 }
+                Some((KeySource::Remote(remote), issuer)) => {
+                    let me = *me.get_or_insert_with(|| keystore::vm_number(&self.state.host));
+                    stores
+                        .entry(keystore::cache_key(issuer, remote))
+                        .or_insert_with(|| KeyStore::new(remote.clone(), issuer, me));
+                }
+                None => {}
             }
-            Some((KeySource::Remote(remote), issuer)) => {
-                let me = keystore::vm_number(&self.state.host);
-                store = Some(KeyStore::new(remote.clone(), issuer, me));
-            }
-            None => {}
         }
-        let remote = store.is_some();
+        let remote = !stores.is_empty();
         // A new configuration starts from a fresh state; streams of the old one keep theirs.
         self.state = Rc::new(State {
-            policy: Some(policy),
-            store: RefCell::new(store),
+            config: Some(config),
+            stores: RefCell::new(stores),
             ..State::default()
         });
         if remote {
@@ -346,10 +371,10 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
-        let changed = match self.state.store.borrow_mut().as_mut() {
-            Some(store) => store.on_tick(&self.state.host),
-            None => false,
-        };
+        let mut changed = false;
+        for store in self.state.stores.borrow_mut().values_mut() {
+            changed |= store.on_tick(&self.state.host);
+        }
         if changed || !self.state.waiting.borrow().is_empty() {
             self.state.resume_waiters();
         } else {

@@ -130,9 +130,14 @@ pub fn vm_number(host: &dyn Host) -> u32 {
     host.now().timestamp_subsec_nanos() | 1
 }
 
+/// The shared-data key of one issuer's remote keys: namespaced by issuer and URL.
+pub fn cache_key(issuer: &str, config: &RemoteJwks) -> String {
+    format!("mcp-auth/jwks/{issuer}/{}", config.location.url)
+}
+
 impl KeyStore {
     pub fn new(config: RemoteJwks, issuer: &str, me: u32) -> KeyStore {
-        let shared_key = format!("mcp-auth/jwks/{issuer}/{}", config.location.url);
+        let shared_key = cache_key(issuer, &config);
         KeyStore {
             config,
             shared_key,

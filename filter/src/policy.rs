@@ -5,6 +5,7 @@
 //! of the field and the reason, so Envoy keeps the last good configuration instead of
 //! failing requests later.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -125,6 +126,16 @@ pub const DEFAULT_MAX_REFRESH: Duration = Duration::from_secs(3600);
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawRoot {
+    routes: Option<BTreeMap<String, RawDoc>>,
+    policies: Option<RawPolicies>,
+    mcp_authentication: Option<RawAuthn>,
+    authorization: Option<RawAuthz>,
+}
+
+/// One route's policy document: `policies:` or bare.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawDoc {
     policies: Option<RawPolicies>,
     mcp_authentication: Option<RawAuthn>,
     authorization: Option<RawAuthz>,
@@ -159,9 +170,19 @@ struct RawAuthz {
     rules: Vec<Json>,
 }
 
-impl Policy {
+/// The whole plugin configuration: one policy for every route, or one per Envoy route name.
+#[derive(Debug)]
+pub struct FilterConfig {
+    /// Applies to requests whose route has no entry in `routes`.
+    pub default: Option<Policy>,
+    /// By Envoy route name (the `xds.route_name` property): a wasm filter has no per-route
+    /// configuration, so `host-shim envoy` renders every route's policy into this map.
+    pub routes: BTreeMap<String, Policy>,
+}
+
+impl FilterConfig {
     /// Parses a plugin configuration: YAML, or JSON (which Istio's `pluginConfig` becomes).
-    pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigError> {
+    pub fn parse(bytes: &[u8]) -> Result<FilterConfig, ConfigError> {
         let text = std::str::from_utf8(bytes)
             .map_err(|_| ConfigError::new("(configuration)", "is not valid UTF-8"))?;
         if text.trim().is_empty() {
@@ -171,20 +192,76 @@ impl Policy {
             ));
         }
         let raw: RawRoot = deserialize(text)?;
-        let (prefix, authn, authz) = match raw {
-            RawRoot {
+        let doc = RawDoc {
+            policies: raw.policies,
+            mcp_authentication: raw.mcp_authentication,
+            authorization: raw.authorization,
+        };
+        let Some(routes) = raw.routes else {
+            return Ok(FilterConfig {
+                default: Some(Policy::compile(doc, "")?),
+                routes: BTreeMap::new(),
+            });
+        };
+        let default = if doc.policies.is_none()
+            && doc.mcp_authentication.is_none()
+            && doc.authorization.is_none()
+        {
+            None
+        } else {
+            Some(Policy::compile(doc, "")?)
+        };
+        let routes = routes
+            .into_iter()
+            .map(|(name, doc)| {
+                let policy = Policy::compile(doc, &format!("routes.{name}."))?;
+                Ok((name, policy))
+            })
+            .collect::<Result<_, ConfigError>>()?;
+        Ok(FilterConfig { default, routes })
+    }
+
+    /// The policy for a request on the Envoy route `route` (`None` when unknown).
+    pub fn policy_for(&self, route: Option<&str>) -> Option<&Policy> {
+        route
+            .and_then(|r| self.routes.get(r))
+            .or(self.default.as_ref())
+    }
+
+    pub fn policies(&self) -> impl Iterator<Item = &Policy> {
+        self.default.iter().chain(self.routes.values())
+    }
+}
+
+impl Policy {
+    /// Parses a configuration that holds exactly one policy.
+    pub fn parse(bytes: &[u8]) -> Result<Policy, ConfigError> {
+        let config = FilterConfig::parse(bytes)?;
+        match (config.default, config.routes.is_empty()) {
+            (Some(policy), true) => Ok(policy),
+            _ => Err(ConfigError::new("routes", "expected a single policy")),
+        }
+    }
+
+    fn compile(doc: RawDoc, base: &str) -> Result<Policy, ConfigError> {
+        let (prefix, authn, authz) = match doc {
+            RawDoc {
                 policies: Some(p),
                 mcp_authentication: None,
                 authorization: None,
-            } => ("policies.", p.mcp_authentication, p.authorization),
-            RawRoot {
+            } => (
+                format!("{base}policies."),
+                p.mcp_authentication,
+                p.authorization,
+            ),
+            RawDoc {
                 policies: None,
                 mcp_authentication,
                 authorization,
-            } => ("", mcp_authentication, authorization),
+            } => (base.to_string(), mcp_authentication, authorization),
             _ => {
                 return Err(ConfigError::new(
-                    "policies",
+                    format!("{base}policies"),
                     "write the policy either under `policies:` or bare, not both",
                 ));
             }
@@ -640,6 +717,23 @@ policies:
         assert_eq!(e.path, "mcpAuthentication.provider", "{e}");
         let e = err("mcpAuthentication:\n  issuer: not-a-url\n  audiences: []\n");
         assert_eq!(e.path, "mcpAuthentication.issuer", "{e}");
+    }
+
+    #[test]
+    fn policies_by_route_name() {
+        let config = FilterConfig::parse(
+            br#"{"routes": {
+                "mcp-a": {"policies": {"authorization": {"rules": ["true"]}}},
+                "mcp-b": {"authorization": {"rules": ["false", "false"]}}}}"#,
+        )
+        .unwrap();
+        assert!(config.default.is_none());
+        assert_eq!(config.policy_for(Some("mcp-a")).unwrap().rules.len(), 1);
+        assert_eq!(config.policy_for(Some("mcp-b")).unwrap().rules.len(), 2);
+        assert!(config.policy_for(Some("other")).is_none());
+        let e = FilterConfig::parse(br#"{"routes": {"r1": {"authorization": {"rules": [1]}}}}"#)
+            .unwrap_err();
+        assert_eq!(e.path, "routes.r1.authorization.rules[0]", "{e}");
     }
 
     #[test]

