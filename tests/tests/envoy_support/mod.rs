@@ -1,0 +1,638 @@
+//! The end-to-end stack for the Envoy tests: the real Envoy from `.tools/` (installed by
+//! `envoy/install-envoy.sh`), the real `host-shim issuer`, a tiny upstream that echoes what it
+//! received, and a bootstrap rendered with the free ports they got. Everything runs on loopback
+//! and every process is killed when the `Stack` is dropped, panicking test or not; on a panic the
+//! tails of Envoy's and the issuer's logs are printed, since that is where a failure explains
+//! itself.
+//!
+//! Binaries are found at run time: `ENVOY_BIN` or `<repo>/.tools/bin/envoy`; `HOST_SHIM_BIN` or
+//! the `host-shim` next to this test's own target directory (built by `cargo build -p
+//! host-shim`, which `make test` runs first: a test cannot run cargo on its own target
+//! directory while cargo holds its lock). The filter module is the release build whose path
+//! `build.rs` exports as `FILTER_WASM`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    dead_code
+)]
+
+use std::fs::File;
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use ureq::Agent;
+
+/// Envoy compiles the module with V8 at start; on a busy two-core machine that takes a while.
+const ENVOY_READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// Long enough for the filter's own JWKS timeout (5 s by default) to fire first, short enough
+/// that a hung request fails the test instead of hanging it.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Stacks are heavy (an Envoy with a V8 VM per worker); running them one at a time keeps the
+/// timings sane on a small machine.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn repo_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
+}
+
+/// The Envoy binary, or `None` when the caller asked to skip (`MCP_AUTH_SKIP_ENVOY=1`).
+pub fn envoy_binary() -> Option<PathBuf> {
+    if std::env::var("MCP_AUTH_SKIP_ENVOY").as_deref() == Ok("1") {
+        eprintln!(
+            "\n==========================================================\n\
+             SKIPPING the Envoy end-to-end test: MCP_AUTH_SKIP_ENVOY=1.\n\
+             Nothing about Envoy was checked.\n\
+             =========================================================="
+        );
+        return None;
+    }
+    let path = std::env::var_os("ENVOY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".tools/bin/envoy"));
+    assert!(
+        path.exists(),
+        "Envoy not found at {}: run `envoy/install-envoy.sh` (or set ENVOY_BIN; \
+         MCP_AUTH_SKIP_ENVOY=1 skips these tests)",
+        path.display()
+    );
+    Some(path)
+}
+
+fn host_shim_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("HOST_SHIM_BIN") {
+        return PathBuf::from(path);
+    }
+    // This test runs as <target>/<profile>/deps/envoy_e2e-<hash>; cargo puts workspace
+    // binaries in <target>/<profile>/.
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in <target>/<profile>/deps");
+    let path = profile_dir.join("host-shim");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build -p host-shim` first (make test does), \
+         or set HOST_SHIM_BIN",
+        path.display()
+    );
+    path
+}
+
+/// A child process that dies with its owner.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// `host-shim issuer` on a free port.
+pub struct Issuer {
+    proc: Proc,
+    /// Held so the issuer never writes into a closed pipe.
+    _stdout: BufReader<ChildStdout>,
+    /// `http://127.0.0.1:PORT/oauth2/default`
+    pub url: String,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    pub port: u16,
+}
+
+impl Issuer {
+    fn start(dir: &Path) -> Self {
+        let log = dir.join("issuer.log");
+        let mut child = Command::new(host_shim_binary())
+            .args(["issuer", "--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(File::create(&log).expect("issuer log"))
+            .spawn()
+            .expect("spawn host-shim issuer");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let proc = Proc { child, log };
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read issuer stdout");
+        let url = line
+            .trim()
+            .strip_prefix("issuer listening on ")
+            .unwrap_or_else(|| panic!("issuer did not start: {line:?}\n{}", tail(&proc.log, 20)))
+            .to_owned();
+        let base = url.trim_end_matches("/oauth2/default").to_owned();
+        let port = base
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port in issuer URL");
+        Self {
+            proc,
+            _stdout: stdout,
+            url,
+            base,
+            port,
+        }
+    }
+
+    /// A token exactly as the Okta guide's `curl` gets one: a form POST with client id,
+    /// secret and scope.
+    pub fn token(&self, client_id: &str, secret: &str) -> String {
+        let mut response = agent()
+            .post(format!("{}/v1/token", self.url))
+            .send_form([
+                ("grant_type", "client_credentials"),
+                ("client_id", client_id),
+                ("client_secret", secret),
+                ("scope", "agentgateway"),
+            ])
+            .expect("token request");
+        let status = response.status().as_u16();
+        let body: Value = response.body_mut().read_json().expect("token JSON");
+        assert_eq!(status, 200, "token endpoint refused: {body}");
+        body["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
+    }
+
+    pub fn control(&self, path: &str, body: &str) -> Value {
+        let mut response = agent()
+            .post(format!("{}/control/{path}", self.base))
+            .send(body)
+            .expect("control request");
+        assert_eq!(response.status().as_u16(), 200, "control/{path} failed");
+        response.body_mut().read_json().expect("control JSON")
+    }
+
+    pub fn rotate(&self) -> String {
+        self.control("rotate", "")["kid"]
+            .as_str()
+            .expect("kid")
+            .to_owned()
+    }
+
+    pub fn keys_mode(&self, mode: &str) {
+        self.control("keys-mode", mode);
+    }
+
+    pub fn keys_requests(&self) -> u64 {
+        let mut response = agent()
+            .get(format!("{}/control/stats", self.base))
+            .call()
+            .expect("stats");
+        let stats: Value = response.body_mut().read_json().expect("stats JSON");
+        stats["keys_requests"].as_u64().expect("keys_requests")
+    }
+}
+
+/// What the upstream saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    /// Header names lower-cased.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The MCP server stand-in: answers every request with what it received, as JSON, and
+/// records it so tests can check what Envoy forwarded.
+pub struct Upstream {
+    server: Arc<tiny_http::Server>,
+    thread: Option<JoinHandle<()>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    pub port: u16,
+}
+
+impl Upstream {
+    fn start() -> Self {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind upstream"));
+        let port = server
+            .server_addr()
+            .to_ip()
+            .expect("upstream has an IP address")
+            .port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (srv, log) = (Arc::clone(&server), Arc::clone(&seen));
+        let thread = std::thread::spawn(move || {
+            // `unblock` on drop ends this loop.
+            while let Ok(mut request) = srv.recv() {
+                let mut body = Vec::new();
+                let _ = request.as_reader().read_to_end(&mut body);
+                let seen = Seen {
+                    method: request.method().to_string(),
+                    path: request.url().to_owned(),
+                    headers: request
+                        .headers()
+                        .iter()
+                        .map(|h| {
+                            (
+                                h.field.as_str().as_str().to_ascii_lowercase(),
+                                h.value.as_str().to_owned(),
+                            )
+                        })
+                        .collect(),
+                };
+                let headers: serde_json::Map<String, Value> = seen
+                    .headers
+                    .iter()
+                    .map(|(name, value)| (name.clone(), Value::String(value.clone())))
+                    .collect();
+                let echo = json!({
+                    "method": seen.method,
+                    "path": seen.path,
+                    "headers": headers,
+                    "body_bytes": body.len(),
+                });
+                log.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(seen);
+                let header = tiny_http::Header::from_bytes("content-type", "application/json")
+                    .expect("static header");
+                let _ = request.respond(
+                    tiny_http::Response::from_string(echo.to_string()).with_header(header),
+                );
+            }
+        });
+        Self {
+            server,
+            thread: Some(thread),
+            seen,
+            port,
+        }
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The filter's policy: the Okta guide's group rule, pointed at the local issuer, with the
+/// JWKS cluster named explicitly (the default would be the URL's host, `127.0.0.1`).
+fn policy(issuer: &Issuer) -> String {
+    format!(
+        r#"policies:
+  mcpAuthentication:
+    mode: strict
+    issuer: {url}
+    audiences: [api://agentgateway]
+    jwks:
+      url: {url}/v1/keys
+      cluster: okta-jwks
+  authorization:
+    rules:
+    - if: '"AI-Users" in auth.claims.groups'
+"#,
+        url = issuer.url
+    )
+}
+
+/// The same shape as `envoy/envoy-local.yaml`, with ports and the module path filled in.
+/// Listener and admin bind port 0; the real ports are read back from Envoy.
+fn bootstrap(issuer: &Issuer, upstream: &Upstream, wasm: &str) -> String {
+    let config = serde_json::to_string(&policy(issuer)).expect("policy as a JSON string");
+    format!(
+        r#"admin:
+  address:
+    socket_address: {{ address: 127.0.0.1, port_value: 0 }}
+static_resources:
+  listeners:
+  - name: mcp
+    address:
+      socket_address: {{ address: 127.0.0.1, port_value: 0 }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: mcp
+          route_config:
+            name: mcp
+            virtual_hosts:
+            - name: mcp
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                route: {{ cluster: upstream, timeout: 0s }}
+          http_filters:
+          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: mcp_auth
+                vm_config:
+                  vm_id: mcp_auth
+                  runtime: envoy.wasm.runtime.v8
+                  code: {{ local: {{ filename: "{wasm}" }} }}
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: {config}
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: upstream
+    type: STATIC
+    connect_timeout: 2s
+    load_assignment:
+      cluster_name: upstream
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {upstream} }} }} }}
+  - name: okta-jwks
+    type: STATIC
+    connect_timeout: 2s
+    load_assignment:
+      cluster_name: okta-jwks
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {issuer} }} }} }}
+"#,
+        upstream = upstream.port,
+        issuer = issuer.port,
+    )
+}
+
+pub struct Envoy {
+    proc: Proc,
+    /// `http://127.0.0.1:PORT`
+    pub admin: String,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    pub port: u16,
+}
+
+impl Envoy {
+    fn start(binary: &Path, dir: &Path, bootstrap: &str, concurrency: usize) -> Self {
+        let config = dir.join("envoy.yaml");
+        std::fs::write(&config, bootstrap).expect("write bootstrap");
+        let admin_path = dir.join("admin-address");
+        let log = dir.join("envoy.log");
+        let child = Command::new(binary)
+            .arg("-c")
+            .arg(&config)
+            .args(["--concurrency", &concurrency.to_string()])
+            // Several Envoys may run on one machine; hot restart would make them share memory.
+            .arg("--disable-hot-restart")
+            .arg("--admin-address-path")
+            .arg(&admin_path)
+            // Warnings, plus what the filter itself logs.
+            .args(["--log-level", "warn", "--component-log-level", "wasm:info"])
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).expect("envoy log"))
+            .spawn()
+            .expect("spawn envoy");
+        let mut proc = Proc { child, log };
+
+        let deadline = Instant::now() + ENVOY_READY_TIMEOUT;
+        let admin = loop {
+            if let Some(status) = proc.child.try_wait().expect("try_wait") {
+                panic!("envoy exited with {status}:\n{}", tail(&proc.log, 40));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "envoy not ready after {ENVOY_READY_TIMEOUT:?}:\n{}",
+                tail(&proc.log, 40)
+            );
+            let address = std::fs::read_to_string(&admin_path).unwrap_or_default();
+            let address = address.trim();
+            if !address.is_empty() {
+                let admin = format!("http://{address}");
+                if let Ok(mut r) = agent().get(format!("{admin}/ready")).call()
+                    && r.status().as_u16() == 200
+                    && r.body_mut().read_to_string().unwrap_or_default().trim() == "LIVE"
+                {
+                    break admin;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+
+        let mut response = agent()
+            .get(format!("{admin}/listeners?format=json"))
+            .call()
+            .expect("listeners");
+        let listeners: Value = response.body_mut().read_json().expect("listeners JSON");
+        let port =
+            listeners["listener_statuses"][0]["local_address"]["socket_address"]["port_value"]
+                .as_u64()
+                .and_then(|p| u16::try_from(p).ok())
+                .unwrap_or_else(|| panic!("no listener port in {listeners}"));
+        Self {
+            proc,
+            admin,
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+        }
+    }
+
+    /// A counter or gauge from the admin interface, by exact name.
+    pub fn stat(&self, name: &str) -> Option<u64> {
+        self.stats_matching(name)
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
+    }
+
+    /// All `name: value` stats whose name contains `part`.
+    pub fn stats_matching(&self, part: &str) -> Vec<(String, u64)> {
+        let mut response = agent()
+            .get(format!("{}/stats", self.admin))
+            .query("filter", regex_escape(part))
+            .call()
+            .expect("stats");
+        let text = response.body_mut().read_to_string().expect("stats text");
+        text.lines()
+            .filter_map(|line| {
+                let (name, value) = line.split_once(": ")?;
+                Some((name.to_owned(), value.trim().parse().ok()?))
+            })
+            .collect()
+    }
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let escape = ".^$*+?()[]{}|\\".contains(c);
+            escape.then_some('\\').into_iter().chain(std::iter::once(c))
+        })
+        .collect()
+}
+
+/// A blocking client that treats every status as a response and never waits forever.
+pub fn agent() -> Agent {
+    Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(CLIENT_TIMEOUT))
+        .build()
+        .into()
+}
+
+/// One response as the tests look at it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|err| panic!("body is not JSON ({err}): {}", self.body))
+    }
+}
+
+/// What the tests need to start.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub concurrency: usize,
+    /// Mode of the issuer's keys endpoint before Envoy starts.
+    pub keys_mode: &'static str,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            concurrency: 1,
+            keys_mode: "ok",
+        }
+    }
+}
+
+pub struct Stack {
+    // Field order is drop order: Envoy goes first so it never sees its upstreams vanish.
+    pub envoy: Envoy,
+    pub upstream: Upstream,
+    pub issuer: Issuer,
+    dir: tempfile::TempDir,
+    _serial: MutexGuard<'static, ()>,
+}
+
+impl Stack {
+    /// `None` only when the Envoy tests are explicitly skipped.
+    pub fn start(options: Options) -> Option<Self> {
+        let binary = envoy_binary()?;
+        let serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+        let wasm = env!("FILTER_WASM");
+        assert!(
+            Path::new(wasm).exists(),
+            "filter module {wasm} is missing (build.rs should have built it)"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("mcp-auth-e2e-")
+            .tempdir()
+            .expect("tempdir");
+        let issuer = Issuer::start(dir.path());
+        if options.keys_mode != "ok" {
+            issuer.keys_mode(options.keys_mode);
+        }
+        let upstream = Upstream::start();
+        let config = bootstrap(&issuer, &upstream, wasm);
+        let envoy = Envoy::start(&binary, dir.path(), &config, options.concurrency);
+        Some(Self {
+            envoy,
+            upstream,
+            issuer,
+            dir,
+            _serial: serial,
+        })
+    }
+
+    /// `POST <path>` through Envoy with an MCP JSON-RPC body, on a fresh connection (so that
+    /// with several workers, requests spread over them), with an optional bearer token.
+    pub fn request(&self, path: &str, token: Option<&str>) -> Reply {
+        let mut request = agent()
+            .post(format!("{}{path}", self.envoy.url))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let mut response = request
+            .send(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#)
+            .unwrap_or_else(|err| {
+                panic!(
+                    "request through Envoy failed: {err}\n{}",
+                    tail(&self.envoy.proc.log, 40)
+                )
+            });
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        Reply {
+            status: response.status().as_u16(),
+            headers,
+            body: response.body_mut().read_to_string().unwrap_or_default(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- envoy log (tail) ----\n{}\n---- issuer log (tail) ----\n{}\n----",
+                tail(&self.envoy.proc.log, 60),
+                tail(&self.issuer.proc.log, 30)
+            );
+        }
+    }
+}
