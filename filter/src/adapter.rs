@@ -143,7 +143,7 @@ impl State {
         let Some(policy) = config.policy_for(route.as_deref()) else {
             return Outcome::Forward;
         };
-        let Ok(headers) = hostcalls::get_map_bytes(MapType::HttpRequestHeaders) else {
+        let Some(headers) = header_pairs(MapType::HttpRequestHeaders) else {
             fail_closed("request headers are unavailable");
             return Outcome::Answered;
         };
@@ -295,7 +295,7 @@ impl Context for Root {
         };
         let status = header(":status").and_then(|s| s.parse::<u16>().ok());
         let cache_control = header("cache-control").map(str::to_string);
-        let body = if body_size > MAX_JWKS_BYTES {
+        let body = if body_size == 0 || body_size > MAX_JWKS_BYTES {
             Vec::new()
         } else {
             hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
@@ -433,6 +433,11 @@ fn fail_closed(reason: &str) {
 
 #[link(wasm_import_module = "env")]
 unsafe extern "C" {
+    fn proxy_get_header_map_pairs(
+        map_type: MapType,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> Status;
     fn proxy_send_local_response(
         status_code: u32,
         status_code_details_data: *const u8,
@@ -465,6 +470,49 @@ fn respond(response: &LocalResponse) {
     if status != Status::Ok {
         log::error!("mcp-auth: the local response could not be sent ({status:?})");
     }
+}
+
+/// All pairs of a header map, or `None` when the host has none to give (a failed call's
+/// response, a stream that is gone). The SDK's own wrapper panics in those cases.
+fn header_pairs(map_type: MapType) -> Option<Vec<(String, Vec<u8>)>> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the host writes a buffer it allocated through `proxy_on_memory_allocate`
+    // (the SDK's allocator), whose ownership passes to us; we take it back as a Vec.
+    let bytes = unsafe {
+        if proxy_get_header_map_pairs(map_type, &mut data, &mut size) != Status::Ok {
+            return None;
+        }
+        if data.is_null() {
+            return Some(Vec::new());
+        }
+        Vec::from_raw_parts(data, size, size)
+    };
+    deserialize_pairs(&bytes)
+}
+
+/// Reads the proxy-wasm map encoding; malformed input is `None`, never a panic.
+fn deserialize_pairs(bytes: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
+    let word = |at: usize| -> Option<usize> {
+        let b = bytes.get(at..at.checked_add(4)?)?;
+        Some(u32::from_le_bytes(b.try_into().ok()?) as usize)
+    };
+    let count = word(0)?;
+    let mut sizes = Vec::with_capacity(count.min(1024));
+    for i in 0..count {
+        let at = 4 + i * 8;
+        sizes.push((word(at)?, word(at + 4)?));
+    }
+    let mut at = 4usize.checked_add(count.checked_mul(8)?)?;
+    let mut pairs = Vec::with_capacity(sizes.len());
+    for (k, v) in sizes {
+        let key = bytes.get(at..at.checked_add(k)?)?;
+        at = at.checked_add(k)?.checked_add(1)?;
+        let value = bytes.get(at..at.checked_add(v)?)?;
+        at = at.checked_add(v)?.checked_add(1)?;
+        pairs.push((String::from_utf8_lossy(key).into_owned(), value.to_vec()));
+    }
+    Some(pairs)
 }
 
 /// The proxy-wasm map encoding: count, then (key size, value size) pairs, then the
