@@ -145,6 +145,43 @@ fn with_the_keys_endpoint_down_from_the_start_requests_get_a_prompt_503() {
     );
 }
 
+/// A keys endpoint that accepts the connection and never answers must cost the client the
+/// filter's fetch timeout, not a hung request.
+#[test]
+fn with_the_keys_endpoint_stalled_requests_get_a_503_within_the_fetch_timeout() {
+    let Some(stack) = Stack::start(Options {
+        keys_mode: "stall",
+        ..Options::default()
+    }) else {
+        return;
+    };
+    let token = stack.issuer.token(AI_USER.0, AI_USER.1);
+
+    let started = Instant::now();
+    let reply = stack.request("/mcp", Some(&token));
+
+    assert!(started.elapsed() < CLIENT_TIMEOUT, "the request hung");
+    assert_eq!(reply.status, 503, "{reply:?}");
+    assert!(stack.upstream.seen().is_empty());
+}
+
+/// A 200 that is not a key set (a captive portal, a misrouted proxy) is a failed fetch too.
+#[test]
+fn with_the_keys_endpoint_returning_garbage_requests_get_a_503() {
+    let Some(stack) = Stack::start(Options {
+        keys_mode: "garbage",
+        ..Options::default()
+    }) else {
+        return;
+    };
+    let token = stack.issuer.token(AI_USER.0, AI_USER.1);
+
+    let reply = stack.request("/mcp", Some(&token));
+
+    assert_eq!(reply.status, 503, "{reply:?}");
+    assert!(stack.upstream.seen().is_empty());
+}
+
 #[test]
 fn four_workers_share_one_keys_fetch() {
     const REQUESTS: usize = 40;
