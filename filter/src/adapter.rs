@@ -271,22 +271,15 @@ impl State {
         }
     }
 
-    fn forget(&self, context_id: u32) {
-        self.waiting
-            .borrow_mut()
-            .retain(|w| w.context_id != context_id);
-    }
-}
-
-#[derive(Default)]
-struct Root {
-    state: Rc<State>,
-}
-
-impl Context for Root {
-    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _: usize) {
-        let headers =
-            hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders).unwrap_or_default();
+    /// The answer to a keys fetch. Envoy delivers it to the context that dispatched the call,
+    /// the root (background refresh) or a stream (a request that needed keys), so both
+    /// forward it here.
+    fn on_call_response(&self, token: u32, headers: usize, body_size: usize) {
+        // A failed call (reset, timeout) arrives with no headers at all.
+        let headers = match headers {
+            0 => Vec::new(),
+            _ => header_pairs(MapType::HttpCallResponseHeaders).unwrap_or_default(),
+        };
         let header = |name: &str| {
             headers
                 .iter()
@@ -310,14 +303,30 @@ impl Context for Root {
             body_size,
         };
         let ours = self
-            .state
             .stores
             .borrow_mut()
             .values_mut()
-            .any(|store| store.on_response(&self.state.host, token, response.clone()));
+            .any(|store| store.on_response(&self.host, token, response.clone()));
         if ours {
-            self.state.resume_waiters();
+            self.resume_waiters();
         }
+    }
+
+    fn forget(&self, context_id: u32) {
+        self.waiting
+            .borrow_mut()
+            .retain(|w| w.context_id != context_id);
+    }
+}
+
+#[derive(Default)]
+struct Root {
+    state: Rc<State>,
+}
+
+impl Context for Root {
+    fn on_http_call_response(&mut self, token: u32, headers: usize, body_size: usize, _: usize) {
+        self.state.on_call_response(token, headers, body_size);
     }
 }
 
@@ -400,6 +409,10 @@ struct Stream {
 }
 
 impl Context for Stream {
+    fn on_http_call_response(&mut self, token: u32, headers: usize, body_size: usize, _: usize) {
+        self.state.on_call_response(token, headers, body_size);
+    }
+
     fn on_done(&mut self) -> bool {
         self.state.forget(self.context_id);
         true

@@ -291,6 +291,11 @@ fn deserialize<T: DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
         } else {
             path
         };
+        // serde_yaml starts its messages with the location too; say it once.
+        let reason = match reason.split_once(": ") {
+            Some((at, rest)) if !at.contains(' ') && path.starts_with(at) => rest.to_string(),
+            _ => reason,
+        };
         ConfigError::new(path, reason)
     };
     if text.trim_start().starts_with('{') {
@@ -658,7 +663,7 @@ policies:
             "mcpAuthentication:\n  issuer: x\n  audiences: []\n  jwks: {url: https://x/k}\n  colour: red\n",
         );
         assert_eq!(e.path, "mcpAuthentication.colour", "{e}");
-        assert!(e.reason.contains("unknown field `colour`"), "{e}");
+        assert!(e.reason.starts_with("unknown field `colour`"), "{e}");
 
         let e = err("authorization:\n  rules:\n  - if: '\"a\" in in'\n");
         assert_eq!(e.path, "authorization.rules[0].if", "{e}");
