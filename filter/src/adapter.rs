@@ -24,9 +24,12 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
-/// How often a VM with remote keys looks at the shared cache; faster while requests wait.
-const TICK: Duration = Duration::from_secs(1);
-const FAST_TICK: Duration = Duration::from_millis(100);
+/// The root timer of a VM with remote keys: it serves requests waiting for keys at this pace,
+/// and looks at the shared cache (other VMs' fetches, due refreshes) every `IDLE_TICKS` ticks.
+/// The period is set once, from the root context: changing it from a stream is not reliable
+/// across hosts.
+const TICK: Duration = Duration::from_millis(100);
+const IDLE_TICKS: u32 = 10;
 /// How long past the fetch timeout a request may wait for keys another VM is fetching.
 const WAIT_GRACE_MS: i64 = 1000;
 
@@ -113,7 +116,7 @@ struct State {
     /// One store per issuer and key URL, shared by the policies that name them.
     stores: RefCell<HashMap<String, KeyStore>>,
     waiting: RefCell<Vec<Waiter>>,
-    fast_tick: Cell<bool>,
+    ticks: Cell<u32>,
     host: ProxyHost,
 }
 
@@ -219,6 +222,7 @@ impl State {
             }
             match store.fetch(&self.host, reason) {
                 Fetch::Waiting => {
+                    log::info!("DBG wait ctx={context_id}");
                     self.waiting.borrow_mut().push(Waiter {
                         context_id,
                         since_ms: now_ms,
@@ -252,22 +256,23 @@ impl State {
             if hostcalls::set_effective_context(w.context_id).is_err() {
                 continue;
             }
-            match self.run(w.context_id, Some(w)) {
+            let o = self.run(w.context_id, Some(w));
+            log::info!(
+                "DBG resumed ctx={} -> {}",
+                w.context_id,
+                match o {
+                    Outcome::Forward => "fwd",
+                    Outcome::Answered => "ans",
+                    Outcome::Wait => "wait",
+                }
+            );
+            match o {
                 Outcome::Forward => {
                     let _ = hostcalls::resume_http_request();
                 }
                 Outcome::Answered => {}
                 Outcome::Wait => self.waiting.borrow_mut().push(w),
             }
-        }
-        self.adjust_tick();
-    }
-
-    fn adjust_tick(&self) {
-        let fast = !self.waiting.borrow().is_empty();
-        if fast != self.fast_tick.get() {
-            self.fast_tick.set(fast);
-            let _ = hostcalls::set_tick_period(if fast { FAST_TICK } else { TICK });
         }
     }
 
@@ -310,6 +315,13 @@ impl State {
         if ours {
             self.resume_waiters();
         }
+    }
+
+    fn is_waiting(&self, context_id: u32) -> bool {
+        self.waiting
+            .borrow()
+            .iter()
+            .any(|w| w.context_id == context_id)
     }
 
     fn forget(&self, context_id: u32) {
@@ -359,7 +371,11 @@ impl RootContext for Root {
                     let me = *me.get_or_insert_with(|| keystore::vm_number(&self.state.host));
                     stores
                         .entry(keystore::cache_key(issuer, remote))
-                        .or_insert_with(|| KeyStore::new(remote.clone(), issuer, me));
+                        .or_insert_with(|| {
+                            let store = KeyStore::new(remote.clone(), issuer, me);
+                            store.seed(&self.state.host);
+                            store
+                        });
                 }
                 None => {}
             }
@@ -373,21 +389,24 @@ impl RootContext for Root {
         });
         if remote {
             // The first tick comes soon and loads the keys before the first request needs them.
-            self.state.fast_tick.set(true);
-            let _ = hostcalls::set_tick_period(FAST_TICK);
+            let _ = hostcalls::set_tick_period(TICK);
         }
         true
     }
 
     fn on_tick(&mut self) {
+        let tick = self.state.ticks.get();
+        self.state.ticks.set(tick.wrapping_add(1));
+        let waiting = !self.state.waiting.borrow().is_empty();
+        if !waiting && !tick.is_multiple_of(IDLE_TICKS) {
+            return;
+        }
         let mut changed = false;
         for store in self.state.stores.borrow_mut().values_mut() {
             changed |= store.on_tick(&self.state.host);
         }
-        if changed || !self.state.waiting.borrow().is_empty() {
+        if changed || waiting {
             self.state.resume_waiters();
-        } else {
-            self.state.adjust_tick();
         }
     }
 
@@ -421,13 +440,27 @@ impl Context for Stream {
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        log::info!("DBG headers ctx={}", self.context_id);
         match self.state.run(self.context_id, None) {
             Outcome::Forward => Action::Continue,
             Outcome::Answered => Action::Pause,
-            Outcome::Wait => {
-                self.state.adjust_tick();
-                Action::Pause
-            }
+            Outcome::Wait => Action::Pause,
+        }
+    }
+
+    /// While the request waits for keys its body must wait too: Envoy resumes a stream whose
+    /// headers stopped iteration as soon as a body callback says Continue, which would send an
+    /// unauthenticated request upstream.
+    fn on_http_request_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
+        log::info!(
+            "DBG body ctx={} waiting={}",
+            self.context_id,
+            self.state.is_waiting(self.context_id)
+        );
+        if self.state.is_waiting(self.context_id) {
+            Action::Pause
+        } else {
+            Action::Continue
         }
     }
 }

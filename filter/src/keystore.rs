@@ -111,6 +111,10 @@ pub struct KeyStore {
 /// Gives each VM of the process a distinct number (for the lease), through shared data.
 pub fn vm_number(host: &dyn Host) -> u32 {
     const KEY: &str = "mcp-auth/vm-sequence";
+    if host.shared_get(KEY).is_none_or(|(_, cas)| cas == 0) {
+        // See `KeyStore::seed`: create the counter, then only ever change it by CAS.
+        host.shared_set(KEY, b"0", 0);
+    }
     for _ in 0..32 {
         let (current, cas) = host
             .shared_get(KEY)
@@ -122,7 +126,9 @@ pub fn vm_number(host: &dyn Host) -> u32 {
             })
             .unwrap_or((0, 0));
         let next = current.wrapping_add(1).max(1);
-        if host.shared_set(KEY, next.to_string().as_bytes(), cas) == SharedWrite::Written {
+        if cas != 0
+            && host.shared_set(KEY, next.to_string().as_bytes(), cas) == SharedWrite::Written
+        {
             return next;
         }
     }
@@ -406,6 +412,24 @@ impl KeyStore {
         Ok(location)
     }
 
+    /// Creates the shared entry if it does not exist yet. Proxy-wasm has no create-if-absent:
+    /// a CAS of 0 writes unconditionally, so two VMs that both found no entry would both
+    /// "win" a lease written that way. Every VM seeds the same empty entry when it loads its
+    /// configuration, and leases are only ever taken by CAS on an existing entry. Returns
+    /// whether it wrote.
+    pub fn seed(&self, host: &dyn Host) -> bool {
+        if host
+            .shared_get(&self.shared_key)
+            .is_some_and(|(_, cas)| cas != 0)
+        {
+            return false;
+        }
+        let Ok(empty) = serde_json::to_vec(&Entry::default()) else {
+            return false;
+        };
+        host.shared_set(&self.shared_key, &empty, 0) == SharedWrite::Written
+    }
+
     fn read(&self, host: &dyn Host) -> Option<(Entry, u32)> {
         let (bytes, cas) = host.shared_get(&self.shared_key)?;
         if bytes.is_empty() {
@@ -442,6 +466,10 @@ impl KeyStore {
         for _ in 0..16 {
             let now = host.now().timestamp_millis();
             let (mut entry, cas) = self.read(host).unwrap_or_default();
+            if cas == 0 && self.seed(host) {
+                // Created just now: compete for it with a real CAS like everyone else.
+                continue;
+            }
             self.absorb(entry.clone());
             match change(&mut entry, self.me, &self.config, now) {
                 Plan::Stop(result) => return Some(result),

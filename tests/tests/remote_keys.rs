@@ -130,6 +130,40 @@ fn requests_before_keys_pause_share_one_fetch_and_resume() {
 }
 
 #[test]
+fn a_body_waits_with_its_headers() {
+    // Envoy resumes a stream whose headers paused as soon as the body callback continues:
+    // the body must be held too, or the request would go upstream before its token is checked.
+    let host = Host::new();
+    let key = Key::rsa();
+    let vm = host.vm(&guide("")).unwrap();
+    let forged = TokenBuilder::at(&Key::rsa_n(1).with_kid(&key.kid), host.now_unix())
+        .groups(&["AI-Users"])
+        .sign();
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call"});
+    let forged = vm.start(Request::post("/mcp").json(&body).bearer(&forged));
+    let good = vm.start(
+        Request::post("/mcp")
+            .json(&body)
+            .bearer(&token(&host, &key)),
+    );
+    assert!(
+        matches!(vm.outcome(forged), Outcome::Paused),
+        "{:?}",
+        vm.outcome(forged)
+    );
+    assert!(matches!(vm.outcome(good), Outcome::Paused));
+    answer(&host, &only_call(&host), &[&key], 300);
+    assert_eq!(vm.outcome(forged).status(), 401);
+    let Outcome::Forwarded { request_body, .. } = vm.outcome(good) else {
+        panic!("{:?}", vm.outcome(good))
+    };
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&request_body).unwrap(),
+        body
+    );
+}
+
+#[test]
 fn the_first_tick_prefetches_so_the_first_request_does_not_wait() {
     let host = Host::new();
     let key = Key::rsa();
@@ -143,7 +177,7 @@ fn a_failed_or_timed_out_first_fetch_gives_503_not_a_hang() {
     let key = Key::rsa();
     let vm = host.vm(&guide("")).unwrap();
     let waiting = vm.start(mcp(&token(&host, &key)));
-    host.fail_call(&only_call(&host));
+    host.fail_call(only_call(&host));
     let out = vm.outcome(waiting);
     let Outcome::Local(r) = &out else {
         panic!("{out:?}")
@@ -172,7 +206,7 @@ fn a_failed_or_timed_out_first_fetch_gives_503_not_a_hang() {
         let host = Host::new();
         let vm = host.vm(&guide("")).unwrap();
         let waiting = vm.start(mcp(&token(&host, &key)));
-        host.respond_call(&only_call(&host), status, vec![], body);
+        host.respond_call(only_call(&host), status, vec![], body);
         assert_eq!(vm.outcome(waiting).status(), 503, "{status}");
     }
 }
@@ -183,7 +217,7 @@ fn keys_are_retried_with_backoff_after_a_failure() {
     let key = Key::rsa();
     let vm = host.vm(&guide("")).unwrap();
     host.advance(Duration::from_millis(100));
-    host.respond_call(&only_call(&host), 500, vec![], b"");
+    host.respond_call(only_call(&host), 500, vec![], b"");
     host.advance(Duration::from_millis(500));
     assert!(host.pending_calls().is_empty(), "backing off");
     host.advance(Duration::from_millis(600));
@@ -233,12 +267,12 @@ fn failed_refreshes_keep_the_last_good_keys() {
     let vm = loaded_vm(&host, &guide(""), &[&key]);
     // max-age 300: the background refresh starts at 300 s and fails; the keys stay.
     host.advance(Duration::from_secs(300));
-    host.fail_call(&only_call(&host));
+    host.fail_call(only_call(&host));
     assert!(vm.request(mcp(&token(&host, &key))).is_forwarded());
     host.advance(Duration::from_secs(2));
-    host.respond_call(&only_call(&host), 200, vec![], b"{\"keys\": []}");
+    host.respond_call(only_call(&host), 200, vec![], b"{\"keys\": []}");
     host.advance(Duration::from_secs(3));
-    host.respond_call(&only_call(&host), 200, vec![], b"not json");
+    host.respond_call(only_call(&host), 200, vec![], b"not json");
     assert!(vm.request(mcp(&token(&host, &key))).is_forwarded());
     assert_eq!(host.metric("mcp_auth.jwks.fetch_failed"), Some(3));
     assert!(host.logged("the last good keys stay in use"));
@@ -311,7 +345,7 @@ fn a_failure_in_one_vm_answers_the_requests_waiting_in_another() {
     let b = host.vm(&guide("")).unwrap();
     let in_a = a.start(mcp(&token(&host, &key)));
     let in_b = b.start(mcp(&token(&host, &key)));
-    host.fail_call(&only_call(&host));
+    host.fail_call(only_call(&host));
     assert_eq!(a.outcome(in_a).status(), 503);
     host.advance(Duration::from_millis(100));
     assert_eq!(b.outcome(in_b).status(), 503);
@@ -328,7 +362,7 @@ fn unusable_keys_are_skipped_not_fatal() {
         .as_array_mut()
         .unwrap()
         .insert(0, json!({"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"}));
-    host.respond_call(&only_call(&host), 200, vec![], set.to_string().as_bytes());
+    host.respond_call(only_call(&host), 200, vec![], set.to_string().as_bytes());
     assert!(vm.request(mcp(&token(&host, &key))).is_forwarded());
     assert!(host.logged("JWKS key skipped"));
 }

@@ -19,9 +19,11 @@
 )]
 
 use std::fs::File;
-use std::io::{BufRead as _, BufReader};
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -224,7 +226,7 @@ impl Seen {
 /// The MCP server stand-in: answers every request with what it received, as JSON, and
 /// records it so tests can check what Envoy forwarded.
 pub struct Upstream {
-    server: Arc<tiny_http::Server>,
+    stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     seen: Arc<Mutex<Vec<Seen>>>,
     pub port: u16,
@@ -232,56 +234,29 @@ pub struct Upstream {
 
 impl Upstream {
     fn start() -> Self {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind upstream"));
-        let port = server
-            .server_addr()
-            .to_ip()
-            .expect("upstream has an IP address")
-            .port();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
+        let port = listener.local_addr().expect("upstream address").port();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let (srv, log) = (Arc::clone(&server), Arc::clone(&seen));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (log, stopped) = (Arc::clone(&seen), Arc::clone(&stop));
+        // A connection per thread, keep-alive honoured: Envoy pools upstream connections and
+        // sends a request's headers before its body, so nothing may block across connections.
         let thread = std::thread::spawn(move || {
-            // `unblock` on drop ends this loop.
-            while let Ok(mut request) = srv.recv() {
-                let mut body = Vec::new();
-                let _ = request.as_reader().read_to_end(&mut body);
-                let seen = Seen {
-                    method: request.method().to_string(),
-                    path: request.url().to_owned(),
-                    headers: request
-                        .headers()
-                        .iter()
-                        .map(|h| {
-                            (
-                                h.field.as_str().as_str().to_ascii_lowercase(),
-                                h.value.as_str().to_owned(),
-                            )
-                        })
-                        .collect(),
-                };
-                let headers: serde_json::Map<String, Value> = seen
-                    .headers
-                    .iter()
-                    .map(|(name, value)| (name.clone(), Value::String(value.clone())))
-                    .collect();
-                let echo = json!({
-                    "method": seen.method,
-                    "path": seen.path,
-                    "headers": headers,
-                    "body_bytes": body.len(),
-                });
-                log.lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(seen);
-                let header = tiny_http::Header::from_bytes("content-type", "application/json")
-                    .expect("static header");
-                let _ = request.respond(
-                    tiny_http::Response::from_string(echo.to_string()).with_header(header),
-                );
+            while !stopped.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        let log = Arc::clone(&log);
+                        std::thread::spawn(move || serve_echo(conn, &log));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
             }
         });
         Self {
-            server,
+            stop,
             thread: Some(thread),
             seen,
             port,
@@ -296,9 +271,77 @@ impl Upstream {
     }
 }
 
+/// Answers every HTTP/1.1 request on `conn` with a JSON echo of what it received.
+fn serve_echo(conn: TcpStream, log: &Mutex<Vec<Seen>>) {
+    let _ = conn.set_nonblocking(false);
+    let Ok(mut writer) = conn.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(conn);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut parts = line.split_whitespace();
+        let (method, path) = (
+            parts.next().unwrap_or_default().to_string(),
+            parts.next().unwrap_or_default().to_string(),
+        );
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = h.split_once(':') {
+                headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+            }
+        }
+        let length = headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .and_then(|(_, v)| v.parse::<usize>().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let echoed: serde_json::Map<String, Value> = headers
+            .iter()
+            .map(|(name, value)| (name.clone(), Value::String(value.clone())))
+            .collect();
+        let echo = json!({
+            "method": method,
+            "path": path,
+            "headers": echoed,
+            "body_bytes": body.len(),
+        })
+        .to_string();
+        log.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Seen {
+                method,
+                path,
+                headers,
+            });
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{echo}",
+            echo.len()
+        );
+        if writer.write_all(response.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
 impl Drop for Upstream {
     fn drop(&mut self) {
-        self.server.unblock();
+        self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
