@@ -3,6 +3,8 @@
 //! local Okta-compatible authorization server (the one the end-to-end tests and `make run` use
 //! instead of a real Okta org). `serve`, `envoy` and `up` come later.
 
+#[allow(dead_code)] // used by `serve`, `envoy` and `up`, which come next
+mod config;
 mod issuer;
 mod shutdown;
 

@@ -1,0 +1,410 @@
+//! The Agent Gateway configuration file, as the Okta guide writes it: `binds` → `listeners` →
+//! `routes` → `backends` (`mcp.targets`) and `policies`. Parsed strictly, so a typo is an
+//! error naming the field's path instead of a silently ignored setting; each route's policy is
+//! checked by the filter's own parser, so `host-shim` refuses what Envoy would refuse.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value as Json;
+
+/// A configuration that cannot be used, with the field it is about.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct ConfigError {
+    pub path: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(path: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Config {
+    pub binds: Vec<Bind>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Bind {
+    pub port: u16,
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Listener {
+    pub name: Option<String>,
+    /// Only requests for this host (`Host`/`:authority`, port ignored) match the listener.
+    pub hostname: Option<String>,
+    /// `HTTP` is the only protocol served.
+    pub protocol: Option<String>,
+    #[serde(default)]
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Route {
+    pub name: Option<String>,
+    #[serde(default)]
+    pub hostnames: Vec<String>,
+    #[serde(default)]
+    pub matches: Vec<Match>,
+    #[serde(default)]
+    pub backends: Vec<Backend>,
+    /// Kept as written: the filter parses it (and `host-shim` checks it with the same code).
+    pub policies: Option<Json>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Match {
+    pub path: Option<PathMatch>,
+}
+
+/// One of `exact`, `pathPrefix`, `regex` (a map with one key, as Agent Gateway writes it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PathMatch {
+    pub exact: Option<String>,
+    pub path_prefix: Option<String>,
+    pub regex: Option<String>,
+}
+
+/// A backend; `mcp` is the kind this project serves.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Backend {
+    pub mcp: Option<McpBackend>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct McpBackend {
+    pub targets: Vec<Target>,
+    /// Idle MCP sessions end after this long (`30m` by default).
+    #[serde(default, with = "humantime_serde")]
+    pub session_ttl: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Target {
+    pub name: String,
+    pub stdio: Option<Stdio>,
+}
+
+/// An MCP server the shim starts as a child process and talks to over stdin/stdout.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Stdio {
+    pub cmd: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Start the child with only `env` (and `PATH`, so `cmd` is still found).
+    #[serde(default)]
+    pub clear_env: bool,
+    pub cwd: Option<PathBuf>,
+}
+
+pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(30 * 60);
+
+/// A route as the rest of the shim uses it: its name (the Envoy route name the filter picks
+/// its policy by), where it listens, and what it serves.
+#[derive(Debug, Clone)]
+pub struct RouteRef<'a> {
+    pub name: String,
+    pub port: u16,
+    pub listener: &'a Listener,
+    pub route: &'a Route,
+}
+
+impl Route {
+    /// The route's MCP targets (empty when it has no `mcp` backend).
+    pub fn targets(&self) -> impl Iterator<Item = &Target> {
+        self.backends
+            .iter()
+            .filter_map(|b| b.mcp.as_ref())
+            .flat_map(|m| m.targets.iter())
+    }
+
+    pub fn session_ttl(&self) -> Duration {
+        self.backends
+            .iter()
+            .find_map(|b| b.mcp.as_ref().and_then(|m| m.session_ttl))
+            .unwrap_or(DEFAULT_SESSION_TTL)
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(path.display().to_string(), format!("cannot be read: {e}"))
+        })?;
+        Config::parse(&text)
+    }
+
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let de = serde_yaml::Deserializer::from_str(text);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let reason = e.inner().to_string();
+            // serde_yaml starts its messages with the location too; say it once.
+            let reason = match reason.split_once(": ") {
+                Some((at, rest)) if !at.contains(' ') && path.starts_with(at) => rest.to_string(),
+                _ => reason,
+            };
+            ConfigError::new(if path == "." { "(file)".into() } else { path }, reason)
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Every route with its resolved name, in file order.
+    pub fn routes(&self) -> Vec<RouteRef<'_>> {
+        let mut out = Vec::new();
+        for (b, bind) in self.binds.iter().enumerate() {
+            for (l, listener) in bind.listeners.iter().enumerate() {
+                for (r, route) in listener.routes.iter().enumerate() {
+                    let name = route
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| format!("bind{b}-listener{l}-route{r}"));
+                    out.push(RouteRef {
+                        name,
+                        port: bind.port,
+                        listener,
+                        route,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// The route called `name`.
+    pub fn route(&self, name: &str) -> Option<RouteRef<'_>> {
+        self.routes().into_iter().find(|r| r.name == name)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.binds.is_empty() {
+            return Err(ConfigError::new("binds", "at least one bind is needed"));
+        }
+        let mut names = BTreeMap::new();
+        let mut ports = BTreeMap::new();
+        for (b, bind) in self.binds.iter().enumerate() {
+            if ports.insert(bind.port, b).is_some() {
+                return Err(ConfigError::new(
+                    format!("binds[{b}].port"),
+                    format!("port {} is bound twice", bind.port),
+                ));
+            }
+            for (l, listener) in bind.listeners.iter().enumerate() {
+                let at = format!("binds[{b}].listeners[{l}]");
+                if let Some(p) = &listener.protocol
+                    && !p.eq_ignore_ascii_case("http")
+                {
+                    return Err(ConfigError::new(
+                        format!("{at}.protocol"),
+                        format!("{p:?} is not supported (HTTP only)"),
+                    ));
+                }
+                for (r, route) in listener.routes.iter().enumerate() {
+                    let at = format!("{at}.routes[{r}]");
+                    validate_route(route, &at)?;
+                }
+            }
+        }
+        for route in self.routes() {
+            if names.insert(route.name.clone(), ()).is_some() {
+                return Err(ConfigError::new(
+                    "binds",
+                    format!("two routes are named {:?}", route.name),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn validate_route(route: &Route, at: &str) -> Result<(), ConfigError> {
+    if let Some(name) = &route.name
+        && (name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+    {
+        return Err(ConfigError::new(
+            format!("{at}.name"),
+            "use letters, digits, '-', '_' and '.' (it becomes an Envoy route name)",
+        ));
+    }
+    for (m, matcher) in route.matches.iter().enumerate() {
+        let Some(path) = &matcher.path else { continue };
+        let at = format!("{at}.matches[{m}].path");
+        let given = [&path.exact, &path.path_prefix, &path.regex]
+            .into_iter()
+            .flatten()
+            .count();
+        if given != 1 {
+            return Err(ConfigError::new(
+                at,
+                "write exactly one of `exact`, `pathPrefix`, `regex`",
+            ));
+        }
+        if let Some(p) = path.exact.as_ref().or(path.path_prefix.as_ref())
+            && !p.starts_with('/')
+        {
+            return Err(ConfigError::new(at, "must start with '/'"));
+        }
+    }
+    for (i, backend) in route.backends.iter().enumerate() {
+        if backend.mcp.is_none() {
+            return Err(ConfigError::new(
+                format!("{at}.backends[{i}]"),
+                "expected `mcp:` (the backend kind host-shim serves)",
+            ));
+        }
+    }
+    let mut seen = BTreeMap::new();
+    for (t, target) in route.targets().enumerate() {
+        let at = format!("{at}.backends.mcp.targets[{t}]");
+        if target.name.is_empty()
+            || !target
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(ConfigError::new(
+                format!("{at}.name"),
+                "use letters, digits and '-' (it prefixes tool names as <target>_<tool>)",
+            ));
+        }
+        if seen.insert(target.name.clone(), ()).is_some() {
+            return Err(ConfigError::new(
+                format!("{at}.name"),
+                format!("{:?} is used twice on this route", target.name),
+            ));
+        }
+        match &target.stdio {
+            None => {
+                return Err(ConfigError::new(
+                    at,
+                    "a target needs `stdio:` (the transport host-shim runs)",
+                ));
+            }
+            Some(stdio) if stdio.cmd.trim().is_empty() => {
+                return Err(ConfigError::new(format!("{at}.stdio.cmd"), "is empty"));
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(policies) = &route.policies {
+        let document = serde_json::json!({ "policies": policies });
+        mcp_auth_filter::policy::FilterConfig::parse(document.to_string().as_bytes()).map_err(
+            |e| {
+                let path = e.path.strip_prefix("policies").unwrap_or(&e.path);
+                ConfigError::new(format!("{at}.policies{path}"), e.reason)
+            },
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )]
+    use super::*;
+
+    const GUIDE: &str = r#"
+binds:
+- port: 3000
+  listeners:
+  - routes:
+    - backends:
+      - mcp:
+          targets:
+          - name: my-server
+            stdio:
+              cmd: npx
+              args: ["@modelcontextprotocol/server-everything"]
+      policies:
+        mcpAuthentication:
+          mode: strict
+          issuer: https://your-org.okta.com/oauth2/default
+          audiences:
+          - api://agentgateway
+          jwks:
+            url: https://your-org.okta.com/oauth2/default/v1/keys
+"#;
+
+    #[test]
+    fn the_okta_guide_parses_as_written() {
+        let config = Config::parse(GUIDE).unwrap();
+        let routes = config.routes();
+        assert_eq!(routes.len(), 1);
+        assert_eq!(routes[0].name, "bind0-listener0-route0");
+        assert_eq!(routes[0].port, 3000);
+        let target = routes[0].route.targets().next().unwrap();
+        assert_eq!(target.name, "my-server");
+        assert_eq!(target.stdio.as_ref().unwrap().cmd, "npx");
+        assert_eq!(routes[0].route.session_ttl(), DEFAULT_SESSION_TTL);
+    }
+
+    #[test]
+    fn errors_name_the_path() {
+        let e = Config::parse(&GUIDE.replace("cmd: npx", "command: npx")).unwrap_err();
+        assert!(
+            e.path
+                .starts_with("binds[0].listeners[0].routes[0].backends[0].mcp.targets[0].stdio"),
+            "{e}"
+        );
+        let e = Config::parse(&GUIDE.replace("mode: strict", "mode: lax")).unwrap_err();
+        assert_eq!(
+            e.path, "binds[0].listeners[0].routes[0].policies.mcpAuthentication.mode",
+            "{e}"
+        );
+        let e = Config::parse(&GUIDE.replace("name: my-server", "name: my_server")).unwrap_err();
+        assert!(e.path.ends_with("targets[0].name"), "{e}");
+        let e = Config::parse("binds: []").unwrap_err();
+        assert_eq!(e.path, "binds");
+    }
+
+    #[test]
+    fn session_ttl_and_matches() {
+        let text = GUIDE
+            .replace("      - mcp:\n", "      - mcp:\n          sessionTtl: 5m\n")
+            .replace("    - backends:", "    - name: tools\n      matches:\n      - path: {pathPrefix: /mcp}\n      backends:");
+        let config = Config::parse(&text).unwrap();
+        let route = config.route("tools").unwrap();
+        assert_eq!(route.route.session_ttl(), Duration::from_secs(300));
+        assert_eq!(
+            route.route.matches[0]
+                .path
+                .as_ref()
+                .unwrap()
+                .path_prefix
+                .as_deref(),
+            Some("/mcp")
+        );
+    }
+}
