@@ -150,14 +150,20 @@ impl Route {
 }
 
 impl Config {
+    /// Reads the file; `jwks.file` paths are relative to its directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             ConfigError::new(path.display().to_string(), format!("cannot be read: {e}"))
         })?;
-        Config::parse(&text)
+        Config::parse_in(&text, path.parent().unwrap_or(Path::new(".")))
     }
 
+    /// Parses a file's text, reading `jwks.file` relative to the working directory.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse_in(text, Path::new("."))
+    }
+
+    fn parse_in(text: &str, base: &Path) -> Result<Config, ConfigError> {
         let de = serde_yaml::Deserializer::from_str(text);
         let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
@@ -169,8 +175,40 @@ impl Config {
             };
             ConfigError::new(if path == "." { "(file)".into() } else { path }, reason)
         })?;
+        let mut config = config;
+        config.inline_jwks_files(base)?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// `jwks: {file: path}` becomes the file's key set, inline: the filter cannot read files,
+    /// and what is validated is then exactly what Envoy will be given.
+    fn inline_jwks_files(&mut self, base: &Path) -> Result<(), ConfigError> {
+        for (b, bind) in self.binds.iter_mut().enumerate() {
+            for (l, listener) in bind.listeners.iter_mut().enumerate() {
+                for (r, route) in listener.routes.iter_mut().enumerate() {
+                    let Some(jwks) = route
+                        .policies
+                        .as_mut()
+                        .and_then(|p| p.pointer_mut("/mcpAuthentication/jwks"))
+                    else {
+                        continue;
+                    };
+                    let Some(file) = jwks.get("file").and_then(Json::as_str) else {
+                        continue;
+                    };
+                    let at = format!(
+                        "binds[{b}].listeners[{l}].routes[{r}].policies.mcpAuthentication.jwks.file"
+                    );
+                    let path = base.join(file);
+                    let text = std::fs::read_to_string(&path).map_err(|e| {
+                        ConfigError::new(at, format!("{} cannot be read: {e}", path.display()))
+                    })?;
+                    *jwks = Json::String(text);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Every route with its resolved name, in file order.
@@ -387,6 +425,33 @@ binds:
         assert!(e.path.ends_with("targets[0].name"), "{e}");
         let e = Config::parse("binds: []").unwrap_err();
         assert_eq!(e.path, "binds");
+    }
+
+    #[test]
+    fn jwks_files_are_inlined_relative_to_the_config_file() {
+        let dir = std::env::temp_dir().join(format!("shim-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = GUIDE.replace(
+            "jwks:\n            url: https://your-org.okta.com/oauth2/default/v1/keys",
+            "jwks:\n            file: keys.json",
+        );
+        std::fs::write(dir.join("gw.yaml"), &text).unwrap();
+        // A key set without a usable key is refused by the filter's own parser, with the path.
+        std::fs::write(
+            dir.join("keys.json"),
+            r#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#,
+        )
+        .unwrap();
+        let e = Config::load(&dir.join("gw.yaml")).unwrap_err();
+        assert_eq!(
+            e.path, "binds[0].listeners[0].routes[0].policies.mcpAuthentication.jwks",
+            "{e}"
+        );
+        assert!(e.reason.contains("no usable key"), "{e}");
+        std::fs::remove_file(dir.join("keys.json")).unwrap();
+        let e = Config::load(&dir.join("gw.yaml")).unwrap_err();
+        assert!(e.path.ends_with("jwks.file"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

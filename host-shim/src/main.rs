@@ -3,8 +3,8 @@
 //! local Okta-compatible authorization server (the one the end-to-end tests and `make run` use
 //! instead of a real Okta org). `serve`, `envoy` and `up` come later.
 
-#[allow(dead_code)] // used by `serve`, `envoy` and `up`, which come next
 mod config;
+mod envoy_config;
 mod issuer;
 mod shutdown;
 
@@ -22,15 +22,22 @@ enum Command {
     /// Run a local OAuth 2.0 / OIDC issuer shaped like Okta's custom authorization server
     /// (client credentials, RS256 access tokens, JWKS). For development and tests only.
     Issuer(issuer::IssuerArgs),
+    /// Render the Envoy bootstrap for an Agent Gateway config file: listeners, routes, the
+    /// wasm filter with each route's policy, the shim and JWKS clusters.
+    Envoy(envoy_config::EnvoyArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Envoy(args) = cli.command {
+        return envoy_config::run(args);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     match cli.command {
         Command::Issuer(args) => runtime.block_on(issuer::run(args)),
+        Command::Envoy(_) => Ok(()),
     }
 }

@@ -1,0 +1,436 @@
+//! Renders the Envoy bootstrap from the same Agent Gateway file the shim serves, so one file
+//! describes the whole gateway: a listener per bind, a route per route (named as the filter
+//! knows it, since a wasm filter has no per-route configuration and picks its policy by the
+//! Envoy route name), the wasm filter carrying every route's policy, a cluster for the shim and
+//! one per JWKS host (TLS with SNI, a CA and a SAN check for https).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use mcp_auth_filter::policy::{FilterConfig, KeySource, Location};
+use serde_json::{Value as Json, json};
+
+use crate::config::{Config, RouteRef};
+
+/// The header Envoy adds so the shim knows which route a request came through.
+pub const ROUTE_HEADER: &str = "x-mcp-route";
+/// The cluster that reaches `host-shim serve`.
+pub const SHIM_CLUSTER: &str = "host-shim";
+/// Where Debian and most distributions keep the system's trusted CAs.
+pub const DEFAULT_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// `host-shim envoy`: print the bootstrap for a configuration file.
+#[derive(Debug, clap::Args)]
+pub struct EnvoyArgs {
+    /// The Agent Gateway configuration file.
+    pub config: PathBuf,
+    /// The filter module.
+    #[arg(long, default_value = DEFAULT_WASM)]
+    pub wasm: PathBuf,
+    /// Where `host-shim serve` listens.
+    #[arg(long, default_value = "127.0.0.1:3100")]
+    pub shim: SocketAddr,
+    /// The address the binds listen on (0.0.0.0 to serve other machines).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub listen_address: String,
+    #[arg(long, default_value_t = 9901)]
+    pub admin_port: u16,
+    /// The CAs that https JWKS endpoints are verified against.
+    #[arg(long, default_value = DEFAULT_CA_FILE)]
+    pub ca_file: PathBuf,
+    /// Write the bootstrap here instead of stdout.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+/// Where `make wasm` puts the module.
+pub const DEFAULT_WASM: &str = "target/filter-wasm/wasm32-wasip1/release/mcp_auth_filter.wasm";
+
+impl RenderOptions {
+    /// Options for `config_path`, with the module path made absolute for Envoy.
+    pub fn new(
+        wasm: &Path,
+        shim: SocketAddr,
+        listen_address: String,
+        admin_port: u16,
+        ca_file: PathBuf,
+    ) -> anyhow::Result<RenderOptions> {
+        let wasm = std::fs::canonicalize(wasm)
+            .with_context(|| format!("the filter module {} (run `make wasm`)", wasm.display()))?;
+        Ok(RenderOptions {
+            wasm,
+            shim,
+            listen_address,
+            admin_port,
+            ca_file,
+        })
+    }
+}
+
+pub fn run(args: EnvoyArgs) -> anyhow::Result<()> {
+    let config = Config::load(&args.config)?;
+    let options = RenderOptions::new(
+        &args.wasm,
+        args.shim,
+        args.listen_address,
+        args.admin_port,
+        args.ca_file,
+    )?;
+    let yaml = render(&config, &options)?;
+    match args.output {
+        Some(path) => std::fs::write(&path, yaml).with_context(|| path.display().to_string())?,
+        None => print!("{yaml}"),
+    }
+    Ok(())
+}
+
+/// What the bootstrap needs besides the configuration file.
+#[derive(Debug, Clone)]
+pub struct RenderOptions {
+    /// The filter module (an absolute path is safest: Envoy resolves it from its own cwd).
+    pub wasm: PathBuf,
+    /// Where `host-shim serve` listens.
+    pub shim: SocketAddr,
+    /// The address the binds listen on.
+    pub listen_address: String,
+    pub admin_port: u16,
+    pub ca_file: PathBuf,
+}
+
+/// The Envoy bootstrap for `config`, as YAML.
+pub fn render(config: &Config, options: &RenderOptions) -> anyhow::Result<String> {
+    let routes = config.routes();
+    let mut policies = serde_json::Map::new();
+    for route in &routes {
+        if let Some(p) = &route.route.policies {
+            policies.insert(route.name.clone(), json!({ "policies": p }));
+        }
+    }
+    let filter_config = json!({ "routes": policies });
+    // The filter's own parser: what would fail in Envoy fails here, with the path.
+    let parsed = FilterConfig::parse(filter_config.to_string().as_bytes())
+        .map_err(|e| anyhow::anyhow!("policy: {e}"))?;
+
+    let mut clusters = vec![static_cluster(SHIM_CLUSTER, options.shim)];
+    let mut jwks_clusters = BTreeMap::new();
+    for policy in parsed.policies() {
+        if let Some(KeySource::Remote(remote)) = policy.authn.as_ref().map(|a| &a.keys) {
+            jwks_clusters
+                .entry(remote.location.cluster.clone())
+                .or_insert_with(|| remote.location.clone());
+        }
+    }
+    for (name, location) in &jwks_clusters {
+        clusters.push(jwks_cluster(name, location, &options.ca_file)?);
+    }
+
+    let mut by_port: BTreeMap<u16, Vec<&RouteRef<'_>>> = BTreeMap::new();
+    for route in &routes {
+        by_port.entry(route.port).or_default().push(route);
+    }
+    let mut listeners = Vec::new();
+    for bind in &config.binds {
+        let routes = by_port.get(&bind.port).cloned().unwrap_or_default();
+        listeners.push(listener(bind.port, &routes, &filter_config, options));
+    }
+    let bootstrap = json!({
+        "admin": {
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": options.admin_port}}
+        },
+        "static_resources": {"listeners": listeners, "clusters": clusters},
+    });
+    Ok(serde_yaml::to_string(&bootstrap)?)
+}
+
+fn listener(
+    port: u16,
+    routes: &[&RouteRef<'_>],
+    filter_config: &Json,
+    options: &RenderOptions,
+) -> Json {
+    // Agent Gateway's listeners of one bind share the port and differ by hostname: in Envoy
+    // they are virtual hosts of one listener.
+    let mut hosts: BTreeMap<Vec<String>, Vec<Json>> = BTreeMap::new();
+    for route in routes {
+        let domains = if !route.route.hostnames.is_empty() {
+            route.route.hostnames.clone()
+        } else if let Some(h) = &route.listener.hostname {
+            vec![h.clone()]
+        } else {
+            vec!["*".to_string()]
+        };
+        hosts
+            .entry(domains)
+            .or_default()
+            .extend(envoy_routes(route));
+    }
+    // Most specific hosts first is Envoy's own rule; "*" matches what is left.
+    let virtual_hosts: Vec<Json> = hosts
+        .into_iter()
+        .enumerate()
+        .map(|(i, (domains, routes))| {
+            let domains: Vec<String> = domains
+                .iter()
+                .flat_map(|d| {
+                    if d == "*" {
+                        vec![d.clone()]
+                    } else {
+                        vec![d.clone(), format!("{d}:*")]
+                    }
+                })
+                .collect();
+            json!({"name": format!("bind{port}-host{i}"), "domains": domains, "routes": routes})
+        })
+        .collect();
+    json!({
+        "name": format!("bind-{port}"),
+        "address": {"socket_address": {"address": options.listen_address, "port_value": port}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": format!("bind_{port}"),
+                // MCP keeps SSE streams open for a session's life.
+                "stream_idle_timeout": "3600s",
+                "route_config": {"name": format!("bind-{port}"), "virtual_hosts": virtual_hosts},
+                "http_filters": [
+                    {
+                        "name": "envoy.filters.http.wasm",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                            "config": {
+                                "name": "mcp_auth",
+                                "root_id": "mcp_auth",
+                                "configuration": {
+                                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                                    "value": filter_config.to_string(),
+                                },
+                                "vm_config": {
+                                    "vm_id": "mcp_auth",
+                                    "runtime": "envoy.wasm.runtime.v8",
+                                    "code": {"local": {"filename": options.wasm.display().to_string()}},
+                                },
+                                // A filter that cannot run must not let requests through.
+                                "fail_open": false,
+                            }
+                        }
+                    },
+                    {
+                        "name": "envoy.filters.http.router",
+                        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
+                    }
+                ],
+            }
+        }]}],
+    })
+}
+
+/// The Envoy routes of one configured route: one per `matches` entry (all named after the
+/// route), plus the RFC 9728 metadata path of each, so the filter can answer it.
+fn envoy_routes(route: &RouteRef<'_>) -> Vec<Json> {
+    let mut matchers: Vec<Json> = Vec::new();
+    let mut prefixes = Vec::new();
+    if route.route.matches.is_empty() {
+        matchers.push(json!({"prefix": "/"}));
+    }
+    for m in &route.route.matches {
+        let Some(path) = &m.path else {
+            matchers.push(json!({"prefix": "/"}));
+            continue;
+        };
+        if let Some(exact) = &path.exact {
+            matchers.push(json!({"path": exact}));
+            prefixes.push(exact.clone());
+        } else if let Some(prefix) = &path.path_prefix {
+            matchers.push(json!({"prefix": prefix}));
+            prefixes.push(prefix.clone());
+        } else if let Some(regex) = &path.regex {
+            matchers.push(json!({"safe_regex": {"regex": regex}}));
+        }
+    }
+    let authenticated = route
+        .route
+        .policies
+        .as_ref()
+        .is_some_and(|p| p.get("mcpAuthentication").is_some());
+    if authenticated {
+        for prefix in prefixes {
+            let path = prefix.trim_end_matches('/');
+            matchers.push(json!({
+                "path": format!("{}{path}", mcp_auth_filter::response::METADATA_PREFIX)
+            }));
+        }
+    }
+    matchers
+        .into_iter()
+        .map(|m| {
+            json!({
+                "name": route.name,
+                "match": m,
+                "route": {"cluster": SHIM_CLUSTER, "timeout": "0s"},
+                "request_headers_to_add": [{
+                    "header": {"key": ROUTE_HEADER, "value": route.name},
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                }],
+            })
+        })
+        .collect()
+}
+
+fn static_cluster(name: &str, addr: SocketAddr) -> Json {
+    json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "2s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
+            "address": {"socket_address": {"address": addr.ip().to_string(), "port_value": addr.port()}}
+        }}]}]},
+    })
+}
+
+/// A cluster that reaches an issuer's keys: DNS for names, TLS that checks the certificate
+/// against `ca_file` *and* the host name (a CA alone accepts any certificate it signed).
+fn jwks_cluster(name: &str, location: &Location, ca_file: &Path) -> anyhow::Result<Json> {
+    let https = location.url.starts_with("https://");
+    let (host, port) = split_authority(&location.authority, if https { 443 } else { 80 })?;
+    let literal = host
+        .trim_matches(['[', ']'])
+        .parse::<std::net::IpAddr>()
+        .is_ok();
+    let mut cluster = json!({
+        "name": name,
+        "type": if literal { "STATIC" } else { "STRICT_DNS" },
+        "dns_lookup_family": "V4_PREFERRED",
+        "connect_timeout": "5s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
+            "address": {"socket_address": {"address": host.trim_matches(['[', ']']), "port_value": port}}
+        }}]}]},
+    });
+    if https {
+        cluster["transport_socket"] = json!({
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "sni": host,
+                "common_tls_context": {"validation_context": {
+                    "trusted_ca": {"filename": ca_file.display().to_string()},
+                    "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": host}}],
+                }},
+            }
+        });
+    }
+    Ok(cluster)
+}
+
+fn split_authority(authority: &str, default_port: u16) -> anyhow::Result<(String, u16)> {
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !p.contains(']') => (h, p.parse().context("port")?),
+        _ => (authority, default_port),
+    };
+    if host.is_empty() {
+        bail!("no host in {authority:?}");
+    }
+    Ok((host.to_string(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )]
+    use super::*;
+
+    fn options() -> RenderOptions {
+        RenderOptions {
+            wasm: "/abs/filter.wasm".into(),
+            shim: "127.0.0.1:3100".parse().unwrap(),
+            listen_address: "127.0.0.1".into(),
+            admin_port: 9901,
+            ca_file: DEFAULT_CA_FILE.into(),
+        }
+    }
+
+    const GUIDE: &str = include_str!("../../examples/okta.yaml");
+
+    #[test]
+    fn the_guide_renders_a_listener_the_filter_and_the_clusters() {
+        let config = Config::parse(GUIDE).unwrap();
+        let yaml = render(&config, &options()).unwrap();
+        let doc: Json = serde_yaml::from_str(&yaml).unwrap();
+        let listener = &doc["static_resources"]["listeners"][0];
+        assert_eq!(listener["address"]["socket_address"]["port_value"], 3000);
+        let hcm = &listener["filter_chains"][0]["filters"][0]["typed_config"];
+        let wasm = &hcm["http_filters"][0]["typed_config"]["config"];
+        let policy: Json =
+            serde_json::from_str(wasm["configuration"]["value"].as_str().unwrap()).unwrap();
+        let route_name = "bind0-listener0-route0";
+        assert_eq!(
+            policy["routes"][route_name]["policies"]["mcpAuthentication"]["issuer"],
+            "https://your-org.okta.com/oauth2/default"
+        );
+        let routes = &hcm["route_config"]["virtual_hosts"][0]["routes"];
+        assert_eq!(routes[0]["name"], route_name);
+        assert_eq!(
+            routes[0]["request_headers_to_add"][0]["header"]["value"],
+            route_name
+        );
+        let clusters = doc["static_resources"]["clusters"].as_array().unwrap();
+        let okta = clusters
+            .iter()
+            .find(|c| c["name"] == "your-org.okta.com")
+            .unwrap();
+        assert_eq!(okta["type"], "STRICT_DNS");
+        let tls = &okta["transport_socket"]["typed_config"];
+        assert_eq!(tls["sni"], "your-org.okta.com");
+        assert_eq!(
+            tls["common_tls_context"]["validation_context"]["trusted_ca"]["filename"],
+            DEFAULT_CA_FILE
+        );
+        assert_eq!(
+            okta["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+                ["port_value"],
+            443
+        );
+    }
+
+    #[test]
+    fn path_matches_get_a_metadata_route() {
+        let config = Config::parse(
+            r#"
+binds:
+- port: 3000
+  listeners:
+  - routes:
+    - name: tools
+      matches: [{path: {pathPrefix: /mcp}}]
+      backends: [{mcp: {targets: [{name: a, stdio: {cmd: x}}]}}]
+      policies:
+        mcpAuthentication:
+          issuer: http://127.0.0.1:9000/oauth2/default
+          audiences: []
+          jwks: {url: http://127.0.0.1:9000/oauth2/default/v1/keys}
+"#,
+        )
+        .unwrap();
+        let doc: Json = serde_yaml::from_str(&render(&config, &options()).unwrap()).unwrap();
+        let hcm = &doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+        let routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+            .as_array()
+            .unwrap();
+        assert_eq!(routes[0]["match"]["prefix"], "/mcp");
+        assert_eq!(
+            routes[1]["match"]["path"],
+            "/.well-known/oauth-protected-resource/mcp"
+        );
+        assert!(routes.iter().all(|r| r["name"] == "tools"));
+        let clusters = doc["static_resources"]["clusters"].as_array().unwrap();
+        let jwks = clusters.iter().find(|c| c["name"] == "127.0.0.1").unwrap();
+        assert_eq!(jwks["type"], "STATIC");
+        assert!(jwks.get("transport_socket").is_none());
+    }
+}
