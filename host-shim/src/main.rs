@@ -3,6 +3,7 @@
 //! local Okta-compatible authorization server (the one the end-to-end tests and `make run` use
 //! instead of a real Okta org). `serve`, `envoy` and `up` come later.
 
+#[allow(dead_code)] // the session and stdio fields are read by `serve`
 mod config;
 mod envoy_config;
 mod issuer;
