@@ -308,8 +308,8 @@ fn jwks_cluster(name: &str, location: &Location, ca_file: &Path) -> anyhow::Resu
             "address": {"socket_address": {"address": host.trim_matches(['[', ']']), "port_value": port}}
         }}]}]},
     });
-    if https {
-        cluster["transport_socket"] = json!({
+    if https && let Some(fields) = cluster.as_object_mut() {
+        fields.insert("transport_socket".into(), json!({
             "name": "envoy.transport_sockets.tls",
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
@@ -319,7 +319,7 @@ fn jwks_cluster(name: &str, location: &Location, ca_file: &Path) -> anyhow::Resu
                     "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": host}}],
                 }},
             }
-        });
+        }));
     }
     Ok(cluster)
 }
