@@ -8,6 +8,7 @@ mod config;
 mod envoy_config;
 mod issuer;
 mod shutdown;
+mod up;
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +27,9 @@ enum Command {
     /// Render the Envoy bootstrap for an Agent Gateway config file: listeners, routes, the
     /// wasm filter with each route's policy, the shim and JWKS clusters.
     Envoy(envoy_config::EnvoyArgs),
+    /// Start the whole gateway from a config file: (the local issuer,) `serve` and Envoy with
+    /// the filter. Ctrl-C or SIGTERM stops every process it started.
+    Up(up::UpArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,5 +44,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Issuer(args) => runtime.block_on(issuer::run(args)),
         Command::Envoy(_) => Ok(()),
+        Command::Up(args) => runtime.block_on(up::run(args)),
     }
 }

@@ -1,0 +1,304 @@
+//! `host-shim up`: the whole local gateway from one config file — the local issuer (when asked),
+//! `host-shim serve` for the MCP targets, and Envoy with the filter, each a supervised child.
+//! Any of them exiting, or SIGINT/SIGTERM, stops all of them: every child runs in its own
+//! process group and the whole group is ended, so nothing (not even `npx`'s grandchildren) is
+//! left behind.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::config::Config;
+use crate::envoy_config::{self, DEFAULT_CA_FILE, DEFAULT_WASM, RenderOptions};
+
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// The Agent Gateway configuration file.
+    pub config: PathBuf,
+    /// Also start the local Okta-compatible issuer at the address the config's issuer names
+    /// (it must be an http://127.0.0.1:PORT/... URL).
+    #[arg(long)]
+    pub local_issuer: bool,
+    /// The filter module.
+    #[arg(long, default_value = DEFAULT_WASM)]
+    pub wasm: PathBuf,
+    /// The Envoy binary (`make envoy` installs it at .tools/bin/envoy).
+    #[arg(long, env = "ENVOY_BIN", default_value = ".tools/bin/envoy")]
+    pub envoy: PathBuf,
+    /// Envoy worker threads.
+    #[arg(long, default_value_t = 2)]
+    pub concurrency: u16,
+    /// The address the binds listen on (0.0.0.0 to serve other machines).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub listen_address: String,
+    /// Envoy's admin port (stats: /stats?filter=wasmcustom).
+    #[arg(long, default_value_t = 9901)]
+    pub admin_port: u16,
+    /// The CAs that https JWKS endpoints are verified against.
+    #[arg(long, default_value = DEFAULT_CA_FILE)]
+    pub ca_file: PathBuf,
+}
+
+/// A child in its own process group, ended with its group.
+struct Supervised {
+    name: &'static str,
+    child: Child,
+}
+
+impl Supervised {
+    fn spawn(name: &'static str, command: &mut Command) -> anyhow::Result<Supervised> {
+        let child = command
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        Ok(Supervised { name, child })
+    }
+
+    fn group(&self) -> Option<Pid> {
+        self.child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .map(Pid::from_raw)
+    }
+
+    /// SIGTERM to the group, then SIGKILL after `grace`; always reaped.
+    async fn stop(mut self, grace: Duration) {
+        if let Some(group) = self.group() {
+            let _ = killpg(group, Signal::SIGTERM);
+            if tokio::time::timeout(grace, self.child.wait())
+                .await
+                .is_err()
+            {
+                eprintln!("up: {} did not stop in {grace:?}; killing it", self.name);
+            }
+            // The leader may be gone while its group lives on (npx's node, say).
+            let _ = killpg(group, Signal::SIGKILL);
+        }
+        let _ = self.child.kill().await;
+        let _ = self.child.wait().await;
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        // Reached only on an early return or a panic: never leave the group running.
+        if let Some(group) = self.group() {
+            let _ = killpg(group, Signal::SIGKILL);
+        }
+    }
+}
+
+/// Reads the first stdout line of a child (its "listening on" line), then keeps forwarding
+/// the rest so the child never blocks on a full pipe.
+async fn first_line(child: &mut Supervised, prefix: &str) -> anyhow::Result<String> {
+    let stdout = child
+        .child
+        .stdout
+        .take()
+        .context("the child's stdout is not piped")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .with_context(|| format!("{} did not start within 60 s", child.name))??
+        .with_context(|| format!("{} exited before it was ready", child.name))?;
+    let rest = line
+        .split_once(prefix)
+        .map(|(_, rest)| rest.trim().to_string())
+        .with_context(|| format!("{} printed {line:?}, expected {prefix:?}", child.name))?;
+    let name = child.name;
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            println!("[{name}] {line}");
+        }
+    });
+    Ok(rest)
+}
+
+/// The local issuer's listen port and path, from the config's issuer URL.
+fn local_issuer(config: &Config) -> anyhow::Result<(u16, String, String)> {
+    let issuer = config
+        .routes()
+        .iter()
+        .find_map(|r| {
+            r.route
+                .policies
+                .as_ref()?
+                .pointer("/mcpAuthentication/issuer")?
+                .as_str()
+                .map(str::to_string)
+        })
+        .context("--local-issuer: no route has an mcpAuthentication issuer")?;
+    let rest = issuer.strip_prefix("http://127.0.0.1:").with_context(|| {
+        format!("--local-issuer needs an http://127.0.0.1:PORT/... issuer, not {issuer:?}")
+    })?;
+    let (port, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let port = port
+        .parse()
+        .with_context(|| format!("the port of {issuer:?}"))?;
+    Ok((port, format!("/{path}"), issuer))
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let config = Config::load(&args.config)?;
+    let shutdown = crate::shutdown::on_signal()?;
+    let me = std::env::current_exe().context("locating host-shim")?;
+    if !args.envoy.exists() && args.envoy.components().count() > 1 {
+        bail!("no Envoy at {} (run `make envoy`)", args.envoy.display());
+    }
+
+    let mut children: Vec<Supervised> = Vec::new();
+    let mut issuer_url = None;
+    if args.local_issuer {
+        let (port, path, url) = local_issuer(&config)?;
+        let mut issuer = Supervised::spawn(
+            "issuer",
+            Command::new(&me)
+                .args([
+                    "issuer",
+                    "--port",
+                    &port.to_string(),
+                    "--path-prefix",
+                    &path,
+                ])
+                .stdout(Stdio::piped()),
+        )?;
+        first_line(&mut issuer, "issuer listening on").await?;
+        children.push(issuer);
+        issuer_url = Some(url);
+    }
+
+    let mut serve = Supervised::spawn(
+        "serve",
+        Command::new(&me)
+            .arg("serve")
+            .arg(&args.config)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped()),
+    )?;
+    let url = first_line(&mut serve, "host-shim serving on").await?;
+    children.push(serve);
+    let shim: SocketAddr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .with_context(|| format!("the shim's address {url:?}"))?;
+
+    let options = RenderOptions::new(
+        &args.wasm,
+        shim,
+        args.listen_address.clone(),
+        args.admin_port,
+        args.ca_file.clone(),
+    )?;
+    let bootstrap = envoy_config::render(&config, &options)?;
+    let dir = std::env::temp_dir().join(format!("host-shim-up-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let bootstrap_path = dir.join("envoy.yaml");
+    std::fs::write(&bootstrap_path, bootstrap)?;
+    let envoy = Supervised::spawn(
+        "envoy",
+        Command::new(&args.envoy)
+            .arg("-c")
+            .arg(&bootstrap_path)
+            .args(["--concurrency", &args.concurrency.to_string()])
+            .args(["--log-level", "warn", "--component-log-level", "wasm:info"]),
+    )?;
+    children.push(envoy);
+
+    let ports: Vec<u16> = config.binds.iter().map(|b| b.port).collect();
+    wait_for_ports(&args.listen_address, &ports).await?;
+    print_instructions(&config, issuer_url.as_deref(), &args.listen_address);
+
+    // Until a signal, or until any child exits (then the stack is broken: stop it all).
+    let exited = loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break None,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                if let Some(c) = children.iter_mut().find_map(|c| match c.child.try_wait() {
+                    Ok(Some(status)) => Some((c.name, status)),
+                    _ => None,
+                }) {
+                    break Some(c);
+                }
+            }
+        }
+    };
+    // Envoy first (no new requests), then the shim (ends the MCP servers), then the issuer.
+    for child in children.into_iter().rev() {
+        child.stop(Duration::from_secs(10)).await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    match exited {
+        Some((name, status)) => bail!("{name} exited ({status}); the gateway was stopped"),
+        None => Ok(()),
+    }
+}
+
+async fn wait_for_ports(address: &str, ports: &[u16]) -> anyhow::Result<()> {
+    let host = if address == "0.0.0.0" {
+        "127.0.0.1"
+    } else {
+        address
+    };
+    for port in ports {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while tokio::net::TcpStream::connect((host, *port)).await.is_err() {
+            if tokio::time::Instant::now() > deadline {
+                bail!("Envoy is not listening on {host}:{port} after 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+fn print_instructions(config: &Config, issuer: Option<&str>, address: &str) {
+    let host = if address == "0.0.0.0" {
+        "127.0.0.1"
+    } else {
+        address
+    };
+    println!();
+    for route in config.routes() {
+        let path = route
+            .route
+            .matches
+            .iter()
+            .find_map(|m| {
+                let p = m.path.as_ref()?;
+                p.exact.clone().or(p.path_prefix.clone())
+            })
+            .unwrap_or_else(|| "/mcp".into());
+        println!(
+            "MCP gateway up: http://{host}:{}{path}  (route {})",
+            route.port, route.name
+        );
+    }
+    if let Some(issuer) = issuer {
+        println!();
+        println!(
+            "Get a token as the Okta guide does (client in AI-Users: ai-user / ai-user-secret):"
+        );
+        println!(
+            "  TOKEN=$(curl -s -X POST \"{issuer}/v1/token\" -H \"Content-Type: application/x-www-form-urlencoded\" \\\n    -d grant_type=client_credentials -d client_id=ai-user -d client_secret=ai-user-secret -d scope=agentgateway \\\n    | sed -E 's/.*\"access_token\":\"([^\"]+)\".*/\\1/')"
+        );
+    }
+    if let Some(route) = config.routes().first() {
+        println!();
+        println!("Call the gateway (MCP initialize over Streamable HTTP):");
+        println!(
+            "  curl -i http://{host}:{}/mcp -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' \\\n    -H 'Accept: application/json, text/event-stream' \\\n    -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{{\"protocolVersion\":\"2025-06-18\",\"capabilities\":{{}},\"clientInfo\":{{\"name\":\"curl\",\"version\":\"1\"}}}}}}'",
+            route.port
+        );
+    }
+    println!();
+    println!("Ctrl-C stops everything.");
+}
