@@ -6,7 +6,11 @@ WASM_TARGET_DIR := target/filter-wasm
 WASM := $(WASM_TARGET_DIR)/wasm32-wasip1/release/mcp_auth_filter.wasm
 ENVOY := .tools/bin/envoy
 
-.PHONY: run test lint fmt wasm setup envoy unit bench
+CONFIG ?= examples/okta-local.yaml
+# The local Okta stand-in starts with the default config, whose issuer it is.
+UP_FLAGS ?= $(if $(filter examples/okta-local.yaml,$(CONFIG)),--local-issuer,)
+
+.PHONY: run test lint fmt wasm setup envoy npm bench
 
 setup:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
@@ -15,6 +19,12 @@ setup:
 envoy: $(ENVOY)
 $(ENVOY): envoy/install-envoy.sh
 	envoy/install-envoy.sh
+
+# The MCP server the guide runs (and the MCP client the end-to-end tests use), pinned by the lock file.
+npm: node_modules/.installed
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
 
 # The same target dir the tests' build script uses, so the module is built once.
 wasm: setup
@@ -29,10 +39,10 @@ lint: setup
 fmt:
 	$(CARGO) fmt --all
 
-test: setup envoy lint
+test: setup envoy npm lint
 	$(CARGO) build -p host-shim
 	$(CARGO) test --workspace
 
-run: setup envoy wasm
+run: setup envoy npm wasm
 	$(CARGO) build --release -p host-shim
-	scripts/run-local.sh
+	target/release/host-shim up $(CONFIG) $(UP_FLAGS)
