@@ -222,7 +222,6 @@ impl State {
             }
             match store.fetch(&self.host, reason) {
                 Fetch::Waiting => {
-                    log::info!("DBG wait ctx={context_id}");
                     self.waiting.borrow_mut().push(Waiter {
                         context_id,
                         since_ms: now_ms,
@@ -256,17 +255,7 @@ impl State {
             if hostcalls::set_effective_context(w.context_id).is_err() {
                 continue;
             }
-            let o = self.run(w.context_id, Some(w));
-            log::info!(
-                "DBG resumed ctx={} -> {}",
-                w.context_id,
-                match o {
-                    Outcome::Forward => "fwd",
-                    Outcome::Answered => "ans",
-                    Outcome::Wait => "wait",
-                }
-            );
-            match o {
+            match self.run(w.context_id, Some(w)) {
                 Outcome::Forward => {
                     let _ = hostcalls::resume_http_request();
                 }
@@ -440,7 +429,6 @@ impl Context for Stream {
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        log::info!("DBG headers ctx={}", self.context_id);
         match self.state.run(self.context_id, None) {
             Outcome::Forward => Action::Continue,
             Outcome::Answered => Action::Pause,
@@ -452,11 +440,6 @@ impl HttpContext for Stream {
     /// headers stopped iteration as soon as a body callback says Continue, which would send an
     /// unauthenticated request upstream.
     fn on_http_request_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
-        log::info!(
-            "DBG body ctx={} waiting={}",
-            self.context_id,
-            self.state.is_waiting(self.context_id)
-        );
         if self.state.is_waiting(self.context_id) {
             Action::Pause
         } else {
