@@ -13,8 +13,9 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
 
-use crate::engine::{self, Decision, KeyState, RequestView};
+use crate::engine::{self, BodyDecision, Decision, Forward, KeyState, RequestView};
 use crate::host::{Host, SharedWrite};
+use crate::jwt::Identity;
 use crate::keystore::{self, Fetch, FetchResponse, KeyStore, MAX_JWKS_BYTES, Reason};
 use crate::policy::{FilterConfig, KeySource, Location};
 use crate::response::{self, LocalResponse};
@@ -109,10 +110,37 @@ struct Waiter {
     since_ms: i64,
 }
 
+/// Response bodies larger than this are passed on unfiltered (and counted).
+const MAX_FILTERED_RESPONSE: usize = 8 * 1024 * 1024;
+
+/// How a response is rewritten for its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum ResponseMode {
+    #[default]
+    Untouched,
+    Json,
+    Sse,
+}
+
+/// What a stream carries from its request headers to its body and response.
+#[derive(Default)]
+struct StreamData {
+    route: Option<String>,
+    /// The request headers as they were judged (CEL's `request.*` for body-time rules).
+    headers: Vec<(String, Vec<u8>)>,
+    identity: Option<Identity>,
+    /// The body must be judged by MCP-level rules when complete.
+    judge_body: bool,
+    /// List requests whose responses are filtered for this caller.
+    lists: Vec<(serde_json::Value, String)>,
+    response: ResponseMode,
+}
+
 /// Everything one VM knows, shared by its root context and its streams.
 #[derive(Default)]
 struct State {
     config: Option<FilterConfig>,
+    streams: RefCell<HashMap<u32, StreamData>>,
     /// One store per issuer and key URL, shared by the policies that name them.
     stores: RefCell<HashMap<String, KeyStore>>,
     waiting: RefCell<Vec<Waiter>>,
@@ -123,6 +151,8 @@ struct State {
 /// What became of a request after a decision.
 enum Outcome {
     Forward,
+    /// Forward the headers; the body is judged when complete.
+    ReadBody,
     Answered,
     Wait,
 }
@@ -181,14 +211,27 @@ impl State {
                 _ => KeyState::Failed("no key source"),
             };
             match engine::decide(policy, keys, &request, &self.host) {
-                Decision::Continue { remove, .. } => {
-                    for name in remove {
-                        if hostcalls::remove_map_value(MapType::HttpRequestHeaders, name).is_err() {
-                            fail_closed("a request header could not be removed");
-                            return Outcome::Answered;
-                        }
+                Decision::Continue(forward) => {
+                    if !apply(&forward) {
+                        return Outcome::Answered;
                     }
                     return Outcome::Forward;
+                }
+                Decision::ReadBody(forward) => {
+                    if !apply(&forward) {
+                        return Outcome::Answered;
+                    }
+                    self.streams.borrow_mut().insert(
+                        context_id,
+                        StreamData {
+                            route: route.clone(),
+                            headers: headers.clone(),
+                            identity: forward.identity,
+                            judge_body: true,
+                            ..StreamData::default()
+                        },
+                    );
+                    return Outcome::ReadBody;
                 }
                 Decision::Respond(response) => {
                     respond(&response);
@@ -256,7 +299,7 @@ impl State {
                 continue;
             }
             match self.run(w.context_id, Some(w)) {
-                Outcome::Forward => {
+                Outcome::Forward | Outcome::ReadBody => {
                     let _ = hostcalls::resume_http_request();
                 }
                 Outcome::Answered => {}
@@ -313,7 +356,134 @@ impl State {
             .any(|w| w.context_id == context_id)
     }
 
+    /// Judges a complete request body. Returns the action for the body callback.
+    fn judge_body(&self, context_id: u32, body_size: usize) -> Action {
+        let Some(config) = &self.config else {
+            return Action::Continue;
+        };
+        let mut streams = self.streams.borrow_mut();
+        let Some(data) = streams.get_mut(&context_id) else {
+            return Action::Continue;
+        };
+        data.judge_body = false;
+        let Some(policy) = config.policy_for(data.route.as_deref()) else {
+            return Action::Continue;
+        };
+        let body = if body_size == 0 {
+            Vec::new()
+        } else {
+            match buffer_bytes(BufferType::HttpRequestBody, 0, body_size) {
+                Some(body) => body,
+                None => {
+                    fail_closed("the request body is unavailable");
+                    return Action::Pause;
+                }
+            }
+        };
+        let request = RequestView {
+            headers: &data.headers,
+        };
+        match engine::decide_body(policy, data.identity.as_ref(), &request, &body, &self.host) {
+            BodyDecision::Forward { lists } => {
+                data.lists = lists;
+                Action::Continue
+            }
+            BodyDecision::Respond(response) => {
+                respond(&response);
+                Action::Pause
+            }
+        }
+    }
+
+    /// Rewrites a list response (complete JSON, or the complete SSE events so far) for its
+    /// caller. Returns the action for the response body callback.
+    fn filter_response(&self, context_id: u32, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(config) = &self.config else {
+            return Action::Continue;
+        };
+        let streams = self.streams.borrow();
+        let Some(data) = streams.get(&context_id) else {
+            return Action::Continue;
+        };
+        let Some(policy) = config.policy_for(data.route.as_deref()) else {
+            return Action::Continue;
+        };
+        if data.response == ResponseMode::Untouched {
+            return Action::Continue;
+        }
+        if body_size > MAX_FILTERED_RESPONSE {
+            log::warn!("mcp-auth: a list response of {body_size} bytes is passed on unfiltered");
+            self.host.count("mcp_auth.list_unfiltered_too_large", 1);
+            return Action::Continue;
+        }
+        if data.response == ResponseMode::Json && !end_of_stream {
+            return Action::Pause;
+        }
+        let Some(body) = buffer_bytes(BufferType::HttpResponseBody, 0, body_size) else {
+            return Action::Continue;
+        };
+        let request = RequestView {
+            headers: &data.headers,
+        };
+        let mut keep = |view: &crate::mcp::McpView| {
+            engine::keep_item(policy, data.identity.as_ref(), &request, view, &self.host)
+        };
+        match data.response {
+            ResponseMode::Json => {
+                if let Some(new) =
+                    crate::mcp::filter_json_body(&body, &data.lists, &policy.targets, &mut keep)
+                {
+                    set_buffer_bytes(BufferType::HttpResponseBody, 0, body_size, &new);
+                }
+                Action::Continue
+            }
+            ResponseMode::Sse => {
+                let (mut out, consumed) =
+                    crate::mcp::filter_sse(&body, &data.lists, &policy.targets, &mut keep);
+                if consumed < body.len() && !end_of_stream {
+                    // An event is still arriving: hold everything until it is complete.
+                    return Action::Pause;
+                }
+                out.extend_from_slice(body.get(consumed..).unwrap_or_default());
+                if out != body {
+                    set_buffer_bytes(BufferType::HttpResponseBody, 0, body_size, &out);
+                }
+                Action::Continue
+            }
+            ResponseMode::Untouched => Action::Continue,
+        }
+    }
+
+    /// Chooses how the response is filtered, from its content type.
+    fn on_response_headers(&self, context_id: u32) {
+        let mut streams = self.streams.borrow_mut();
+        let Some(data) = streams.get_mut(&context_id) else {
+            return;
+        };
+        if data.lists.is_empty() {
+            return;
+        }
+        let headers = header_pairs(MapType::HttpResponseHeaders).unwrap_or_default();
+        let content_type = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+            .map(|(_, v)| String::from_utf8_lossy(v).to_ascii_lowercase())
+            .unwrap_or_default();
+        data.response = if content_type.starts_with("text/event-stream") {
+            ResponseMode::Sse
+        } else if content_type.starts_with("application/json") {
+            ResponseMode::Json
+        } else {
+            ResponseMode::Untouched
+        };
+        if data.response != ResponseMode::Untouched {
+            // The body's length changes when items are removed.
+            let _ = hostcalls::remove_map_value(MapType::HttpResponseHeaders, "content-length");
+        }
+    }
+
     fn forget(&self, context_id: u32) {
+        self.streams.borrow_mut().remove(&context_id);
         self.waiting
             .borrow_mut()
             .retain(|w| w.context_id != context_id);
@@ -428,24 +598,91 @@ impl Context for Stream {
 }
 
 impl HttpContext for Stream {
-    fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
         match self.state.run(self.context_id, None) {
             Outcome::Forward => Action::Continue,
+            // A POST without a body has nothing to judge but is still judged (as not JSON-RPC).
+            Outcome::ReadBody if end_of_stream => self.state.judge_body(self.context_id, 0),
+            // The headers go on; the body is held by `on_http_request_body` until judged.
+            // (Pausing here would not do: Envoy does not hand a wasm filter the body of a
+            // request whose headers it paused.)
+            Outcome::ReadBody => Action::Continue,
             Outcome::Answered => Action::Pause,
             Outcome::Wait => Action::Pause,
         }
     }
 
-    /// While the request waits for keys its body must wait too: Envoy resumes a stream whose
-    /// headers stopped iteration as soon as a body callback says Continue, which would send an
-    /// unauthenticated request upstream.
-    fn on_http_request_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
+    /// While the request waits for keys its body must wait too: some hosts resume a stream
+    /// whose headers stopped iteration as soon as a body callback says Continue, which would
+    /// send an unauthenticated request upstream. A body that MCP-level rules judge is held
+    /// until it is complete.
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         if self.state.is_waiting(self.context_id) {
-            Action::Pause
-        } else {
-            Action::Continue
+            return Action::Pause;
+        }
+        let (judge, limit) = {
+            let streams = self.state.streams.borrow();
+            match streams.get(&self.context_id) {
+                Some(data) if data.judge_body => {
+                    let limit = self
+                        .state
+                        .config
+                        .as_ref()
+                        .and_then(|c| c.policy_for(data.route.as_deref()))
+                        .map_or(crate::mcp::DEFAULT_BODY_LIMIT, |p| p.max_body_bytes);
+                    (true, limit)
+                }
+                _ => (false, 0),
+            }
+        };
+        if !judge {
+            return Action::Continue;
+        }
+        if body_size > limit {
+            self.state.host.count(engine::metric::DENIED_BODY_SIZE, 1);
+            respond(&response::jsonrpc(
+                413,
+                &crate::mcp::error_response(
+                    &serde_json::Value::Null,
+                    -32600,
+                    &format!("the request body is over the {limit}-byte limit"),
+                ),
+                "mcp_auth_body_too_large",
+            ));
+            return Action::Pause;
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        self.state.judge_body(self.context_id, body_size)
+    }
+
+    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        self.state.on_response_headers(self.context_id);
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.state
+            .filter_response(self.context_id, body_size, end_of_stream)
+    }
+}
+
+/// Applies a decision's header changes; on failure the request was answered with a 500.
+fn apply(forward: &Forward) -> bool {
+    for name in &forward.remove {
+        if hostcalls::remove_map_value(MapType::HttpRequestHeaders, name).is_err() {
+            fail_closed("a request header could not be removed");
+            return false;
         }
     }
+    for (name, value) in &forward.add {
+        if hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value).is_err() {
+            fail_closed("a request header could not be set");
+            return false;
+        }
+    }
+    true
 }
 
 fn fail_closed(reason: &str) {
@@ -462,6 +699,20 @@ fn fail_closed(reason: &str) {
 
 #[link(wasm_import_module = "env")]
 unsafe extern "C" {
+    fn proxy_get_buffer_bytes(
+        buffer_type: BufferType,
+        start: usize,
+        max_size: usize,
+        return_buffer_data: *mut *mut u8,
+        return_buffer_size: *mut usize,
+    ) -> Status;
+    fn proxy_set_buffer_bytes(
+        buffer_type: BufferType,
+        start: usize,
+        size: usize,
+        buffer_data: *const u8,
+        buffer_size: usize,
+    ) -> Status;
     fn proxy_get_header_map_pairs(
         map_type: MapType,
         return_map_data: *mut *mut u8,
@@ -518,6 +769,29 @@ fn header_pairs(map_type: MapType) -> Option<Vec<(String, Vec<u8>)>> {
         Vec::from_raw_parts(data, size, size)
     };
     deserialize_pairs(&bytes)
+}
+
+/// A buffer's bytes, or `None` when the host has none (the SDK's wrapper panics instead).
+fn buffer_bytes(buffer: BufferType, start: usize, max: usize) -> Option<Vec<u8>> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: as in `header_pairs`, the host hands over a buffer from our allocator.
+    unsafe {
+        match proxy_get_buffer_bytes(buffer, start, max, &mut data, &mut size) {
+            Status::Ok if data.is_null() => Some(Vec::new()),
+            Status::Ok => Some(Vec::from_raw_parts(data, size, size)),
+            Status::NotFound => Some(Vec::new()),
+            _ => None,
+        }
+    }
+}
+
+/// Replaces `size` bytes of a buffer from `start` with `value`.
+fn set_buffer_bytes(buffer: BufferType, start: usize, size: usize, value: &[u8]) -> bool {
+    // SAFETY: `value` is live for the duration of the call.
+    unsafe {
+        proxy_set_buffer_bytes(buffer, start, size, value.as_ptr(), value.len()) == Status::Ok
+    }
 }
 
 /// Reads the proxy-wasm map encoding; malformed input is `None`, never a panic.

@@ -6,12 +6,15 @@
 //! error) counts as not matched, so it can never open a door: an erroring `deny` does not deny,
 //! an erroring `require` denies, an erroring `allow` does not allow.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use cel::common::ast::{EntryExpr, Expr, IdedExpr};
 use cel::objects::{Key, Map as CelMap};
 use cel::{Context, Program, Value};
 use serde_json::Value as Json;
+
+use crate::mcp::{Kind, McpView};
 
 /// How a rule takes part in the decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +39,11 @@ pub struct Rule {
     pub kind: RuleKind,
     pub source: String,
     program: Program,
+    /// Whether the rule reads `mcp` at all: such a rule is judged per JSON-RPC message.
+    reads_mcp: bool,
+    /// The `mcp.tool` / `mcp.prompt` / `mcp.resource` it reads: it applies only to messages
+    /// that name such a thing, so a rule about tools never hides prompts by accident.
+    kinds: BTreeSet<Kind>,
 }
 
 impl std::fmt::Debug for Rule {
@@ -49,6 +57,7 @@ impl std::fmt::Debug for Rule {
 pub struct Needs {
     pub claims: bool,
     pub request: bool,
+    pub mcp: bool,
 }
 
 #[derive(Debug, Default)]
@@ -78,11 +87,84 @@ impl Rule {
                 source_text: source.to_string(),
                 message: e.to_string(),
             })?;
+        let mut fields = BTreeSet::new();
+        let mut reads_mcp = false;
+        mcp_fields(program.expression(), &mut fields, &mut reads_mcp);
         Ok(Rule {
             kind,
             source: source.to_string(),
             program,
+            reads_mcp,
+            kinds: crate::mcp::kinds_of(&fields),
         })
+    }
+
+    /// Whether the rule takes part in judging a message with this view (`None`: a request
+    /// judged at the HTTP level, or a message that names nothing).
+    fn applies(&self, view: Option<&McpView>) -> bool {
+        match view {
+            None => !self.reads_mcp,
+            Some(v) => !self.reads_mcp || self.kinds.iter().all(|k| *k == v.kind),
+        }
+    }
+}
+
+/// Collects the fields read right under `mcp` (`mcp.tool.name` → `tool`).
+fn mcp_fields(expr: &IdedExpr, fields: &mut BTreeSet<String>, reads_mcp: &mut bool) {
+    match &expr.expr {
+        Expr::Ident(name) => *reads_mcp |= name == "mcp",
+        Expr::Select(select) => {
+            if matches!(&select.operand.expr, Expr::Ident(name) if name == "mcp") {
+                *reads_mcp = true;
+                fields.insert(select.field.clone());
+            } else {
+                mcp_fields(&select.operand, fields, reads_mcp);
+            }
+        }
+        Expr::Call(call) => {
+            if let Some(target) = &call.target {
+                mcp_fields(target, fields, reads_mcp);
+            }
+            for arg in &call.args {
+                mcp_fields(arg, fields, reads_mcp);
+            }
+        }
+        Expr::Comprehension(c) => {
+            for e in [
+                &c.iter_range,
+                &c.accu_init,
+                &c.loop_cond,
+                &c.loop_step,
+                &c.result,
+            ] {
+                mcp_fields(e, fields, reads_mcp);
+            }
+        }
+        Expr::List(list) => {
+            for e in &list.elements {
+                mcp_fields(e, fields, reads_mcp);
+            }
+        }
+        Expr::Map(map) => {
+            for entry in &map.entries {
+                if let EntryExpr::MapEntry(e) = &entry.expr {
+                    mcp_fields(&e.key, fields, reads_mcp);
+                    mcp_fields(&e.value, fields, reads_mcp);
+                }
+            }
+        }
+        Expr::Struct(st) => {
+            for entry in &st.entries {
+                match &entry.expr {
+                    EntryExpr::StructField(f) => mcp_fields(&f.value, fields, reads_mcp),
+                    EntryExpr::MapEntry(e) => {
+                        mcp_fields(&e.key, fields, reads_mcp);
+                        mcp_fields(&e.value, fields, reads_mcp);
+                    }
+                }
+            }
+        }
+        Expr::Literal(_) | Expr::Unspecified => {}
     }
 }
 
@@ -104,6 +186,8 @@ pub struct Evaluation {
 pub struct Input<'a> {
     /// Verified claims, or `None` for an unauthenticated request.
     pub claims: Option<&'a serde_json::Map<String, Json>>,
+    /// The message being judged, when it names a tool, prompt or resource.
+    pub mcp: Option<&'a McpView>,
     pub method: &'a str,
     pub path: &'a str,
     pub host: &'a str,
@@ -117,8 +201,14 @@ impl RuleSet {
             let refs = rule.program.references();
             needs.claims |= refs.has_variable("auth") || refs.has_variable("jwt");
             needs.request |= refs.has_variable("request");
+            needs.mcp |= rule.reads_mcp;
         }
         RuleSet { rules, needs }
+    }
+
+    /// Whether some rule reads `mcp`: then POST bodies are read and judged per message.
+    pub fn reads_mcp(&self) -> bool {
+        self.needs.mcp
     }
 
     pub fn is_empty(&self) -> bool {
@@ -136,7 +226,7 @@ impl RuleSet {
         let context = self.context(input);
         let mut any_allow = false;
         let mut allowed = false;
-        for rule in &self.rules {
+        for rule in self.rules.iter().filter(|r| r.applies(input.mcp)) {
             let holds = match rule.program.execute(&context) {
                 Ok(Value::Bool(b)) => b,
                 Ok(other) => {
@@ -182,8 +272,23 @@ impl RuleSet {
         let mut context = Context::default();
         if self.needs.claims {
             let claims = input.claims.map(object).unwrap_or_else(|| map(Vec::new()));
+            let scopes = Value::List(Arc::new(
+                input
+                    .claims
+                    .map(scopes)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(Value::from)
+                    .collect(),
+            ));
             context.add_variable_from_value("jwt", claims.clone());
-            context.add_variable_from_value("auth", map(vec![("claims", claims)]));
+            context
+                .add_variable_from_value("auth", map(vec![("claims", claims), ("scopes", scopes)]));
+        }
+        if self.needs.mcp
+            && let Some(view) = input.mcp
+        {
+            context.add_variable_from_value("mcp", view.to_cel());
         }
         if self.needs.request {
             let headers = input
@@ -217,6 +322,23 @@ impl RuleSet {
         }
         context
     }
+}
+
+/// The token's scopes as a list, whatever the issuer's shape: Okta's `scp` array, or the
+/// space-separated `scope` string of RFC 8693 / RFC 9068 (`scp` as a string too).
+pub fn scopes(claims: &serde_json::Map<String, Json>) -> Vec<String> {
+    let mut out = Vec::new();
+    for key in ["scp", "scope"] {
+        match claims.get(key) {
+            Some(Json::Array(items)) => {
+                out.extend(items.iter().filter_map(Json::as_str).map(str::to_string));
+            }
+            Some(Json::String(text)) => out.extend(text.split_whitespace().map(str::to_string)),
+            _ => {}
+        }
+    }
+    out.dedup();
+    out
 }
 
 fn map(entries: Vec<(&str, Value)>) -> Value {
@@ -286,6 +408,7 @@ mod tests {
         let headers = vec![("x-team".to_string(), b"blue".to_vec())];
         let input = Input {
             claims: claims.as_ref(),
+            mcp: None,
             method: "POST",
             path: "/mcp",
             host: "gw",
@@ -348,6 +471,56 @@ mod tests {
             run(&rules, j!({"exp": 20, "ratio": 0.75})).0,
             Verdict::Allow
         );
+    }
+
+    #[test]
+    fn mcp_rules_apply_only_to_messages_that_name_what_they_read() {
+        let tool_rule = Rule::compile(RuleKind::Allow, r#"mcp.tool.name == "echo""#).unwrap();
+        assert!(tool_rule.reads_mcp);
+        assert_eq!(tool_rule.kinds, BTreeSet::from([Kind::Tool]));
+        let method_rule = Rule::compile(
+            RuleKind::Deny,
+            r#"mcp.method == "tools/call" && "x" in jwt.groups"#,
+        )
+        .unwrap();
+        assert!(method_rule.reads_mcp && method_rule.kinds.is_empty());
+        let nested = Rule::compile(
+            RuleKind::Allow,
+            r#"mcp.tool.arguments.paths.all(p, p.startsWith("/tmp")) || size(mcp.prompt.name) > 0"#,
+        )
+        .unwrap();
+        assert_eq!(nested.kinds, BTreeSet::from([Kind::Tool, Kind::Prompt]));
+        let http = Rule::compile(RuleKind::Allow, "'a' in jwt.groups").unwrap();
+        assert!(!http.reads_mcp);
+
+        let prompt = McpView {
+            method: "prompts/get".into(),
+            kind: Kind::Prompt,
+            name: "greet".into(),
+            target: String::new(),
+            arguments: j!({}),
+        };
+        assert!(
+            !tool_rule.applies(Some(&prompt)),
+            "a tool rule does not hide prompts"
+        );
+        assert!(method_rule.applies(Some(&prompt)));
+        assert!(http.applies(Some(&prompt)) && http.applies(None));
+        assert!(!tool_rule.applies(None) && !method_rule.applies(None));
+    }
+
+    #[test]
+    fn scopes_read_as_a_list_whatever_the_issuer() {
+        let okta = j!({"scp": ["mcp.read", "mcp.write"]});
+        assert_eq!(
+            scopes(okta.as_object().unwrap()),
+            vec!["mcp.read", "mcp.write"]
+        );
+        let rfc = j!({"scope": "openid mcp.read"});
+        assert_eq!(scopes(rfc.as_object().unwrap()), vec!["openid", "mcp.read"]);
+        let rules = set(&[(RuleKind::Require, r#""mcp.read" in auth.scopes"#)]);
+        assert_eq!(run(&rules, rfc).0, Verdict::Allow);
+        assert!(matches!(run(&rules, j!({})).0, Verdict::Deny(_)));
     }
 
     #[test]

@@ -2,10 +2,13 @@
 //! evaluate the rules, and say what the proxy should do. Pure logic over the request's
 //! headers and a [`Host`]; `adapter.rs` carries the answer out with hostcalls.
 
+use serde_json::Value as Json;
+
 use crate::authz::{Evaluation, Input, Verdict};
 use crate::host::Host;
 use crate::jwks::KeySet;
 use crate::jwt::{self, Credentials, Identity};
+use crate::mcp::{self, McpView};
 use crate::policy::{Authn, Mode, Policy};
 use crate::response::{self, Challenge, LocalResponse, METADATA_PREFIX, Origin};
 
@@ -52,15 +55,35 @@ pub enum KeyState<'a> {
 /// What the proxy should do with the request.
 #[derive(Debug)]
 pub enum Decision {
-    /// Forward it, without these request headers.
-    Continue {
-        remove: Vec<&'static str>,
-        identity: Option<Identity>,
-    },
+    /// Forward it, with these header changes.
+    Continue(Forward),
+    /// Forward the headers (with these changes) but hold the body: MCP-level rules judge its
+    /// JSON-RPC messages when it is complete ([`decide_body`]).
+    ReadBody(Forward),
     /// Answer it here.
     Respond(LocalResponse),
     /// Pause it until keys are fetched, then decide again.
     FetchKeys,
+}
+
+/// Header changes for a forwarded request, and who it is from.
+#[derive(Debug, Default)]
+pub struct Forward {
+    /// Removed first: the token (unless forwarded) and every header `claimsToHeaders` sets,
+    /// so a client can never forge them.
+    pub remove: Vec<String>,
+    pub add: Vec<(String, String)>,
+    pub identity: Option<Identity>,
+}
+
+/// What to do with a complete request body.
+#[derive(Debug)]
+pub enum BodyDecision {
+    /// Forward it; responses to these list requests (id, method) are filtered per caller.
+    Forward {
+        lists: Vec<(Json, String)>,
+    },
+    Respond(LocalResponse),
 }
 
 /// Counter names, as the proxy's stats show them (Envoy prefixes `wasmcustom.`).
@@ -74,6 +97,12 @@ pub mod metric {
     /// Followed by a reason label, e.g. `mcp_auth.denied.invalid_token.expired`.
     pub const DENIED_INVALID_TOKEN: &str = "mcp_auth.denied.invalid_token";
     pub const DENIED_INVALID_REQUEST: &str = "mcp_auth.denied.invalid_request";
+    pub const DENIED_SCOPE: &str = "mcp_auth.denied.insufficient_scope";
+    /// JSON-RPC messages refused by MCP-level rules (one per message).
+    pub const DENIED_MCP: &str = "mcp_auth.denied.mcp";
+    pub const DENIED_BODY: &str = "mcp_auth.denied.bad_body";
+    pub const DENIED_BODY_SIZE: &str = "mcp_auth.denied.body_too_large";
+    pub const LIST_ITEMS_HIDDEN: &str = "mcp_auth.list_items_hidden";
 }
 
 /// Decides about one request. `keys` matters only when the policy authenticates.
@@ -114,13 +143,107 @@ pub fn decide(
         }
     }
 
+    if let (Some(authn), Some(id)) = (&policy.authn, &identity) {
+        let missing: Vec<&String> = {
+            let have = crate::authz::scopes(id.claims());
+            authn
+                .required_scopes
+                .iter()
+                .filter(|s| !have.contains(s))
+                .collect()
+        };
+        if !missing.is_empty() {
+            host.count(metric::DENIED_SCOPE, 1);
+            return Decision::Respond(response::insufficient_scope(
+                &origin,
+                &authn.required_scopes,
+                &missing,
+            ));
+        }
+    }
+    let forward = forward(policy, identity);
+
+    if policy.rules.reads_mcp() && method == "POST" {
+        return Decision::ReadBody(forward);
+    }
+    let verdict = judge(policy, forward.identity.as_ref(), None, request, host);
+    if let Verdict::Deny(reason) = verdict {
+        host.count(metric::DENIED_AUTHZ, 1);
+        log::debug!("mcp-auth: {method} {path_only} denied: {reason}");
+        return Decision::Respond(match (&policy.authn, &forward.identity) {
+            // Without an identity the caller may still sign in: challenge instead of refusing.
+            (Some(_), None) => response::unauthorized(
+                &origin,
+                Challenge::Missing,
+                "authentication is required for this request",
+            ),
+            _ => response::forbidden("the authorization policy does not allow this request"),
+        });
+    }
+    host.count(metric::ALLOWED, 1);
+    Decision::Continue(forward)
+}
+
+/// The header changes for a request the policy lets through.
+fn forward(policy: &Policy, identity: Option<Identity>) -> Forward {
+    let mut out = Forward::default();
+    if let Some(authn) = &policy.authn {
+        if !authn.forward_token {
+            out.remove.push("authorization".into());
+        }
+        for (claim, header) in &authn.claims_to_headers {
+            out.remove.push(header.clone());
+            if let Some(value) = identity.as_ref().and_then(|id| claim_text(id, claim)) {
+                out.add.push((header.clone(), value));
+            }
+        }
+    }
+    out.identity = identity;
+    out
+}
+
+/// A claim as header text: nested claims by dotted path, arrays joined with commas. Control
+/// characters are dropped so a claim can never split a header.
+fn claim_text(identity: &Identity, path: &str) -> Option<String> {
+    let mut parts = path.split('.');
+    let first = parts.next()?;
+    let mut value = identity.claims().get(first)?;
+    for part in parts {
+        value = value.get(part)?;
+    }
+    let text = match value {
+        Json::String(s) => s.clone(),
+        Json::Array(items) => items
+            .iter()
+            .map(|i| match i {
+                Json::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(","),
+        Json::Null => return None,
+        other => other.to_string(),
+    };
+    Some(text.chars().filter(|c| !c.is_control()).collect())
+}
+
+/// Evaluates the rules for the request (view `None`) or for one of its JSON-RPC messages.
+fn judge(
+    policy: &Policy,
+    identity: Option<&Identity>,
+    view: Option<&McpView>,
+    request: &RequestView<'_>,
+    host: &dyn Host,
+) -> Verdict {
+    let path = request.text(":path");
     let mut evaluation = Evaluation::default();
     let verdict = policy.rules.evaluate(
         &Input {
-            claims: identity.as_ref().map(Identity::claims),
-            method,
-            path: path_text,
-            host: origin.host,
+            claims: identity.map(Identity::claims),
+            mcp: view,
+            method: request.text(":method"),
+            path,
+            host: request.text(":authority"),
             headers: request.headers,
         },
         &mut evaluation,
@@ -131,26 +254,117 @@ pub fn decide(
     if !evaluation.errors.is_empty() {
         host.count(metric::RULE_ERRORS, evaluation.errors.len() as u64);
     }
-    if let Verdict::Deny(reason) = verdict {
-        host.count(metric::DENIED_AUTHZ, 1);
-        log::debug!("mcp-auth: {method} {path_only} denied: {reason}");
-        return Decision::Respond(match (&policy.authn, &identity) {
-            // Without an identity the caller may still sign in: challenge instead of refusing.
-            (Some(_), None) => response::unauthorized(
-                &origin,
-                Challenge::Missing,
-                "authentication is required for this request",
-            ),
-            _ => response::forbidden("the authorization policy does not allow this request"),
-        });
-    }
+    verdict
+}
 
-    host.count(metric::ALLOWED, 1);
-    let remove = match &policy.authn {
-        Some(authn) if !authn.forward_token => vec!["authorization"],
-        _ => Vec::new(),
+/// Judges each JSON-RPC message of a complete POST body. A body that is not JSON-RPC is
+/// refused (fail closed), as is any message the rules deny: the upstream never sees it.
+pub fn decide_body(
+    policy: &Policy,
+    identity: Option<&Identity>,
+    request: &RequestView<'_>,
+    body: &[u8],
+    host: &dyn Host,
+) -> BodyDecision {
+    let parsed = match mcp::parse_body(body) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            host.count(metric::DENIED_BODY, 1);
+            log::debug!("mcp-auth: request body refused: {e}");
+            return BodyDecision::Respond(response::jsonrpc(
+                400,
+                &mcp::error_response(&Json::Null, e.code(), &e.to_string()),
+                "mcp_auth_bad_jsonrpc",
+            ));
+        }
     };
-    Decision::Continue { remove, identity }
+    let mut lists = Vec::new();
+    let mut denied = Vec::new();
+    for message in &parsed.messages {
+        let view = mcp::view(message, &policy.targets);
+        if let Verdict::Deny(reason) = judge(policy, identity, view.as_ref(), request, host) {
+            log::debug!(
+                "mcp-auth: {} {} denied: {reason}",
+                message.method.as_deref().unwrap_or("(response)"),
+                view.as_ref().map_or("", |v| v.name.as_str())
+            );
+            denied.push(message);
+        } else if let (Some(id), Some(method)) = (&message.id, &message.method)
+            && mcp::list_kind(method).is_some()
+        {
+            lists.push((id.clone(), method.clone()));
+        }
+    }
+    if denied.is_empty() {
+        host.count(metric::ALLOWED, 1);
+        return BodyDecision::Forward { lists };
+    }
+    host.count(metric::DENIED_MCP, denied.len() as u64);
+    if policy.authn.is_some() && identity.is_none() {
+        let origin = Origin {
+            scheme: match request.text(":scheme") {
+                "" => "http",
+                s => s,
+            },
+            host: request.text(":authority"),
+            path: request.text(":path").split('?').next().unwrap_or("/"),
+        };
+        return BodyDecision::Respond(response::unauthorized(
+            &origin,
+            Challenge::Missing,
+            "authentication is required for this request",
+        ));
+    }
+    const DENIED: i64 = -32001;
+    let refusal = |m: &mcp::Message| {
+        let what = match mcp::view(m, &policy.targets) {
+            Some(v) => format!("{} {:?}", v.method, v.name),
+            None => m.method.clone().unwrap_or_else(|| "this message".into()),
+        };
+        format!("access denied: the gateway's authorization policy does not allow {what}")
+    };
+    let json = if parsed.batch {
+        Json::Array(
+            parsed
+                .messages
+                .iter()
+                .filter_map(|m| {
+                    let id = m.id.as_ref()?;
+                    m.method.as_ref()?;
+                    Some(if denied.contains(&m) {
+                        mcp::error_response(id, DENIED, &refusal(m))
+                    } else {
+                        mcp::error_response(
+                            id,
+                            DENIED,
+                            "not processed: the batch holds a request the policy denies",
+                        )
+                    })
+                })
+                .collect(),
+        )
+    } else {
+        let m = denied.first().copied();
+        let id = m.and_then(|m| m.id.clone()).unwrap_or(Json::Null);
+        mcp::error_response(&id, DENIED, &m.map(refusal).unwrap_or_default())
+    };
+    BodyDecision::Respond(response::jsonrpc(200, &json, "mcp_auth_mcp_denied"))
+}
+
+/// Whether a list item (a tool, prompt or resource the server offers) is shown to this
+/// caller: the rules judge it as if the caller used it.
+pub fn keep_item(
+    policy: &Policy,
+    identity: Option<&Identity>,
+    request: &RequestView<'_>,
+    view: &McpView,
+    host: &dyn Host,
+) -> bool {
+    let keep = judge(policy, identity, Some(view), request, host) == Verdict::Allow;
+    if !keep {
+        host.count(metric::LIST_ITEMS_HIDDEN, 1);
+    }
+    keep
 }
 
 /// `GET /.well-known/oauth-protected-resource[/<path>]` → the resource path it asks about.

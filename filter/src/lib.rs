@@ -11,6 +11,7 @@ pub mod host;
 pub mod jwks;
 pub mod jwt;
 pub mod keystore;
+pub mod mcp;
 pub mod policy;
 pub mod response;
 

@@ -52,6 +52,11 @@ impl ConfigError {
 pub struct Policy {
     pub authn: Option<Authn>,
     pub rules: RuleSet,
+    /// The route's MCP targets, in the order the shim serves them: with more than one, tool
+    /// and prompt names arrive as `<target>_<name>` and are split for `mcp.*.target`.
+    pub targets: Vec<String>,
+    /// The largest request body read for MCP-level rules; larger is a 413.
+    pub max_body_bytes: usize,
 }
 
 /// The compiled `mcpAuthentication`.
@@ -64,6 +69,12 @@ pub struct Authn {
     pub forward_token: bool,
     /// Extra RFC 9728 members, already in their snake_case wire names.
     pub resource_metadata: Map<String, Json>,
+    /// Scopes every token must carry (Okta's `scp`, or a `scope` string); else 403
+    /// `insufficient_scope`.
+    pub required_scopes: Vec<String>,
+    /// Claims sent upstream as headers (claim path → header name). The same headers coming
+    /// from the client are always removed, so they cannot be forged.
+    pub claims_to_headers: Vec<(String, String)>,
 }
 
 /// Where the issuer's keys come from.
@@ -127,6 +138,7 @@ pub const DEFAULT_MAX_REFRESH: Duration = Duration::from_secs(3600);
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawRoot {
     routes: Option<BTreeMap<String, RawDoc>>,
+    mcp_targets: Option<Vec<String>>,
     policies: Option<RawPolicies>,
     mcp_authentication: Option<RawAuthn>,
     authorization: Option<RawAuthz>,
@@ -136,6 +148,7 @@ struct RawRoot {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawDoc {
+    mcp_targets: Option<Vec<String>>,
     policies: Option<RawPolicies>,
     mcp_authentication: Option<RawAuthn>,
     authorization: Option<RawAuthz>,
@@ -161,6 +174,10 @@ struct RawAuthn {
     resource_metadata: Option<Map<String, Json>>,
     #[serde(default)]
     forward_token: bool,
+    #[serde(default)]
+    required_scopes: Vec<String>,
+    #[serde(default)]
+    claims_to_headers: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -168,6 +185,7 @@ struct RawAuthn {
 struct RawAuthz {
     #[serde(default)]
     rules: Vec<Json>,
+    max_body_bytes: Option<usize>,
 }
 
 /// The whole plugin configuration: one policy for every route, or one per Envoy route name.
@@ -193,6 +211,7 @@ impl FilterConfig {
         }
         let raw: RawRoot = deserialize(text)?;
         let doc = RawDoc {
+            mcp_targets: raw.mcp_targets,
             policies: raw.policies,
             mcp_authentication: raw.mcp_authentication,
             authorization: raw.authorization,
@@ -203,7 +222,8 @@ impl FilterConfig {
                 routes: BTreeMap::new(),
             });
         };
-        let default = if doc.policies.is_none()
+        let default = if doc.mcp_targets.is_none()
+            && doc.policies.is_none()
             && doc.mcp_authentication.is_none()
             && doc.authorization.is_none()
         {
@@ -244,11 +264,13 @@ impl Policy {
     }
 
     fn compile(doc: RawDoc, base: &str) -> Result<Policy, ConfigError> {
+        let targets = doc.mcp_targets.clone().unwrap_or_default();
         let (prefix, authn, authz) = match doc {
             RawDoc {
                 policies: Some(p),
                 mcp_authentication: None,
                 authorization: None,
+                ..
             } => (
                 format!("{base}policies."),
                 p.mcp_authentication,
@@ -258,6 +280,7 @@ impl Policy {
                 policies: None,
                 mcp_authentication,
                 authorization,
+                ..
             } => (base.to_string(), mcp_authentication, authorization),
             _ => {
                 return Err(ConfigError::new(
@@ -266,7 +289,7 @@ impl Policy {
                 ));
             }
         };
-        if authn.is_none() && authz.is_none() {
+        if authn.is_none() && authz.is_none() && targets.is_empty() {
             return Err(ConfigError::new(
                 format!("{prefix}mcpAuthentication"),
                 "the policy has neither `mcpAuthentication` nor `authorization`",
@@ -275,11 +298,19 @@ impl Policy {
         let authn = authn
             .map(|a| compile_authn(a, &format!("{prefix}mcpAuthentication")))
             .transpose()?;
-        let rules = match authz {
-            Some(a) => compile_rules(a.rules, &format!("{prefix}authorization.rules"))?,
-            None => RuleSet::default(),
+        let (rules, max_body_bytes) = match authz {
+            Some(a) => (
+                compile_rules(a.rules, &format!("{prefix}authorization.rules"))?,
+                a.max_body_bytes.unwrap_or(crate::mcp::DEFAULT_BODY_LIMIT),
+            ),
+            None => (RuleSet::default(), crate::mcp::DEFAULT_BODY_LIMIT),
         };
-        Ok(Policy { authn, rules })
+        Ok(Policy {
+            authn,
+            rules,
+            targets,
+            max_body_bytes,
+        })
     }
 }
 
@@ -342,12 +373,32 @@ fn compile_authn(raw: RawAuthn, path: &str) -> Result<Authn, ConfigError> {
         &issuer,
         provider,
     )?;
-    let resource_metadata = raw
+    let mut resource_metadata: Map<String, Json> = raw
         .resource_metadata
         .unwrap_or_default()
         .into_iter()
         .map(|(k, v)| (snake_case(&k), v))
         .collect();
+    if !raw.required_scopes.is_empty() && !resource_metadata.contains_key("scopes_supported") {
+        resource_metadata.insert(
+            "scopes_supported".into(),
+            Json::from(raw.required_scopes.clone()),
+        );
+    }
+    let mut claims_to_headers = Vec::new();
+    for (claim, header) in raw.claims_to_headers {
+        let valid = !header.is_empty()
+            && header
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !valid || header.eq_ignore_ascii_case("authorization") {
+            return Err(ConfigError::new(
+                format!("{path}.claimsToHeaders.{claim}"),
+                format!("{header:?} is not a header name the filter may set"),
+            ));
+        }
+        claims_to_headers.push((claim, header.to_ascii_lowercase()));
+    }
     Ok(Authn {
         mode: raw.mode,
         expect: Expectations {
@@ -358,6 +409,8 @@ fn compile_authn(raw: RawAuthn, path: &str) -> Result<Authn, ConfigError> {
         keys,
         forward_token: raw.forward_token,
         resource_metadata,
+        required_scopes: raw.required_scopes,
+        claims_to_headers,
     })
 }
 

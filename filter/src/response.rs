@@ -79,6 +79,42 @@ pub fn unauthorized(origin: &Origin<'_>, challenge: Challenge, description: &str
     response
 }
 
+/// 403 for a token without the scopes the route requires (RFC 6750 §3.1, MCP 2025-11-25).
+pub fn insufficient_scope(
+    origin: &Origin<'_>,
+    required: &[String],
+    missing: &[&String],
+) -> LocalResponse {
+    let description = format!(
+        "the token lacks the scope(s) {}",
+        missing
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let mut response = json_response(
+        403,
+        &json!({"error": "insufficient_scope", "error_description": description, "scope": required.join(" ")}),
+        "mcp_auth_insufficient_scope".into(),
+    );
+    response.headers.push((
+        "www-authenticate".into(),
+        format!(
+            "Bearer error=\"insufficient_scope\", scope=\"{}\", resource_metadata=\"{}\", error_description=\"{}\"",
+            quoted(&required.join(" ")),
+            quoted(&origin.metadata_url()),
+            quoted(&description)
+        ),
+    ));
+    response
+}
+
+/// A JSON-RPC answer (an error for a denied or unreadable message).
+pub fn jsonrpc(status: u32, body: &Json, details: &str) -> LocalResponse {
+    json_response(status, body, details.into())
+}
+
 pub fn forbidden(description: &str) -> LocalResponse {
     json_response(
         403,
