@@ -105,7 +105,12 @@ pub fn render(config: &Config, options: &RenderOptions) -> anyhow::Result<String
     let mut policies = serde_json::Map::new();
     for route in &routes {
         if let Some(p) = &route.route.policies {
-            policies.insert(route.name.clone(), json!({ "policies": p }));
+            // The target names let the filter split `<target>_<tool>` for `mcp.tool.target`.
+            let targets: Vec<&str> = route.route.targets().map(|t| t.name.as_str()).collect();
+            policies.insert(
+                route.name.clone(),
+                json!({ "policies": p, "mcpTargets": targets }),
+            );
         }
     }
     let filter_config = json!({ "routes": policies });
@@ -374,6 +379,7 @@ mod tests {
             "https://your-org.okta.com/oauth2/default"
         );
         let routes = &hcm["route_config"]["virtual_hosts"][0]["routes"];
+        assert_eq!(policy["routes"][route_name]["mcpTargets"], json!(["my-server"]));
         assert_eq!(routes[0]["name"], route_name);
         assert_eq!(
             routes[0]["request_headers_to_add"][0]["header"]["value"],
