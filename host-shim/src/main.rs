@@ -6,8 +6,13 @@
 #[allow(dead_code)] // the session and stdio fields are read by `serve`
 mod config;
 mod envoy_config;
+mod http;
 mod issuer;
+mod mcp;
+mod serve;
+mod session;
 mod shutdown;
+mod stdio;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +35,9 @@ enum Command {
     /// Start the whole gateway from a config file: (the local issuer,) `serve` and Envoy with
     /// the filter. Ctrl-C or SIGTERM stops every process it started.
     Up(up::UpArgs),
+    /// Serve every route's MCP `stdio` targets over Streamable HTTP and legacy SSE, one child
+    /// per session per target, for Envoy to route to.
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,5 +53,6 @@ fn main() -> anyhow::Result<()> {
         Command::Issuer(args) => runtime.block_on(issuer::run(args)),
         Command::Envoy(_) => Ok(()),
         Command::Up(args) => runtime.block_on(up::run(args)),
+        Command::Serve(args) => runtime.block_on(serve::run(args)),
     }
 }

@@ -1,0 +1,488 @@
+//! The MCP HTTP transports, as the client (through Envoy) sees them.
+//!
+//! - **Streamable HTTP** (2025-03-26 and later): `POST` one JSON-RPC message or a batch; an
+//!   `initialize` starts a session named by the `Mcp-Session-Id` response header; requests are
+//!   answered as `application/json` or as a `text/event-stream` carrying the related server
+//!   messages first, whichever the `Accept` header asks for (the stream when both are); `GET`
+//!   opens the standalone server stream; `DELETE` ends the session. An unknown or expired
+//!   session is a 404 (the client starts a new one), a missing session id a 400.
+//! - **HTTP+SSE** (2024-11-05): `GET …/sse` opens the session's only stream, whose first
+//!   `endpoint` event names `…/message?sessionId=…`; `POST`s there are accepted with 202 and
+//!   answered on the stream. Hanging up the stream ends the session.
+//!
+//! Envoy names the config route a request came through in `x-mcp-route`; without it, the one
+//! route with MCP targets is served (so the shim also works when called directly).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt as _;
+use futures_util::future::join_all;
+use futures_util::stream;
+use serde_json::{Value as Json, json};
+use tokio::sync::mpsc;
+
+use crate::mcp::{Message, RpcError};
+use crate::session::{RouteSpec, Session, SessionTable, response};
+
+pub const ROUTE_HEADER: &str = "x-mcp-route";
+pub const SESSION_HEADER: &str = "mcp-session-id";
+pub const VERSION_HEADER: &str = "mcp-protocol-version";
+/// Revisions whose HTTP transport this module implements. The revision itself is negotiated
+/// between the client and the MCP servers; the shim passes it through.
+pub const KNOWN_VERSIONS: &[&str] = &["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+
+/// Everything a request handler needs.
+pub struct App {
+    pub table: Arc<SessionTable>,
+    routes: HashMap<String, Arc<RouteSpec>>,
+    /// Served when a request names no route: the config's only route with targets.
+    default_route: Option<Arc<RouteSpec>>,
+}
+
+impl App {
+    pub fn new(routes: Vec<RouteSpec>, table: Arc<SessionTable>) -> App {
+        let routes: HashMap<String, Arc<RouteSpec>> = routes
+            .into_iter()
+            .filter(|r| !r.targets.is_empty())
+            .map(|r| (r.name.clone(), Arc::new(r)))
+            .collect();
+        let default_route = match routes.values().collect::<Vec<_>>().as_slice() {
+            [only] => Some(Arc::clone(only)),
+            _ => None,
+        };
+        App {
+            table,
+            routes,
+            default_route,
+        }
+    }
+
+    fn route_for(&self, headers: &HeaderMap) -> Result<Arc<RouteSpec>, Rejection> {
+        let mut names: Vec<&String> = self.routes.keys().collect();
+        names.sort();
+        match headers.get(ROUTE_HEADER).map(HeaderValue::to_str) {
+            Some(Ok(name)) => self.routes.get(name).cloned().ok_or_else(|| {
+                error(
+                    StatusCode::NOT_FOUND,
+                    RpcError::INVALID_REQUEST,
+                    &format!("no route {name:?} with MCP targets here (routes: {names:?})"),
+                )
+            }),
+            Some(Err(_)) => Err(error(
+                StatusCode::BAD_REQUEST,
+                RpcError::INVALID_REQUEST,
+                "the x-mcp-route header is not text",
+            )),
+            None => self.default_route.clone().ok_or_else(|| {
+                error(
+                    StatusCode::NOT_FOUND,
+                    RpcError::INVALID_REQUEST,
+                    &format!(
+                        "no x-mcp-route header, and the config has {} routes with MCP targets {names:?}: name one",
+                        names.len()
+                    ),
+                )
+            }),
+        }
+    }
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new().fallback(handle).with_state(app)
+}
+
+async fn handle(
+    State(app): State<Arc<App>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let route = match app.route_for(&headers) {
+        Ok(route) => route,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let path = uri.path();
+    if path.ends_with("/sse") && method == Method::GET {
+        return legacy_stream(&app, route, path);
+    }
+    if (path.ends_with("/message") || path.ends_with("/messages")) && method == Method::POST {
+        return legacy_post(&app, &route, uri.query(), &body);
+    }
+    match method {
+        Method::POST => post(&app, route, &headers, &body).await,
+        Method::GET => get(&app, &route, &headers),
+        Method::DELETE => delete(&app, &route, &headers).await,
+        _ => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, "GET, POST, DELETE")],
+        )
+            .into_response(),
+    }
+}
+
+/// A request refused at the transport level: an HTTP status with a JSON-RPC error body.
+#[derive(Debug, thiserror::Error)]
+#[error("{status}: {message}")]
+struct Rejection {
+    status: StatusCode,
+    code: i64,
+    message: String,
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "jsonrpc": "2.0", "id": null,
+            "error": { "code": self.code, "message": self.message },
+        });
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+fn error(status: StatusCode, code: i64, message: &str) -> Rejection {
+    Rejection {
+        status,
+        code,
+        message: message.to_string(),
+    }
+}
+
+fn accepts(headers: &HeaderMap, wanted: &str, wildcard: bool) -> bool {
+    let mut values = headers.get_all(header::ACCEPT).iter().peekable();
+    if values.peek().is_none() {
+        return wildcard;
+    }
+    values
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|item| item.split(';').next().unwrap_or("").trim())
+        .any(|mime| {
+            mime.eq_ignore_ascii_case(wanted)
+                || (wildcard && (mime == "*/*" || mime.eq_ignore_ascii_case("application/*")))
+        })
+}
+
+/// The request's session, as long as it is alive, on this route and of this transport.
+fn session_for(
+    app: &App,
+    route: &RouteSpec,
+    headers: &HeaderMap,
+) -> Result<Arc<Session>, Rejection> {
+    let Some(id) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            RpcError::INVALID_REQUEST,
+            "Mcp-Session-Id header is required (send initialize first to get one)",
+        ));
+    };
+    match app.table.get(id) {
+        Some(session) if session.route.name == route.name && !session.legacy => {
+            if let Some(version) = headers.get(VERSION_HEADER) {
+                let version = version.to_str().unwrap_or("");
+                if !KNOWN_VERSIONS.contains(&version) && version != session.protocol_version() {
+                    return Err(error(
+                        StatusCode::BAD_REQUEST,
+                        RpcError::INVALID_REQUEST,
+                        &format!(
+                            "unsupported MCP-Protocol-Version {version:?} (this session speaks {:?})",
+                            session.protocol_version()
+                        ),
+                    ));
+                }
+            }
+            Ok(session)
+        }
+        _ => Err(error(
+            StatusCode::NOT_FOUND,
+            -32001,
+            "session not found (it ended or expired): initialize a new one",
+        )),
+    }
+}
+
+/// The body of a POST: one message or a batch of them.
+fn parse_body(body: &[u8]) -> Result<(Vec<Message>, bool), Rejection> {
+    let value: Json = serde_json::from_slice(body).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            RpcError::PARSE,
+            &format!("the body is not JSON: {e}"),
+        )
+    })?;
+    let (values, batch) = match value {
+        Json::Array(values) if !values.is_empty() => (values, true),
+        Json::Array(_) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                RpcError::INVALID_REQUEST,
+                "an empty batch",
+            ));
+        }
+        single => (vec![single], false),
+    };
+    let messages = values
+        .into_iter()
+        .map(Message::parse)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| error(StatusCode::BAD_REQUEST, e.code, &e.message))?;
+    Ok((messages, batch))
+}
+
+async fn post(app: &App, route: Arc<RouteSpec>, headers: &HeaderMap, body: &[u8]) -> Response {
+    let sse = accepts(headers, "text/event-stream", false);
+    if !sse && !accepts(headers, "application/json", true) {
+        return error(
+            StatusCode::NOT_ACCEPTABLE,
+            RpcError::INVALID_REQUEST,
+            "Accept must include application/json or text/event-stream",
+        )
+        .into_response();
+    }
+    let (messages, batch) = match parse_body(body) {
+        Ok(parsed) => parsed,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let initialize = messages.iter().find_map(|m| match m {
+        Message::Request { id, method, params } if method == "initialize" => {
+            Some((id.clone(), params.clone()))
+        }
+        _ => None,
+    });
+    if let Some((id, params)) = initialize {
+        if batch {
+            return error(
+                StatusCode::BAD_REQUEST,
+                RpcError::INVALID_REQUEST,
+                "initialize must be sent alone, not in a batch",
+            )
+            .into_response();
+        }
+        return initialize_session(app, route, id, params, sse).await;
+    }
+    let session = match session_for(app, &route, headers) {
+        Ok(session) => session,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let busy = session.begin();
+    let mut requests = Vec::new();
+    for message in messages {
+        match message {
+            Message::Request { id, method, params } => requests.push((id, method, params)),
+            other => session.accept(other),
+        }
+    }
+    if requests.is_empty() {
+        return StatusCode::ACCEPTED.into_response();
+    }
+    if sse {
+        let (key, tx, rx) = session.outbound.open_request_stream();
+        // Answered in its own task: a client hanging up is not a cancellation (the spec says
+        // so), and the child's answer must still be read so the next call is not confused.
+        tokio::spawn(async move {
+            let answers = requests.into_iter().map(|(id, method, params)| {
+                let session = session.clone();
+                let tx = tx.clone();
+                async move {
+                    if let Some(answer) = session.request(id, &method, params).await {
+                        let _ = tx.send(answer);
+                    }
+                }
+            });
+            join_all(answers).await;
+            session.outbound.close_request_stream(key);
+            drop(busy);
+        });
+        return event_stream(rx, None, None, HeaderMap::new());
+    }
+    let answers = join_all(requests.into_iter().map(|(id, method, params)| {
+        let session = &session;
+        async move { session.request(id, &method, params).await }
+    }))
+    .await;
+    drop(busy);
+    let mut answers: Vec<Json> = answers.into_iter().flatten().collect();
+    match (batch, answers.len()) {
+        (_, 0) => StatusCode::ACCEPTED.into_response(),
+        (false, _) => axum::Json(answers.swap_remove(0)).into_response(),
+        (true, _) => axum::Json(Json::Array(answers)).into_response(),
+    }
+}
+
+async fn initialize_session(
+    app: &App,
+    route: Arc<RouteSpec>,
+    id: Json,
+    params: Option<Json>,
+    sse: bool,
+) -> Response {
+    let Some(session) = app.table.create(route, false) else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            RpcError::SERVER,
+            "the shim is shutting down",
+        )
+        .into_response();
+    };
+    let answer = match session.initialize(params).await {
+        Ok(result) => Ok(result),
+        Err(e) => {
+            eprintln!("session {}: initialize failed: {e}", session.id);
+            if let Some(session) = app.table.remove(&session.id) {
+                session.close().await;
+            }
+            // No session header: the client has nothing to continue.
+            return axum::Json(response(id, Err(e.to_json()))).into_response();
+        }
+    };
+    let message = response(id, answer);
+    let mut headers = HeaderMap::new();
+    if let Ok(value) = HeaderValue::from_str(&session.id) {
+        headers.insert(SESSION_HEADER, value);
+    }
+    if sse {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = tx.send(message);
+        return event_stream(rx, None, None, headers);
+    }
+    (headers, axum::Json(message)).into_response()
+}
+
+fn get(app: &App, route: &RouteSpec, headers: &HeaderMap) -> Response {
+    if !accepts(headers, "text/event-stream", false) {
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            RpcError::INVALID_REQUEST,
+            "GET opens the server's event stream: send Accept: text/event-stream",
+        )
+        .into_response();
+    }
+    match session_for(app, route, headers) {
+        Ok(session) => event_stream(
+            session.outbound.open_standalone(),
+            None,
+            None,
+            HeaderMap::new(),
+        ),
+        Err(rejection) => rejection.into_response(),
+    }
+}
+
+async fn delete(app: &App, route: &RouteSpec, headers: &HeaderMap) -> Response {
+    let session = match session_for(app, route, headers) {
+        Ok(session) => session,
+        Err(rejection) => return rejection.into_response(),
+    };
+    if let Some(session) = app.table.remove(&session.id) {
+        eprintln!("session {}: deleted by the client", session.id);
+        session.close().await;
+    }
+    StatusCode::OK.into_response()
+}
+
+fn legacy_stream(app: &App, route: Arc<RouteSpec>, path: &str) -> Response {
+    let Some(session) = app.table.create(route, true) else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            RpcError::SERVER,
+            "the shim is shutting down",
+        )
+        .into_response();
+    };
+    let base = path.strip_suffix("sse").unwrap_or("/");
+    let endpoint = Event::default()
+        .event("endpoint")
+        .data(format!("{base}message?sessionId={}", session.id));
+    let rx = session.outbound.open_standalone();
+    let hang_up = EndOnDrop {
+        table: app.table.clone(),
+        id: session.id.clone(),
+    };
+    event_stream(rx, Some(endpoint), Some(hang_up), HeaderMap::new())
+}
+
+fn legacy_post(app: &App, route: &RouteSpec, query: Option<&str>, body: &[u8]) -> Response {
+    let id = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix("sessionId="));
+    let Some(id) = id else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            RpcError::INVALID_REQUEST,
+            "sessionId query parameter is required",
+        )
+        .into_response();
+    };
+    let session = match app.table.get(id) {
+        Some(session) if session.legacy && session.route.name == route.name => session,
+        _ => {
+            return error(
+                StatusCode::NOT_FOUND,
+                -32001,
+                "session not found (it ended or expired): open /sse again",
+            )
+            .into_response();
+        }
+    };
+    let (messages, _) = match parse_body(body) {
+        Ok(parsed) => parsed,
+        Err(rejection) => return rejection.into_response(),
+    };
+    for message in messages {
+        match message {
+            Message::Request { id, method, params } => {
+                let busy = session.begin();
+                let session = session.clone();
+                tokio::spawn(async move {
+                    if let Some(answer) = session.request(id, &method, params).await {
+                        session.outbound.send_standalone(answer);
+                    }
+                    drop(busy);
+                });
+            }
+            other => session.accept(other),
+        }
+    }
+    (StatusCode::ACCEPTED, "Accepted").into_response()
+}
+
+/// Ends a legacy session when its stream is dropped (the client hung up).
+struct EndOnDrop {
+    table: Arc<SessionTable>,
+    id: String,
+}
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        self.table.end_later(&self.id);
+    }
+}
+
+/// An SSE response carrying `first`, then every message from `rx` until its senders are gone.
+fn event_stream(
+    rx: mpsc::UnboundedReceiver<Json>,
+    first: Option<Event>,
+    guard: Option<EndOnDrop>,
+    headers: HeaderMap,
+) -> Response {
+    let messages = stream::unfold((rx, guard), |(mut rx, guard)| async move {
+        let message = rx.recv().await?;
+        let event = Event::default().event("message").data(message.to_string());
+        Some((Ok::<Event, Infallible>(event), (rx, guard)))
+    });
+    let events = stream::iter(first.map(Ok)).chain(messages);
+    let mut response = Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response();
+    response.headers_mut().extend(headers);
+    response
+}

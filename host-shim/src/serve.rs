@@ -1,0 +1,114 @@
+//! `host-shim serve`: one loopback HTTP server for every route of the config, each route's
+//! `stdio` targets served as one MCP server (see `http`, `session`, `mcp`, `stdio`). Envoy sends
+//! each route's traffic here with the route's name in `x-mcp-route`.
+//!
+//! Stopping is part of the design: on SIGINT/SIGTERM (or the caller's token) no new session
+//! starts, every session ends, every child is stopped and reaped, and only then does `serve`
+//! return, so nothing outlives the shim.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, DEFAULT_SESSION_TTL};
+use crate::http::{App, router};
+use crate::session::{RouteSpec, SessionTable};
+use crate::stdio;
+
+/// How long open connections get to finish once every session has ended.
+const DRAIN: Duration = Duration::from_secs(5);
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The Agent Gateway config file (`binds` / `listeners` / `routes` / `backends`).
+    config: PathBuf,
+
+    /// Address to listen on; port 0 picks a free one (the first stdout line names it).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config::load(&args.config)?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    println!("host-shim serving on http://{}", listener.local_addr()?);
+    let shutdown = crate::shutdown::on_signal()?;
+    serve(Arc::new(config), listener, shutdown).await
+}
+
+/// Serves every route of `config` on `listener` until `shutdown` is cancelled, then ends every
+/// session and returns once every child process is reaped.
+pub async fn serve(
+    config: Arc<Config>,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    stdio::kill_children_on_panic();
+    stdio::become_subreaper();
+    let routes: Vec<RouteSpec> = config
+        .routes()
+        .iter()
+        .map(|r| RouteSpec {
+            name: r.name.clone(),
+            targets: r.route.targets().cloned().collect(),
+            ttl: r.route.session_ttl(),
+        })
+        .collect();
+    for route in routes.iter().filter(|r| !r.targets.is_empty()) {
+        let targets: Vec<&str> = route.targets.iter().map(|t| t.name.as_str()).collect();
+        eprintln!(
+            "serve: route '{}': targets {targets:?}, session TTL {:?}",
+            route.name, route.ttl
+        );
+    }
+    let shortest_ttl = routes
+        .iter()
+        .map(|r| r.ttl)
+        .min()
+        .unwrap_or(DEFAULT_SESSION_TTL);
+    let table = Arc::new(SessionTable::default());
+    let app = Arc::new(App::new(routes, table.clone()));
+
+    let reaper = {
+        let table = table.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move { table.run_reaper(shortest_ttl, stop).await })
+    };
+    // Sessions end first: that closes their streams, which lets the connections finish.
+    let sessions_ended = CancellationToken::new();
+    let stopping = {
+        let table = table.clone();
+        let shutdown = shutdown.clone();
+        let sessions_ended = sessions_ended.clone();
+        async move {
+            shutdown.cancelled().await;
+            eprintln!("serve: stopping: ending every session");
+            table.close_all().await;
+            sessions_ended.cancel();
+        }
+    };
+    let server = axum::serve(listener, router(app)).with_graceful_shutdown(stopping);
+    let server = async {
+        let served = tokio::spawn(server.into_future());
+        tokio::select! {
+            result = served => result.context("the HTTP server task")?.context("the HTTP server"),
+            () = async {
+                sessions_ended.cancelled().await;
+                tokio::time::sleep(DRAIN).await;
+            } => Ok(()),
+        }
+    };
+    let result = server.await;
+    // Whatever ended the server, no child may outlive it.
+    shutdown.cancel();
+    table.close_all().await;
+    let _ = reaper.await;
+    eprintln!("serve: stopped");
+    result
+}
