@@ -1,0 +1,748 @@
+//! `host-shim serve` seen from an MCP client: a real shim process on a free loopback port,
+//! serving the real `@modelcontextprotocol/server-everything` (installed by `npm ci`), spoken
+//! to over Streamable HTTP and the legacy SSE transport with a plain HTTP client. The process
+//! tree is checked through `/proc`: one child per session, none left after DELETE, TTL expiry
+//! or SIGTERM.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::collections::BTreeSet;
+use std::io::{BufRead as _, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value as Json, json};
+use ureq::Agent;
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The installed server-everything entry point; the tests need the real server.
+fn everything() -> String {
+    let path =
+        repo_root().join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    assert!(
+        path.exists(),
+        "{} is missing: run `npm ci` at the repository root (the Makefile does) to install the pinned MCP server",
+        path.display()
+    );
+    path.display().to_string()
+}
+
+/// A target running server-everything with node directly (one process per child).
+fn node_target(name: &str) -> String {
+    format!(
+        "          - name: {name}\n            stdio:\n              cmd: node\n              args: [\"{}\", \"stdio\"]\n",
+        everything()
+    )
+}
+
+fn config(targets: &str, ttl: Option<&str>) -> String {
+    let ttl = ttl.map_or(String::new(), |t| format!("          sessionTtl: {t}\n"));
+    format!(
+        "binds:\n- port: 3000\n  listeners:\n  - routes:\n    - name: tools\n      backends:\n      - mcp:\n{ttl}          targets:\n{targets}"
+    )
+}
+
+static CONFIGS: AtomicU32 = AtomicU32::new(0);
+
+/// A running shim; killed when dropped so a failing test leaves no process behind.
+struct Shim {
+    child: Child,
+    base: String,
+    agent: Agent,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Shim {
+    fn start(config: &str) -> Shim {
+        let path = std::env::temp_dir().join(format!(
+            "host-shim-serve-{}-{}.yaml",
+            std::process::id(),
+            CONFIGS.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::write(&path, config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_host-shim"))
+            .arg("serve")
+            .arg(&path)
+            .args(["--listen", "127.0.0.1:0"])
+            .current_dir(repo_root())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn host-shim serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let base = line
+            .trim()
+            .strip_prefix("host-shim serving on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_string();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("shim: {line}");
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let agent: Agent = Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        Shim {
+            child,
+            base,
+            agent,
+            log,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("{}/mcp", self.base)
+    }
+
+    /// POSTs `body`; returns the status, the session header and every JSON-RPC message of the
+    /// answer (one for JSON, all events for SSE).
+    fn post(
+        &self,
+        session: Option<&str>,
+        accept: &str,
+        body: &Json,
+    ) -> (u16, Option<String>, Vec<Json>) {
+        let mut request = self
+            .agent
+            .post(self.url())
+            .header("content-type", "application/json")
+            .header("accept", accept);
+        if let Some(session) = session {
+            request = request.header("mcp-session-id", session);
+        }
+        let mut response = request.send(body.to_string()).unwrap();
+        let status = response.status().as_u16();
+        let session = response
+            .headers()
+            .get("mcp-session-id")
+            .map(|v| v.to_str().unwrap().to_string());
+        let sse = response
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v.to_str().unwrap().starts_with("text/event-stream"));
+        let text = response.body_mut().read_to_string().unwrap();
+        let messages = if sse {
+            parse_events(&text)
+                .into_iter()
+                .map(|(_, data)| serde_json::from_str(&data).unwrap())
+                .collect()
+        } else if text.is_empty() {
+            Vec::new()
+        } else {
+            vec![serde_json::from_str(&text).unwrap()]
+        };
+        (status, session, messages)
+    }
+
+    /// A new initialized session (`notifications/initialized` sent).
+    fn session(&self) -> String {
+        let (status, session, answer) =
+            self.post(None, "application/json, text/event-stream", &initialize(1));
+        assert_eq!(status, 200, "{answer:?}");
+        assert!(
+            answer[0]["result"]["protocolVersion"].is_string(),
+            "{answer:?}"
+        );
+        let session = session.expect("Mcp-Session-Id");
+        let (status, _, _) = self.post(
+            Some(&session),
+            "application/json, text/event-stream",
+            &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        );
+        assert_eq!(status, 202);
+        session
+    }
+
+    /// The answer to request `method`, as JSON (not SSE).
+    fn call(&self, session: &str, method: &str, params: Json) -> (u16, Json) {
+        let (status, _, mut answer) = self.post(
+            Some(session),
+            "application/json",
+            &json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": params}),
+        );
+        (status, answer.pop().unwrap_or(Json::Null))
+    }
+
+    fn delete(&self, session: &str) -> u16 {
+        self.agent
+            .delete(self.url())
+            .header("mcp-session-id", session)
+            .call()
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn log_contains(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+}
+
+impl Drop for Shim {
+    /// SIGTERM first: a SIGKILLed shim could not stop its children.
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn initialize(id: u64) -> Json {
+    json!({
+        "jsonrpc": "2.0", "id": id, "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {"sampling": {}},
+            "clientInfo": {"name": "host-shim-tests", "version": "1"},
+        },
+    })
+}
+
+/// `(event, data)` of each event in an SSE body.
+fn parse_events(text: &str) -> Vec<(String, String)> {
+    let mut events = Vec::new();
+    let (mut event, mut data) = (String::from("message"), Vec::new());
+    for line in text.lines() {
+        if line.is_empty() {
+            if !data.is_empty() {
+                events.push((
+                    std::mem::replace(&mut event, "message".into()),
+                    data.join("\n"),
+                ));
+                data.clear();
+            }
+        } else if let Some(rest) = line.strip_prefix("event:") {
+            event = rest.trim().to_string();
+        } else if let Some(rest) = line.strip_prefix("data:") {
+            data.push(rest.strip_prefix(' ').unwrap_or(rest).to_string());
+        }
+    }
+    events
+}
+
+/// Reads the next event from a live SSE stream.
+fn next_event(reader: &mut impl std::io::BufRead) -> (String, String) {
+    let mut block = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "the stream ended");
+        if line.trim_end().is_empty() {
+            if let Some(event) = parse_events(&format!("{block}\n")).pop() {
+                return event;
+            }
+            block.clear();
+        } else {
+            block.push_str(&line);
+        }
+    }
+}
+
+/// `(pid, ppid, pgrp)` of every process.
+fn processes() -> Vec<(u32, u32, u32)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        out.push((pid, fields[1].parse().unwrap(), fields[2].parse().unwrap()));
+    }
+    out
+}
+
+fn children(pid: u32) -> BTreeSet<u32> {
+    processes()
+        .into_iter()
+        .filter(|p| p.1 == pid)
+        .map(|p| p.0)
+        .collect()
+}
+
+/// Every process below `pid`, and every member of their process groups.
+fn tree(pid: u32) -> BTreeSet<u32> {
+    let all = processes();
+    let mut found = BTreeSet::new();
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        for p in all.iter().filter(|p| p.1 == parent) {
+            if found.insert(p.0) {
+                frontier.push(p.0);
+            }
+        }
+    }
+    let groups: BTreeSet<u32> = all
+        .iter()
+        .filter(|p| found.contains(&p.0))
+        .map(|p| p.2)
+        .collect();
+    found.extend(
+        all.iter()
+            .filter(|p| groups.contains(&p.2) && p.2 != pid)
+            .map(|p| p.0),
+    );
+    found
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok()
+}
+
+fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < timeout, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn text_of(answer: &Json) -> String {
+    answer["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no text in {answer}"))
+        .to_string()
+}
+
+#[test]
+fn a_session_lists_calls_and_reads_and_ends_with_delete() {
+    let shim = Shim::start(&config(&node_target("my-server"), None));
+    let session = shim.session();
+
+    let (status, tools) = shim.call(&session, "tools/list", json!({}));
+    assert_eq!(status, 200);
+    let names: Vec<&str> = tools["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"echo"), "{names:?}");
+
+    let (_, echoed) = shim.call(
+        &session,
+        "tools/call",
+        json!({"name": "echo", "arguments": {"message": "hello"}}),
+    );
+    assert_eq!(text_of(&echoed), "Echo: hello");
+
+    let (_, resources) = shim.call(&session, "resources/list", json!({}));
+    let uri = resources["result"]["resources"][0]["uri"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, read) = shim.call(&session, "resources/read", json!({"uri": uri}));
+    assert_eq!(read["result"]["contents"][0]["uri"], uri.as_str(), "{read}");
+
+    // The same call answered as an event stream, progress notifications first.
+    let (status, _, events) = shim.post(
+        Some(&session),
+        "application/json, text/event-stream",
+        &json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {
+            "name": "trigger-long-running-operation",
+            "arguments": {"duration": 0.2, "steps": 2},
+            "_meta": {"progressToken": "p"},
+        }}),
+    );
+    assert_eq!(status, 200);
+    let methods: Vec<&str> = events
+        .iter()
+        .map(|e| e["method"].as_str().unwrap_or("(response)"))
+        .collect();
+    assert_eq!(
+        methods,
+        [
+            "notifications/progress",
+            "notifications/progress",
+            "(response)"
+        ]
+    );
+    assert_eq!(events[2]["id"], 9);
+
+    let child = children(shim.pid());
+    assert_eq!(child.len(), 1, "one child for one session");
+    assert_eq!(shim.delete(&session), 200);
+    let pid = *child.first().unwrap();
+    eventually(
+        "the child to be gone after DELETE",
+        Duration::from_secs(10),
+        || !alive(pid),
+    );
+    let (status, _) = shim.call(&session, "tools/list", json!({}));
+    assert_eq!(status, 404, "a deleted session is not found");
+}
+
+#[test]
+fn the_transport_rules() {
+    let shim = Shim::start(&config(&node_target("my-server"), None));
+    let (status, _, answer) = shim.post(
+        None,
+        "application/json",
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+    );
+    assert_eq!(status, 400, "no session id: {answer:?}");
+    let (status, _, _) = shim.post(
+        Some("no-such-session"),
+        "application/json",
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+    );
+    assert_eq!(status, 404);
+    let session = shim.session();
+    let mut response = shim
+        .agent
+        .post(shim.url())
+        .header("accept", "application/json")
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "1999-01-01")
+        .send(json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}).to_string())
+        .unwrap();
+    assert_eq!(
+        response.status().as_u16(),
+        400,
+        "{}",
+        response.body_mut().read_to_string().unwrap()
+    );
+    // A batch is answered as an array.
+    let (status, _, answer) = shim.post(
+        Some(&session),
+        "application/json",
+        &json!([{"jsonrpc": "2.0", "id": 1, "method": "ping"}, {"jsonrpc": "2.0", "id": 2, "method": "ping"}]),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(answer[0].as_array().unwrap().len(), 2);
+    // The standalone stream gets what the server said with no request to attach it to (the
+    // server's `tools/list_changed` at start-up, held until the client was initialized).
+    let response = shim
+        .agent
+        .get(shim.url())
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &session)
+        .call()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let mut reader = BufReader::new(response.into_body().into_reader());
+    let (_, data) = next_event(&mut reader);
+    let message: Json = serde_json::from_str(&data).unwrap();
+    assert_eq!(
+        message["method"], "notifications/tools/list_changed",
+        "{message}"
+    );
+}
+
+#[test]
+fn sessions_never_share_a_child() {
+    let shim = Shim::start(&config(&node_target("my-server"), None));
+    let first = shim.session();
+    let second = shim.session();
+    assert_ne!(first, second);
+    let pids = children(shim.pid());
+    assert_eq!(pids.len(), 2, "two sessions, two children: {pids:?}");
+    // Each session's child answers for itself.
+    for session in [&first, &second] {
+        let (_, echoed) = shim.call(
+            session,
+            "tools/call",
+            json!({"name": "echo", "arguments": {"message": session}}),
+        );
+        assert_eq!(text_of(&echoed), format!("Echo: {session}"));
+    }
+    assert!(shim.log_contains(&format!("[my-server {}]", &first[..8])));
+    assert!(shim.log_contains(&format!("[my-server {}]", &second[..8])));
+}
+
+#[test]
+fn two_targets_are_one_server_with_prefixed_names() {
+    let targets = format!("{}{}", node_target("a"), node_target("b"));
+    let shim = Shim::start(&config(&targets, None));
+    let session = shim.session();
+    let (_, tools) = shim.call(&session, "tools/list", json!({}));
+    let names: BTreeSet<&str> = tools["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains("a_echo") && names.contains("b_echo"),
+        "{names:?}"
+    );
+    assert!(!names.contains("echo"));
+    for target in ["a", "b"] {
+        let (_, echoed) = shim.call(
+            &session,
+            "tools/call",
+            json!({"name": format!("{target}_echo"), "arguments": {"message": target}}),
+        );
+        assert_eq!(text_of(&echoed), format!("Echo: {target}"));
+    }
+    let (_, unknown) = shim.call(
+        &session,
+        "tools/call",
+        json!({"name": "c_echo", "arguments": {}}),
+    );
+    assert_eq!(unknown["error"]["code"], -32602, "{unknown}");
+    let (_, prompts) = shim.call(&session, "prompts/list", json!({}));
+    let prompt = prompts["result"]["prompts"][0]["name"].as_str().unwrap();
+    assert!(prompt.starts_with("a_"), "{prompt}");
+    let (_, resources) = shim.call(&session, "resources/list", json!({}));
+    let uri = resources["result"]["resources"][0]["uri"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, read) = shim.call(&session, "resources/read", json!({"uri": uri}));
+    assert_eq!(read["result"]["contents"][0]["uri"], uri.as_str(), "{read}");
+    assert_eq!(children(shim.pid()).len(), 2, "one child per target");
+}
+
+#[test]
+fn a_server_that_exits_at_once_is_an_error_not_a_hang() {
+    let target = "          - name: broken\n            stdio:\n              cmd: sh\n              args: [\"-c\", \"echo going away >&2; exit 3\"]\n";
+    let shim = Shim::start(&config(target, None));
+    let started = Instant::now();
+    let (status, session, answer) = shim.post(None, "application/json", &initialize(1));
+    assert_eq!(status, 200);
+    assert!(session.is_none(), "no session for a failed initialize");
+    assert_eq!(answer[0]["error"]["code"], -32000, "{answer:?}");
+    let message = answer[0]["error"]["message"].as_str().unwrap();
+    assert_eq!(message, "MCP server 'broken' exited (status 3)");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    eventually("the stderr line in the log", Duration::from_secs(5), || {
+        shim.log_contains("going away")
+    });
+}
+
+#[test]
+fn a_child_killed_mid_call_fails_the_call_and_the_session() {
+    let shim = Shim::start(&config(&node_target("my-server"), None));
+    let session = shim.session();
+    let pid = *children(shim.pid()).first().unwrap();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap();
+    });
+    let started = Instant::now();
+    let (_, answer) = shim.call(
+        &session,
+        "tools/call",
+        json!({"name": "trigger-long-running-operation", "arguments": {"duration": 20, "steps": 2}}),
+    );
+    killer.join().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "answered only after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(answer["error"]["code"], -32000, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("MCP server 'my-server' exited (signal 9"),
+        "{message}"
+    );
+    // Later calls fail the same way at once; a new session works.
+    let (_, later) = shim.call(&session, "tools/list", json!({}));
+    assert_eq!(later["error"]["message"], message);
+    let fresh = shim.session();
+    let (_, echoed) = shim.call(
+        &fresh,
+        "tools/call",
+        json!({"name": "echo", "arguments": {"message": "again"}}),
+    );
+    assert_eq!(text_of(&echoed), "Echo: again");
+}
+
+#[test]
+fn idle_sessions_expire() {
+    let shim = Shim::start(&config(&node_target("my-server"), Some("1s")));
+    let session = shim.session();
+    let pid = *children(shim.pid()).first().unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let (status, _) = shim.call(&session, "tools/list", json!({}));
+    assert_eq!(status, 404);
+    eventually(
+        "the expired session's child to be gone",
+        Duration::from_secs(10),
+        || !alive(pid),
+    );
+}
+
+#[test]
+fn server_requests_reach_the_client_and_answers_go_back() {
+    let shim = Shim::start(&config(&node_target("my-server"), None));
+    let session = shim.session();
+    // The tool asks the client for a sampling; the request comes on the call's stream.
+    let response = shim
+        .agent
+        .post(shim.url())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", &session)
+        .send(
+            json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {
+                "name": "trigger-sampling-request", "arguments": {"prompt": "hi", "maxTokens": 5},
+            }})
+            .to_string(),
+        )
+        .unwrap();
+    let mut reader = BufReader::new(response.into_body().into_reader());
+    let request = loop {
+        let (_, data) = next_event(&mut reader);
+        let message: Json = serde_json::from_str(&data).unwrap();
+        if message.get("id").is_some() {
+            break message;
+        }
+    };
+    assert_eq!(request["method"], "sampling/createMessage", "{request}");
+    let answer = json!({"jsonrpc": "2.0", "id": request["id"], "result": {
+        "role": "assistant", "model": "test", "content": {"type": "text", "text": "sampled"},
+    }});
+    let (status, _, _) = shim.post(
+        Some(&session),
+        "application/json, text/event-stream",
+        &answer,
+    );
+    assert_eq!(status, 202);
+    let (_, data) = next_event(&mut reader);
+    let result: Json = serde_json::from_str(&data).unwrap();
+    assert_eq!(result["id"], 5);
+    assert!(text_of(&result).contains("sampled"), "{result}");
+}
+
+#[test]
+fn the_legacy_sse_transport() {
+    let shim = Shim::start(&config(&node_target("my-server"), None));
+    let response = shim
+        .agent
+        .get(format!("{}/sse", shim.base))
+        .header("accept", "text/event-stream")
+        .call()
+        .unwrap();
+    let mut reader = BufReader::new(response.into_body().into_reader());
+    let (event, endpoint) = next_event(&mut reader);
+    assert_eq!(event, "endpoint");
+    assert!(endpoint.starts_with("/message?sessionId="), "{endpoint}");
+    let post = |body: Json| {
+        shim.agent
+            .post(format!("{}{endpoint}", shim.base))
+            .header("content-type", "application/json")
+            .send(body.to_string())
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(post(initialize(1)), 202);
+    let mut next_message = || loop {
+        let (event, data) = next_event(&mut reader);
+        let message: Json = serde_json::from_str(&data).unwrap();
+        if event == "message" && message.get("id").is_some() {
+            return message;
+        }
+    };
+    assert!(next_message()["result"]["protocolVersion"].is_string());
+    assert_eq!(
+        post(json!({"jsonrpc": "2.0", "method": "notifications/initialized"})),
+        202
+    );
+    assert_eq!(
+        post(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"message": "legacy"}}})),
+        202
+    );
+    let answer = next_message();
+    assert_eq!(answer["id"], 2);
+    assert_eq!(text_of(&answer), "Echo: legacy");
+    let pid = *children(shim.pid()).first().unwrap();
+    drop(reader);
+    eventually(
+        "hanging up to end the session",
+        Duration::from_secs(10),
+        || !alive(pid),
+    );
+}
+
+#[test]
+fn the_guides_npx_target_runs_and_sigterm_leaves_nothing_behind() {
+    everything();
+    let target = "          - name: my-server\n            stdio:\n              cmd: npx\n              args: [\"@modelcontextprotocol/server-everything\"]\n";
+    let mut shim = Shim::start(&config(target, None));
+    let sessions = [shim.session(), shim.session()];
+    for session in &sessions {
+        let (_, echoed) = shim.call(
+            session,
+            "tools/call",
+            json!({"name": "echo", "arguments": {"message": "npx"}}),
+        );
+        assert_eq!(text_of(&echoed), "Echo: npx");
+    }
+    // npx runs node below itself: the shim's tree is deeper than its children.
+    let before = tree(shim.pid());
+    assert!(
+        before.len() > 2,
+        "npx and its node for each session: {before:?}"
+    );
+    Command::new("kill")
+        .args(["-TERM", &shim.pid().to_string()])
+        .status()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = shim.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the shim did not exit on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    let left: Vec<String> = before
+        .into_iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .collect();
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+    assert!(shim.log_contains("serve: stopped"));
+}
