@@ -1,7 +1,8 @@
 //! `host-shim`: the native companion of the wasm filter. Each job it does for a local or test
 //! setup is one subcommand, so a newcomer finds the code for a job by its name: `issuer` runs a
 //! local Okta-compatible authorization server (the one the end-to-end tests and `make run` use
-//! instead of a real Okta org). `serve`, `envoy` and `up` come later.
+//! instead of a real Okta org); `serve` runs the config's MCP stdio targets behind HTTP for Envoy;
+//! `envoy` renders the Envoy bootstrap; `up` starts the whole stack.
 
 #[allow(dead_code)] // the session and stdio fields are read by `serve`
 mod config;
