@@ -379,7 +379,10 @@ mod tests {
             "https://your-org.okta.com/oauth2/default"
         );
         let routes = &hcm["route_config"]["virtual_hosts"][0]["routes"];
-        assert_eq!(policy["routes"][route_name]["mcpTargets"], json!(["my-server"]));
+        assert_eq!(
+            policy["routes"][route_name]["mcpTargets"],
+            json!(["my-server"])
+        );
         assert_eq!(routes[0]["name"], route_name);
         assert_eq!(
             routes[0]["request_headers_to_add"][0]["header"]["value"],

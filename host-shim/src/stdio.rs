@@ -186,6 +186,14 @@ impl StdioServer {
             }
             calls.pending.insert(id, tx);
         }
+        // An access log of what reached the MCP server: operators (and the end-to-end tests)
+        // can tell from it that a call the gateway denied never got here.
+        let named = params
+            .as_ref()
+            .and_then(|p| p.get("name").or_else(|| p.get("uri")))
+            .and_then(Json::as_str)
+            .unwrap_or_default();
+        eprintln!("[{} pid {}] call {method} {named}", self.target, self.pid);
         let mut message = json!({ "jsonrpc": "2.0", "id": id, "method": method });
         if let (Some(params), Some(object)) = (params, message.as_object_mut()) {
             object.insert("params".into(), params);

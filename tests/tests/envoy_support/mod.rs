@@ -41,7 +41,7 @@ pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(20);
 /// timings sane on a small machine.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn repo_root() -> PathBuf {
+pub fn repo_root() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
 }
@@ -69,7 +69,7 @@ pub fn envoy_binary() -> Option<PathBuf> {
     Some(path)
 }
 
-fn host_shim_binary() -> PathBuf {
+pub fn host_shim_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("HOST_SHIM_BIN") {
         return PathBuf::from(path);
     }
@@ -103,7 +103,7 @@ impl Drop for Proc {
     }
 }
 
-fn tail(path: &Path, lines: usize) -> String {
+pub fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
@@ -123,9 +123,15 @@ pub struct Issuer {
 
 impl Issuer {
     fn start(dir: &Path) -> Self {
+        Self::start_with(dir, &[])
+    }
+
+    /// The issuer with extra arguments (e.g. `--client id:secret:Group`).
+    pub fn start_with(dir: &Path, extra: &[&str]) -> Self {
         let log = dir.join("issuer.log");
         let mut child = Command::new(host_shim_binary())
             .args(["issuer", "--port", "0"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(File::create(&log).expect("issuer log"))
             .spawn()

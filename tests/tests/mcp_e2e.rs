@@ -1,0 +1,502 @@
+//! The whole stack with real clients, all on loopback and nothing mocked: `host-shim up` on a
+//! config shaped like the Okta guide's (Envoy with the release module, `host-shim serve`
+//! running `npx @modelcontextprotocol/server-everything`), the local issuer, and the official
+//! MCP TypeScript SDK client (`tests/e2e/mcp-client.mjs`) over Streamable HTTP.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    dead_code
+)]
+
+mod envoy_support;
+
+use std::fs::File;
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use envoy_support::{Issuer, envoy_binary, host_shim_binary, repo_root, tail};
+use serde_json::{Value, json};
+
+/// One stack at a time: each is an Envoy, a shim with node servers and an issuer, and the
+/// machine has two cores.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// `host-shim up` with its issuer; everything it started ends with it.
+struct Gateway {
+    _serial: std::sync::MutexGuard<'static, ()>,
+    up: Child,
+    log: PathBuf,
+    issuer: Issuer,
+    url: String,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The Okta guide's config, pointed at `issuer`, with `authorization` as given.
+fn guide_config(issuer: &Issuer, port: u16, authorization: &str) -> String {
+    format!(
+        r#"binds:
+- port: {port}
+  listeners:
+  - routes:
+    - backends:
+      - mcp:
+          targets:
+          - name: my-server
+            stdio:
+              cmd: npx
+              args: ["@modelcontextprotocol/server-everything"]
+      policies:
+        mcpAuthentication:
+          mode: strict
+          issuer: {url}
+          audiences:
+          - api://agentgateway
+          jwks:
+            url: {url}/v1/keys
+        authorization:
+          rules:
+{authorization}
+"#,
+        url = issuer.url
+    )
+}
+
+impl Gateway {
+    fn start(authorization: &str, clients: &[&str]) -> Option<Gateway> {
+        let envoy = envoy_binary()?;
+        let serial = SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let root = repo_root();
+        assert!(
+            root.join("node_modules/@modelcontextprotocol/server-everything")
+                .exists(),
+            "the MCP server is not installed: run `npm ci` (make test does)"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("mcp-e2e")
+            .tempdir()
+            .unwrap();
+        let mut args = Vec::new();
+        for c in clients {
+            args.extend(["--client", c]);
+        }
+        let issuer = Issuer::start_with(dir.path(), &args);
+        let port = free_port();
+        let config = dir.path().join("gateway.yaml");
+        std::fs::write(&config, guide_config(&issuer, port, authorization)).unwrap();
+        let log = dir.path().join("up.log");
+        let mut up = Command::new(host_shim_binary())
+            .arg("up")
+            .arg(&config)
+            .args(["--wasm", env!("FILTER_WASM")])
+            .arg("--envoy")
+            .arg(&envoy)
+            .args(["--admin-port", &free_port().to_string()])
+            // npx finds the pinned server in the repository's node_modules.
+            .current_dir(&root)
+            .stdout(Stdio::piped())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .expect("start host-shim up");
+        let stdout = up.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(line) if line.starts_with("MCP gateway up:") => break,
+                Ok(_) => {}
+                Err(_) if Instant::now() > deadline => {
+                    let _ = up.kill();
+                    panic!("host-shim up did not come up:\n{}", tail(&log, 60));
+                }
+                Err(_) => {
+                    if let Ok(Some(status)) = up.try_wait() {
+                        panic!("host-shim up exited ({status}):\n{}", tail(&log, 60));
+                    }
+                }
+            }
+        }
+        Some(Gateway {
+            _serial: serial,
+            up,
+            log,
+            issuer,
+            url: format!("http://127.0.0.1:{port}/mcp"),
+            port,
+            dir,
+        })
+    }
+
+    /// Runs the SDK client through `steps`; returns one JSON object per step.
+    fn client(&self, token: Option<&str>, steps: Value) -> Vec<Value> {
+        let out = Command::new("node")
+            .arg(repo_root().join("tests/e2e/mcp-client.mjs"))
+            .arg(&self.url)
+            .arg(token.unwrap_or("-"))
+            .arg(steps.to_string())
+            .current_dir(repo_root())
+            .output()
+            .expect("run node");
+        parse_lines(&String::from_utf8_lossy(&out.stdout), &out.stderr)
+    }
+
+    /// Starts the SDK client; it stops at each `waitLine` step until `resume`.
+    fn client_session(&self, token: &str, steps: Value) -> Session {
+        let mut child = Command::new("node")
+            .arg(repo_root().join("tests/e2e/mcp-client.mjs"))
+            .arg(&self.url)
+            .arg(token)
+            .arg(steps.to_string())
+            .current_dir(repo_root())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run node");
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Session {
+            child,
+            stdin,
+            lines: rx,
+        }
+    }
+
+    fn token(&self, id: &str, secret: &str) -> String {
+        self.issuer.token(id, secret)
+    }
+
+    /// The PIDs of the MCP servers (node processes running server-everything) under `up`.
+    fn server_pids(&self) -> Vec<u32> {
+        descendants(self.up.id())
+            .into_iter()
+            .filter(|pid| {
+                cmdline(*pid).contains("server-everything") && cmdline(*pid).contains("node")
+            })
+            .filter(|pid| {
+                !descendants(*pid)
+                    .iter()
+                    .any(|c| cmdline(*c).contains("server-everything"))
+            })
+            .collect()
+    }
+
+    /// Stops the stack with SIGTERM, as a supervisor would; returns every process it had.
+    fn stop(mut self) -> Vec<u32> {
+        let tree = descendants(self.up.id());
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.up.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.up.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "host-shim up did not stop:\n{}",
+                tail(&self.log, 40)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        tree
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if self.up.try_wait().ok().flatten().is_none() {
+            for pid in descendants(self.up.id()) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+            let _ = self.up.kill();
+            let _ = self.up.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- host-shim up log (tail) ----\n{}", tail(&self.log, 80));
+        }
+    }
+}
+
+struct Session {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Session {
+    /// The next step's answer (within `timeout`).
+    fn next(&self, timeout: Duration) -> Value {
+        let line = self
+            .lines
+            .recv_timeout(timeout)
+            .unwrap_or_else(|_| panic!("the MCP client gave no answer within {timeout:?}"));
+        serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"))
+    }
+
+    fn resume(&mut self) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "go").unwrap();
+        stdin.flush().unwrap();
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn parse_lines(stdout: &str, stderr: &[u8]) -> Vec<Value> {
+    stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|_| {
+                panic!(
+                    "client printed {l:?}\nstderr: {}",
+                    String::from_utf8_lossy(stderr)
+                )
+            })
+        })
+        .collect()
+}
+
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let after = stat.rsplit_once(')')?.1;
+                    after.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        for c in children(p) {
+            out.push(c);
+            todo.push(c);
+        }
+    }
+    out
+}
+
+fn cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+const GROUP_RULE: &str = "          - if: '\"AI-Users\" in auth.claims.groups'";
+
+#[test]
+fn the_guides_config_serves_the_sdk_client_and_refuses_the_others() {
+    let Some(gw) = Gateway::start(GROUP_RULE, &[]) else {
+        return;
+    };
+    let token = gw.token("ai-user", "ai-user-secret");
+    let out = gw.client(
+        Some(&token),
+        json!([
+            "connect",
+            "listTools",
+            {"call": ["echo", {"message": "hello through Envoy"}]},
+            "listResources",
+            {"read": "demo://resource/static/document/architecture.md"},
+            "close"
+        ]),
+    );
+    assert_eq!(out[0]["ok"], true, "{out:?}");
+    let tools = out[1]["tools"].as_array().unwrap();
+    assert!(tools.iter().any(|t| t == "echo"), "{out:?}");
+    let echoed = out[2]["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(echoed.contains("hello through Envoy"), "{out:?}");
+    assert!(
+        !out[3]["resources"].as_array().unwrap().is_empty(),
+        "{out:?}"
+    );
+    assert!(
+        out[4]["result"]["contents"][0]["text"].as_str().is_some(),
+        "{out:?}"
+    );
+
+    // No token: 401 with the metadata pointer (checked on the wire), and the SDK fails.
+    let reply = envoy_support::agent()
+        .post(&gw.url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .send(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#)
+        .unwrap();
+    assert_eq!(reply.status(), 401);
+    let www = reply
+        .headers()
+        .get("www-authenticate")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        www,
+        format!(
+            "Bearer resource_metadata=\"http://127.0.0.1:{}/.well-known/oauth-protected-resource/mcp\"",
+            gw.port
+        )
+    );
+    let out = gw.client(None, json!(["connect"]));
+    assert_eq!(out[0]["error"]["code"], 401, "{out:?}");
+
+    // A valid token outside AI-Users: 403.
+    let plain = gw.token("plain-user", "plain-user-secret");
+    let out = gw.client(Some(&plain), json!(["connect"]));
+    assert_eq!(out[0]["error"]["code"], 403, "{out:?}");
+}
+
+#[test]
+fn sessions_get_their_own_child_and_a_killed_child_is_an_error_not_a_hang() {
+    let Some(gw) = Gateway::start(GROUP_RULE, &[]) else {
+        return;
+    };
+    let token = gw.token("ai-user", "ai-user-secret");
+    let steps = json!(["connect", "waitLine", {"call": ["echo", {"message": "after"}]}]);
+    let mut first = gw.client_session(&token, steps.clone());
+    let mut second = gw.client_session(&token, steps);
+    assert_eq!(first.next(Duration::from_secs(60))["ok"], true);
+    assert_eq!(second.next(Duration::from_secs(60))["ok"], true);
+    first.next(Duration::from_secs(10));
+    second.next(Duration::from_secs(10));
+    let pids = gw.server_pids();
+    assert_eq!(
+        pids.len(),
+        2,
+        "two sessions, two MCP server processes: {pids:?}"
+    );
+
+    // Kill the first session's server (whichever it is, one of the two), then both call.
+    let _ = Command::new("kill")
+        .args(["-KILL", &pids[0].to_string()])
+        .status();
+    std::thread::sleep(Duration::from_millis(300));
+    first.resume();
+    second.resume();
+    let answers = [
+        first.next(Duration::from_secs(30)),
+        second.next(Duration::from_secs(30)),
+    ];
+    let failed = answers.iter().filter(|a| a.get("error").is_some()).count();
+    let served = answers
+        .iter()
+        .filter(|a| {
+            a["result"]["content"][0]["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("after"))
+        })
+        .count();
+    assert_eq!(
+        (failed, served),
+        (1, 1),
+        "one session lost its server, the other did not: {answers:?}"
+    );
+
+    // Stopping the stack leaves nothing behind.
+    let tree = gw.stop();
+    assert!(!tree.is_empty());
+    std::thread::sleep(Duration::from_millis(500));
+    let left: Vec<(u32, String)> = tree
+        .into_iter()
+        .filter(|p| alive(*p))
+        .map(|p| (p, cmdline(p)))
+        .collect();
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+}
+
+/// Issue 5 through the whole stack: per-group tool access, filtered lists, and a denied call
+/// answered at the gateway.
+#[test]
+fn each_group_sees_and_calls_only_its_tools() {
+    let rules = "          - allow: '\"A\" in auth.claims.groups && mcp.tool.name in [\"echo\", \"get-sum\"]'\n          - allow: '\"B\" in auth.claims.groups && mcp.tool.name == \"get-env\"'";
+    let Some(gw) = Gateway::start(rules, &["a-user:a-secret:A", "b-user:b-secret:B"]) else {
+        return;
+    };
+    let a = gw.token("a-user", "a-secret");
+    let b = gw.token("b-user", "b-secret");
+    let out = gw.client(
+        Some(&a),
+        json!([
+            "connect",
+            "listTools",
+            {"call": ["echo", {"message": "from A"}]},
+            {"call": ["get-env", {}]},
+            "close"
+        ]),
+    );
+    assert_eq!(out[1]["tools"], json!(["echo", "get-sum"]), "{out:?}");
+    assert!(
+        out[2]["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("from A")
+    );
+    let denied = out[3]["error"]["message"].as_str().unwrap_or_default();
+    assert!(denied.contains("access denied"), "{out:?}");
+    assert!(denied.contains("get-env"), "{out:?}");
+
+    let out = gw.client(
+        Some(&b),
+        json!(["connect", "listTools", {"call": ["echo", {"message": "x"}]}, "close"]),
+    );
+    assert_eq!(out[1]["tools"], json!(["get-env"]), "{out:?}");
+    assert!(
+        out[2]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("access denied"),
+        "{out:?}"
+    );
+    // The shim's access log shows what reached the MCP servers: the allowed calls, never
+    // the denied ones.
+    let log = std::fs::read_to_string(&gw.log).unwrap_or_default();
+    assert!(log.contains("call tools/call echo"), "{log}");
+    assert!(!log.contains("call tools/call get-env"), "{log}");
+}
