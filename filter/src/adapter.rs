@@ -200,13 +200,21 @@ impl State {
                 },
                 (Some(KeySource::Remote(_)), Some(store)) => match store.state(now_ms) {
                     KeyState::Ready { set, may_refetch } => {
+                        if attempts == 1 && waited.is_none() {
+                            self.host.count(keystore::metric::CACHE_HIT, 1);
+                        }
                         reason = Reason::UnknownKid;
                         KeyState::Ready {
                             set,
                             may_refetch: may_refetch && waited.is_none() && attempts == 1,
                         }
                     }
-                    other => other,
+                    other => {
+                        if attempts == 1 && waited.is_none() {
+                            self.host.count(keystore::metric::CACHE_MISS, 1);
+                        }
+                        other
+                    }
                 },
                 _ => KeyState::Failed("no key source"),
             };

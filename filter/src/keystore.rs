@@ -27,6 +27,9 @@ pub mod metric {
     pub const FETCH_OK: &str = "mcp_auth.jwks.fetch_ok";
     pub const FETCH_FAILED: &str = "mcp_auth.jwks.fetch_failed";
     pub const REFETCH_UNKNOWN_KID: &str = "mcp_auth.jwks.refetch_unknown_kid";
+    /// Requests that found the keys in this VM's cache, and those that found none.
+    pub const CACHE_HIT: &str = "mcp_auth.jwks.cache_hit";
+    pub const CACHE_MISS: &str = "mcp_auth.jwks.cache_miss";
 }
 
 /// The shared-data entry (JSON). Times are Unix milliseconds of the host clock.

@@ -127,6 +127,9 @@ fn requests_before_keys_pause_share_one_fetch_and_resume() {
     host.advance(Duration::from_secs(1));
     assert_eq!(host.dispatched_calls().len(), 1);
     assert_eq!(host.metric("mcp_auth.jwks.fetch_ok"), Some(1));
+    assert_eq!(host.metric("mcp_auth.jwks.cache_miss"), Some(3));
+    assert!(vm.request(mcp(&t)).is_forwarded());
+    assert_eq!(host.metric("mcp_auth.jwks.cache_hit"), Some(1));
 }
 
 #[test]
