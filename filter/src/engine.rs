@@ -103,6 +103,9 @@ pub mod metric {
     pub const DENIED_BODY: &str = "mcp_auth.denied.bad_body";
     pub const DENIED_BODY_SIZE: &str = "mcp_auth.denied.body_too_large";
     pub const LIST_ITEMS_HIDDEN: &str = "mcp_auth.list_items_hidden";
+    /// Valid tokens answered from the verified-token cache, and those verified anew.
+    pub const TOKEN_CACHE_HIT: &str = "mcp_auth.token_cache.hit";
+    pub const TOKEN_CACHE_MISS: &str = "mcp_auth.token_cache.miss";
 }
 
 /// Decides about one request. `keys` matters only when the policy authenticates.
@@ -434,8 +437,21 @@ fn authenticate(
             )));
         }
     };
-    match jwt::verify(token, set, &authn.expect, host.now()) {
-        Ok(identity) => Authenticated::Yes(identity),
+    let now = host.now();
+    let key = crate::cache::key(token);
+    if let Some(identity) = authn
+        .cache
+        .get(&key, set.generation, now, authn.expect.clock_skew)
+    {
+        host.count(metric::TOKEN_CACHE_HIT, 1);
+        return Authenticated::Yes(identity);
+    }
+    match jwt::verify(token, set, &authn.expect, now) {
+        Ok(identity) => {
+            host.count(metric::TOKEN_CACHE_MISS, 1);
+            authn.cache.put(key, identity.clone(), set.generation);
+            Authenticated::Yes(identity)
+        }
         Err(e) if e.is_unknown_key() && may_refetch => Authenticated::Stop(Decision::FetchKeys),
         Err(e) => {
             log::debug!("mcp-auth: token refused: {e}");

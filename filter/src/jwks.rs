@@ -103,6 +103,9 @@ impl Jwk {
 pub struct KeySet {
     pub keys: Vec<Jwk>,
     pub skipped: Vec<String>,
+    /// Which fetch of the issuer's keys this is (0 for inline keys): verified tokens are
+    /// cached against it, so a new key set drops what the old one vouched for.
+    pub generation: u64,
 }
 
 impl KeySet {

@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 use std::num::NonZeroUsize;
+use std::rc::Rc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use jwt_compact::alg::{Ed25519, Es256, Rsa};
@@ -173,10 +174,10 @@ pub struct Expectations {
     pub clock_skew: TimeDelta,
 }
 
-/// A verified caller. The only constructor is [`verify`].
+/// A verified caller. The only constructor is [`verify`]; clones share the claims.
 #[derive(Debug, Clone)]
 pub struct Identity {
-    claims: Map<String, Value>,
+    claims: Rc<Map<String, Value>>,
     expires_at: i64,
 }
 
@@ -265,7 +266,7 @@ pub fn verify(
         all.insert("iat".into(), Value::from(iat.timestamp()));
     }
     Ok(Identity {
-        claims: all,
+        claims: Rc::new(all),
         expires_at: expires_at.timestamp(),
     })
 }

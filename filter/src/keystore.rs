@@ -450,7 +450,8 @@ impl KeyStore {
             && let Some(text) = &entry.jwks
         {
             match jwks::parse_jwks(text.as_bytes()) {
-                Ok(set) => {
+                Ok(mut set) => {
+                    set.generation = entry.generation;
                     self.keys = Some(set);
                     self.generation = entry.generation;
                 }

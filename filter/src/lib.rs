@@ -6,6 +6,7 @@
 //! file that talks to the proxy-wasm SDK, and exists only in the wasm build.
 
 pub mod authz;
+pub mod cache;
 pub mod engine;
 pub mod host;
 pub mod jwks;

@@ -75,6 +75,8 @@ pub struct Authn {
     /// Claims sent upstream as headers (claim path → header name). The same headers coming
     /// from the client are always removed, so they cannot be forged.
     pub claims_to_headers: Vec<(String, String)>,
+    /// Tokens this policy verified, per VM.
+    pub cache: crate::cache::TokenCache,
 }
 
 /// Where the issuer's keys come from.
@@ -178,6 +180,7 @@ struct RawAuthn {
     required_scopes: Vec<String>,
     #[serde(default)]
     claims_to_headers: BTreeMap<String, String>,
+    token_cache_size: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -411,6 +414,10 @@ fn compile_authn(raw: RawAuthn, path: &str) -> Result<Authn, ConfigError> {
         resource_metadata,
         required_scopes: raw.required_scopes,
         claims_to_headers,
+        cache: crate::cache::TokenCache::new(
+            raw.token_cache_size
+                .unwrap_or(crate::cache::DEFAULT_CAPACITY),
+        ),
     })
 }
 

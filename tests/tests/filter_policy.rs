@@ -554,3 +554,37 @@ fn time_comes_from_the_host_not_the_guest() {
         .sign();
     assert!(vm.request(mcp(&token)).is_forwarded());
 }
+
+#[test]
+fn verified_tokens_are_cached_until_exp_and_only_as_themselves() {
+    let (host, vm, key) = guide_vm("strict");
+    let token = ai_user(&key);
+    assert!(vm.request(mcp(&token)).is_forwarded());
+    assert!(vm.request(mcp(&token)).is_forwarded());
+    assert_eq!(host.metric("mcp_auth.token_cache.miss"), Some(1));
+    assert_eq!(host.metric("mcp_auth.token_cache.hit"), Some(1));
+    // A token that differs in one byte is another token: verified, and refused.
+    assert_eq!(vm.request(mcp(&tamper_signature(&token))).status(), 401);
+    // Rules still run on a cached identity.
+    let outsider = TokenBuilder::new(&key).groups(&["Other"]).sign();
+    assert_eq!(vm.request(mcp(&outsider)).status(), 403);
+    assert_eq!(vm.request(mcp(&outsider)).status(), 403);
+    // The cache never outlives the token.
+    host.advance(std::time::Duration::from_secs(3600 + 61));
+    assert_eq!(vm.request(mcp(&token)).status(), 401);
+}
+
+#[test]
+fn a_cache_size_of_zero_turns_caching_off() {
+    let key = Key::rsa();
+    let host = Host::new();
+    let vm = host
+        .vm(&guide_policy(&[&key], "strict")
+            .replace("    jwks:", "    tokenCacheSize: 0\n    jwks:"))
+        .unwrap();
+    let token = ai_user(&key);
+    assert!(vm.request(mcp(&token)).is_forwarded());
+    assert!(vm.request(mcp(&token)).is_forwarded());
+    assert_eq!(host.metric("mcp_auth.token_cache.hit"), None);
+    assert_eq!(host.metric("mcp_auth.token_cache.miss"), Some(2));
+}

@@ -404,3 +404,24 @@ fn okta_provider_and_discovery_find_the_keys() {
     answer(&host, &keys, &[&key], 300);
     assert!(vm.outcome(waiting).is_forwarded());
 }
+
+#[test]
+fn a_new_key_set_drops_the_tokens_the_old_one_vouched_for() {
+    let host = Host::new();
+    let old = Key::rsa_n(0);
+    let new = Key::rsa_n(1);
+    let vm = loaded_vm(&host, &guide(""), &[&old]);
+    let t = token(&host, &old);
+    assert!(vm.request(mcp(&t)).is_forwarded());
+    assert!(vm.request(mcp(&t)).is_forwarded());
+    assert_eq!(host.metric("mcp_auth.token_cache.hit"), Some(1));
+    // The issuer drops the old key; at the next refresh the cached token goes with it.
+    host.advance(Duration::from_secs(300));
+    answer(&host, &only_call(&host), &[&new], 300);
+    // Its kid is now unknown: one refetch is tried (the issuer may have added it back)...
+    let waiting = vm.start(mcp(&t));
+    answer(&host, &only_call(&host), &[&new], 300);
+    // ...and the token is refused, not served from the cache.
+    let out = vm.outcome(waiting);
+    assert_eq!(out.status(), 401, "{out:?}");
+}

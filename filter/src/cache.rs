@@ -1,0 +1,86 @@
+//! Verified tokens, remembered. MCP clients send the same access token for its whole life (an
+//! hour at Okta), so after the first request a token costs a hash and a lookup instead of a
+//! signature check. The cache is an LRU with a fixed capacity per policy and VM, so memory is
+//! bounded whatever the traffic; an entry is good until the token's `exp` (plus the clock
+//! skew) and only for the key set that verified it.
+
+use std::cell::RefCell;
+use std::num::NonZeroUsize;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use lru::LruCache;
+use sha2::{Digest as _, Sha256};
+
+use crate::jwt::Identity;
+
+/// Tokens remembered per policy and VM unless `tokenCacheSize` says otherwise.
+pub const DEFAULT_CAPACITY: usize = 1024;
+
+struct Entry {
+    identity: Identity,
+    generation: u64,
+}
+
+pub struct TokenCache {
+    entries: Option<RefCell<LruCache<[u8; 32], Entry>>>,
+}
+
+impl std::fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let len = self.entries.as_ref().map_or(0, |e| e.borrow().len());
+        write!(f, "TokenCache({len} entries)")
+    }
+}
+
+/// The cache key: the whole token's SHA-256 (a token differing in any byte is another token).
+pub fn key(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+impl TokenCache {
+    /// A cache of `capacity` tokens; 0 turns caching off.
+    pub fn new(capacity: usize) -> TokenCache {
+        TokenCache {
+            entries: NonZeroUsize::new(capacity).map(|c| RefCell::new(LruCache::new(c))),
+        }
+    }
+
+    /// The identity a token was verified to, if it was verified by the key set `generation`
+    /// and has not expired at `now`.
+    pub fn get(
+        &self,
+        key: &[u8; 32],
+        generation: u64,
+        now: DateTime<Utc>,
+        skew: TimeDelta,
+    ) -> Option<Identity> {
+        let mut entries = self.entries.as_ref()?.borrow_mut();
+        let entry = entries.get(key)?;
+        let expired = now.timestamp() > entry.identity.expires_at() + skew.num_seconds();
+        if entry.generation != generation || expired {
+            entries.pop(key);
+            return None;
+        }
+        Some(entry.identity.clone())
+    }
+
+    pub fn put(&self, key: [u8; 32], identity: Identity, generation: u64) {
+        if let Some(entries) = &self.entries {
+            entries.borrow_mut().put(
+                key,
+                Entry {
+                    identity,
+                    generation,
+                },
+            );
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.as_ref().map_or(0, |e| e.borrow().len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
