@@ -2,7 +2,8 @@
 //! setup is one subcommand, so a newcomer finds the code for a job by its name: `issuer` runs a
 //! local Okta-compatible authorization server (the one the end-to-end tests and `make run` use
 //! instead of a real Okta org); `serve` runs the config's MCP stdio targets behind HTTP for Envoy;
-//! `envoy` renders the Envoy bootstrap; `up` starts the whole stack.
+//! `envoy` renders the Envoy bootstrap; `up` starts the whole stack; `oci` packages the module
+//! as an OCI image for Istio's `WasmPlugin`.
 
 #[allow(dead_code)] // the session and stdio fields are read by `serve`
 mod config;
@@ -10,6 +11,7 @@ mod envoy_config;
 mod http;
 mod issuer;
 mod mcp;
+mod oci;
 mod serve;
 mod session;
 mod shutdown;
@@ -39,20 +41,25 @@ enum Command {
     /// Serve every route's MCP `stdio` targets over Streamable HTTP and legacy SSE, one child
     /// per session per target, for Envoy to route to.
     Serve(serve::ServeArgs),
+    /// Package the filter module as an OCI image layout on disk (Istio's wasm "compat"
+    /// variant: one tar+gzip layer holding plugin.wasm), reproducibly, ready to push.
+    Oci(oci::OciArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Command::Envoy(args) = cli.command {
-        return envoy_config::run(args);
-    }
+    let cli = match cli.command {
+        Command::Envoy(args) => return envoy_config::run(args),
+        Command::Oci(args) => return oci::run(args),
+        command => Cli { command },
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     match cli.command {
         Command::Issuer(args) => runtime.block_on(issuer::run(args)),
-        Command::Envoy(_) => Ok(()),
+        Command::Envoy(_) | Command::Oci(_) => Ok(()),
         Command::Up(args) => runtime.block_on(up::run(args)),
         Command::Serve(args) => runtime.block_on(serve::run(args)),
     }
