@@ -607,6 +607,15 @@ pub struct Stack {
 impl Stack {
     /// `None` only when the Envoy tests are explicitly skipped.
     pub fn start(options: Options) -> Option<Self> {
+        Self::start_with_bootstrap(options, bootstrap)
+    }
+
+    /// The same stack with a bootstrap of the caller's, rendered from the issuer, the upstream
+    /// and the module's path once they exist.
+    pub fn start_with_bootstrap(
+        options: Options,
+        render: impl FnOnce(&Issuer, &Upstream, &str) -> String,
+    ) -> Option<Self> {
         let binary = envoy_binary()?;
         let serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
         let wasm = env!("FILTER_WASM");
@@ -623,7 +632,7 @@ impl Stack {
             issuer.keys_mode(options.keys_mode);
         }
         let upstream = Upstream::start();
-        let config = bootstrap(&issuer, &upstream, wasm);
+        let config = render(&issuer, &upstream, wasm);
         let envoy = Envoy::start(&binary, dir.path(), &config, options.concurrency);
         Some(Self {
             envoy,
