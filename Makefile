@@ -10,7 +10,7 @@ CONFIG ?= examples/okta-local.yaml
 # The local Okta stand-in starts with the default config, whose issuer it is.
 UP_FLAGS ?= $(if $(filter examples/okta-local.yaml,$(CONFIG)),--local-issuer,)
 
-.PHONY: run test lint fmt wasm setup envoy npm bench
+.PHONY: run test lint fmt wasm setup envoy npm bench oci test-wasm wasm-bindgen
 
 setup:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
@@ -39,9 +39,30 @@ lint: setup
 fmt:
 	$(CARGO) fmt --all
 
-test: setup envoy npm lint
+test: setup envoy npm lint test-wasm
 	$(CARGO) build -p host-shim
 	$(CARGO) test --workspace
+	node --test tests/istio/
+
+# The module as an OCI image layout (Istio's wasm "compat" variant) in target/oci, no Docker.
+oci: wasm
+	$(CARGO) run -q -p host-shim -- oci $(WASM) target/oci
+
+# The filter core's tests compiled to wasm32 and run in Node (V8) by wasm-bindgen-test. The
+# runner must be the wasm-bindgen version in Cargo.lock; it is installed into .tools once.
+# (Not --locked: the registry index lacks a crate version its lock file pins.)
+WASM_BINDGEN_VERSION = $(shell sed -n '/^name = "wasm-bindgen"$$/{n;s/^version = "\(.*\)"/\1/p;}' Cargo.lock)
+WASM_BINDGEN_RUNNER := .tools/bin/wasm-bindgen-test-runner
+
+wasm-bindgen:
+	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+	@test "$$($(WASM_BINDGEN_RUNNER) --version 2>/dev/null)" = "wasm-bindgen-test-runner $(WASM_BINDGEN_VERSION)" \
+		|| $(CARGO) install wasm-bindgen-cli --version =$(WASM_BINDGEN_VERSION) --root .tools
+
+test-wasm: wasm-bindgen
+	NODE_PATH=$(CURDIR)/filter/tests/node-env \
+	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(CURDIR)/$(WASM_BINDGEN_RUNNER) \
+		$(CARGO) test -p mcp-auth-filter --target wasm32-unknown-unknown --test wasm_core
 
 run: setup envoy npm wasm
 	$(CARGO) build --release -p host-shim
