@@ -31,6 +31,9 @@ proxy_wasm::main! {{
 /// across hosts.
 const TICK: Duration = Duration::from_millis(100);
 const IDLE_TICKS: u32 = 10;
+/// The memory gauge is refreshed on the first request and every this many after it.
+const MEMORY_EVERY: u32 = 1024;
+const MEMORY_GAUGE: &str = "mcp_auth.memory_bytes";
 /// How long past the fetch timeout a request may wait for keys another VM is fetching.
 const WAIT_GRACE_MS: i64 = 1000;
 
@@ -145,6 +148,8 @@ struct State {
     stores: RefCell<HashMap<String, KeyStore>>,
     waiting: RefCell<Vec<Waiter>>,
     ticks: Cell<u32>,
+    requests: Cell<u32>,
+    memory_gauge: Cell<Option<u32>>,
     host: ProxyHost,
 }
 
@@ -158,9 +163,31 @@ enum Outcome {
 }
 
 impl State {
+    /// Publishes the VM's linear memory size as the gauge `mcp_auth.memory_bytes`, so an
+    /// operator (and `make bench`) can see that the caches keep it bounded.
+    fn record_memory(&self) {
+        let id = match self.memory_gauge.get() {
+            Some(id) => id,
+            None => match hostcalls::define_metric(MetricType::Gauge, MEMORY_GAUGE) {
+                Ok(id) => {
+                    self.memory_gauge.set(Some(id));
+                    id
+                }
+                Err(_) => return,
+            },
+        };
+        let bytes = core::arch::wasm32::memory_size(0).saturating_mul(64 * 1024);
+        let _ = hostcalls::record_metric(id, bytes as u64);
+    }
+
     /// Decides about the current stream's request and carries the decision out. `waited`
     /// is set when the request already waited for keys: it must not ask for another fetch.
     fn run(&self, context_id: u32, waited: Option<Waiter>) -> Outcome {
+        let n = self.requests.get().wrapping_add(1);
+        self.requests.set(n);
+        if n % MEMORY_EVERY == 1 {
+            self.record_memory();
+        }
         let Some(config) = &self.config else {
             fail_closed("the filter has no configuration");
             return Outcome::Answered;

@@ -88,6 +88,8 @@ fn valid_token_in_ai_users_passes_and_the_token_is_stripped() {
     assert_eq!(out.upstream_header("authorization"), None);
     assert_eq!(out.status(), 200);
     assert_eq!(host.metric("mcp_auth.allowed"), Some(1));
+    // The VM's memory is published for operators (and `make bench`).
+    assert!(host.metric("mcp_auth.memory_bytes").unwrap() >= 64 * 1024);
 }
 
 #[test]
