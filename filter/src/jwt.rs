@@ -104,6 +104,8 @@ pub enum TokenError {
     Malformed(String),
     #[error("critical header parameters are not supported")]
     CriticalHeader,
+    #[error("duplicate member {0} in the token (refused rather than guessing which one counts)")]
+    DuplicateMember(String),
     #[error("alg \"none\" is not allowed")]
     AlgNone,
     #[error("symmetric alg {0} is not allowed")]
@@ -143,6 +145,7 @@ impl TokenError {
             TokenError::TooLarge => "too_large",
             TokenError::Malformed(_) => "malformed",
             TokenError::CriticalHeader => "crit",
+            TokenError::DuplicateMember(_) => "duplicate_member",
             TokenError::AlgNone => "alg_none",
             TokenError::Symmetric(_) => "alg_symmetric",
             TokenError::UnsupportedAlg(_) => "alg_unsupported",
@@ -211,6 +214,7 @@ pub fn verify(
     }
     let untrusted = UntrustedToken::<ExtraHeader>::try_from(token)
         .map_err(|e| TokenError::Malformed(e.to_string()))?;
+    refuse_duplicate_members(token)?;
     if untrusted.header().other_fields.crit.is_some() {
         return Err(TokenError::CriticalHeader);
     }
@@ -269,6 +273,22 @@ pub fn verify(
         claims: Rc::new(all),
         expires_at: expires_at.timestamp(),
     })
+}
+
+/// serde (and so jwt-compact) keeps the last of two equal JSON members; a signer or another
+/// verifier may keep the first. The header and the claims are read strictly instead.
+fn refuse_duplicate_members(token: &str) -> Result<(), TokenError> {
+    use base64::Engine as _;
+    for segment in token.split('.').take(2) {
+        let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(segment) else {
+            // jwt-compact already decoded it; nothing more to learn here.
+            continue;
+        };
+        if let Err(crate::mcp::BodyError::DuplicateKey(key)) = crate::mcp::strict_json(&bytes) {
+            return Err(TokenError::DuplicateMember(key));
+        }
+    }
+    Ok(())
 }
 
 fn classify_alg(name: &str) -> TokenError {
