@@ -29,9 +29,11 @@ pub struct EnvoyArgs {
     /// The filter module.
     #[arg(long, default_value = DEFAULT_WASM)]
     pub wasm: PathBuf,
-    /// Where `host-shim serve` listens.
+    /// Where `host-shim serve` listens. Repeat it for several shims: each MCP session then
+    /// sticks to the shim that created it (Envoy's stateful_session with the envelope on
+    /// `mcp-session-id`).
     #[arg(long, default_value = "127.0.0.1:3100")]
-    pub shim: SocketAddr,
+    pub shim: Vec<SocketAddr>,
     /// The address the binds listen on (0.0.0.0 to serve other machines).
     #[arg(long, default_value = "127.0.0.1")]
     pub listen_address: String,
@@ -52,7 +54,7 @@ impl RenderOptions {
     /// Options for `config_path`, with the module path made absolute for Envoy.
     pub fn new(
         wasm: &Path,
-        shim: SocketAddr,
+        shims: Vec<SocketAddr>,
         listen_address: String,
         admin_port: u16,
         ca_file: PathBuf,
@@ -61,7 +63,7 @@ impl RenderOptions {
             .with_context(|| format!("the filter module {} (run `make wasm`)", wasm.display()))?;
         Ok(RenderOptions {
             wasm,
-            shim,
+            shims,
             listen_address,
             admin_port,
             ca_file,
@@ -91,8 +93,8 @@ pub fn run(args: EnvoyArgs) -> anyhow::Result<()> {
 pub struct RenderOptions {
     /// The filter module (an absolute path is safest: Envoy resolves it from its own cwd).
     pub wasm: PathBuf,
-    /// Where `host-shim serve` listens.
-    pub shim: SocketAddr,
+    /// Where the `host-shim serve` replicas listen.
+    pub shims: Vec<SocketAddr>,
     /// The address the binds listen on.
     pub listen_address: String,
     pub admin_port: u16,
@@ -118,7 +120,7 @@ pub fn render(config: &Config, options: &RenderOptions) -> anyhow::Result<String
     let parsed = FilterConfig::parse(filter_config.to_string().as_bytes())
         .map_err(|e| anyhow::anyhow!("policy: {e}"))?;
 
-    let mut clusters = vec![static_cluster(SHIM_CLUSTER, options.shim)];
+    let mut clusters = vec![static_cluster(SHIM_CLUSTER, &options.shims)];
     let mut jwks_clusters = BTreeMap::new();
     for policy in parsed.policies() {
         if let Some(KeySource::Remote(remote)) = policy.authn.as_ref().map(|a| &a.keys) {
@@ -169,7 +171,7 @@ fn listener(
         hosts
             .entry(domains)
             .or_default()
-            .extend(envoy_routes(route));
+            .extend(envoy_routes(route, options.shims.len() > 1));
     }
     // Most specific hosts first is Envoy's own rule; "*" matches what is left.
     let virtual_hosts: Vec<Json> = hosts
@@ -189,6 +191,14 @@ fn listener(
             json!({"name": format!("bind{port}-host{i}"), "domains": domains, "routes": routes})
         })
         .collect();
+    let mut filters = vec![wasm_filter(filter_config, options)];
+    if options.shims.len() > 1 {
+        filters.push(stateful_session());
+    }
+    filters.push(json!({
+        "name": "envoy.filters.http.router",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
+    }));
     json!({
         "name": format!("bind-{port}"),
         "address": {"socket_address": {"address": options.listen_address, "port_value": port}},
@@ -200,41 +210,39 @@ fn listener(
                 // MCP keeps SSE streams open for a session's life.
                 "stream_idle_timeout": "3600s",
                 "route_config": {"name": format!("bind-{port}"), "virtual_hosts": virtual_hosts},
-                "http_filters": [
-                    {
-                        "name": "envoy.filters.http.wasm",
-                        "typed_config": {
-                            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                            "config": {
-                                "name": "mcp_auth",
-                                "root_id": "mcp_auth",
-                                "configuration": {
-                                    "@type": "type.googleapis.com/google.protobuf.StringValue",
-                                    "value": filter_config.to_string(),
-                                },
-                                "vm_config": {
-                                    "vm_id": "mcp_auth",
-                                    "runtime": "envoy.wasm.runtime.v8",
-                                    "code": {"local": {"filename": options.wasm.display().to_string()}},
-                                },
-                                // A filter that cannot run must not let requests through.
-                                "fail_open": false,
-                            }
-                        }
-                    },
-                    {
-                        "name": "envoy.filters.http.router",
-                        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
-                    }
-                ],
+                "http_filters": filters,
             }
         }]}],
     })
 }
 
+fn wasm_filter(filter_config: &Json, options: &RenderOptions) -> Json {
+    json!({
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": "mcp_auth",
+                "root_id": "mcp_auth",
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": filter_config.to_string(),
+                },
+                "vm_config": {
+                    "vm_id": "mcp_auth",
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": options.wasm.display().to_string()}},
+                },
+                // A filter that cannot run must not let requests through.
+                "fail_open": false,
+            }
+        }
+    })
+}
+
 /// The Envoy routes of one configured route: one per `matches` entry (all named after the
 /// route), plus the RFC 9728 metadata path of each, so the filter can answer it.
-fn envoy_routes(route: &RouteRef<'_>) -> Vec<Json> {
+fn envoy_routes(route: &RouteRef<'_>, several_shims: bool) -> Vec<Json> {
     let mut matchers: Vec<Json> = Vec::new();
     let mut prefixes = Vec::new();
     if route.route.matches.is_empty() {
@@ -271,10 +279,24 @@ fn envoy_routes(route: &RouteRef<'_>) -> Vec<Json> {
     matchers
         .into_iter()
         .map(|m| {
+            let mut action = json!({"cluster": SHIM_CLUSTER, "timeout": "0s"});
+            if several_shims && let Some(action) = action.as_object_mut() {
+                // A shim that is gone refuses connections: a new session tries another one
+                // (a request of an existing session is pinned by stateful_session and fails).
+                action.insert("retry_policy".into(), json!({
+                    "retry_on": "connect-failure,refused-stream",
+                    "num_retries": 2,
+                    "retry_host_predicate": [{
+                        "name": "envoy.retry_host_predicates.previous_hosts",
+                        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}
+                    }],
+                    "host_selection_retry_max_attempts": 3,
+                }));
+            }
             json!({
                 "name": route.name,
                 "match": m,
-                "route": {"cluster": SHIM_CLUSTER, "timeout": "0s"},
+                "route": action,
                 "request_headers_to_add": [{
                     "header": {"key": ROUTE_HEADER, "value": route.name},
                     "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
@@ -284,14 +306,40 @@ fn envoy_routes(route: &RouteRef<'_>) -> Vec<Json> {
         .collect()
 }
 
-fn static_cluster(name: &str, addr: SocketAddr) -> Json {
+fn static_cluster(name: &str, addrs: &[SocketAddr]) -> Json {
+    let endpoints: Vec<Json> = addrs
+        .iter()
+        .map(|addr| {
+            json!({"endpoint": {"address": {"socket_address": {
+                "address": addr.ip().to_string(), "port_value": addr.port()
+            }}}})
+        })
+        .collect();
     json!({
         "name": name,
         "type": "STATIC",
         "connect_timeout": "2s",
-        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
-            "address": {"socket_address": {"address": addr.ip().to_string(), "port_value": addr.port()}}
-        }}]}]},
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": endpoints}]},
+    })
+}
+
+/// An MCP session lives in one shim (its child holds the state): with several shims, Envoy
+/// wraps the shim's address into `mcp-session-id` on the way out and routes by it on the way
+/// in. Strict: a session whose shim is gone gets a 503, and the client re-initializes.
+fn stateful_session() -> Json {
+    json!({
+        "name": "envoy.filters.http.stateful_session",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.stateful_session.v3.StatefulSession",
+            "session_state": {
+                "name": "envoy.http.stateful_session.envelope",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.http.stateful_session.envelope.v3.EnvelopeSessionState",
+                    "header": {"name": "mcp-session-id"},
+                }
+            },
+            "strict": true,
+        }
     })
 }
 
@@ -353,7 +401,7 @@ mod tests {
     fn options() -> RenderOptions {
         RenderOptions {
             wasm: "/abs/filter.wasm".into(),
-            shim: "127.0.0.1:3100".parse().unwrap(),
+            shims: vec!["127.0.0.1:3100".parse().unwrap()],
             listen_address: "127.0.0.1".into(),
             admin_port: 9901,
             ca_file: DEFAULT_CA_FILE.into(),

@@ -35,6 +35,10 @@ pub struct UpArgs {
     /// Envoy worker threads.
     #[arg(long, default_value_t = 2)]
     pub concurrency: u16,
+    /// `host-shim serve` replicas behind Envoy; each MCP session sticks to the one that
+    /// created it. With several, one exiting is survivable: its sessions end, others go on.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub shims: u16,
     /// The address the binds listen on (0.0.0.0 to serve other machines).
     #[arg(long, default_value = "127.0.0.1")]
     pub listen_address: String,
@@ -175,25 +179,29 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         issuer_url = Some(url);
     }
 
-    let mut serve = Supervised::spawn(
-        "serve",
-        Command::new(&me)
-            .arg("serve")
-            .arg(&args.config)
-            .args(["--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped()),
-    )?;
-    let url = first_line(&mut serve, "host-shim serving on").await?;
-    children.push(serve);
-    let shim: SocketAddr = url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .parse()
-        .with_context(|| format!("the shim's address {url:?}"))?;
+    let mut shims = Vec::new();
+    for _ in 0..args.shims {
+        let mut serve = Supervised::spawn(
+            "serve",
+            Command::new(&me)
+                .arg("serve")
+                .arg(&args.config)
+                .args(["--listen", "127.0.0.1:0"])
+                .stdout(Stdio::piped()),
+        )?;
+        let url = first_line(&mut serve, "host-shim serving on").await?;
+        children.push(serve);
+        let shim: SocketAddr = url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .parse()
+            .with_context(|| format!("the shim's address {url:?}"))?;
+        shims.push(shim);
+    }
 
     let options = RenderOptions::new(
         &args.wasm,
-        shim,
+        shims,
         args.listen_address.clone(),
         args.admin_port,
         args.ca_file.clone(),
@@ -217,17 +225,25 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     wait_for_ports(&args.listen_address, &ports).await?;
     print_instructions(&config, issuer_url.as_deref(), &args.listen_address);
 
-    // Until a signal, or until any child exits (then the stack is broken: stop it all).
+    // Until a signal, or until a child exits whose loss breaks the stack: Envoy, the issuer,
+    // or the last shim. A shim among several may go: Envoy sends its sessions a 503 and new
+    // ones to the others.
     let exited = loop {
         tokio::select! {
             _ = shutdown.cancelled() => break None,
             _ = tokio::time::sleep(Duration::from_millis(200)) => {
-                if let Some(c) = children.iter_mut().find_map(|c| match c.child.try_wait() {
-                    Ok(Some(status)) => Some((c.name, status)),
+                let gone = children.iter_mut().enumerate().find_map(|(i, c)| match c.child.try_wait() {
+                    Ok(Some(status)) => Some((i, c.name, status)),
                     _ => None,
-                }) {
-                    break Some(c);
+                });
+                let Some((i, name, status)) = gone else { continue };
+                let shims_left = children.iter().filter(|c| c.name == "serve").count();
+                if name == "serve" && shims_left > 1 {
+                    eprintln!("up: a shim exited ({status}); {} left", shims_left - 1);
+                    children.remove(i);
+                    continue;
                 }
+                break Some((name, status));
             }
         }
     };

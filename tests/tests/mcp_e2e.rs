@@ -77,6 +77,11 @@ fn guide_config(issuer: &Issuer, port: u16, authorization: &str) -> String {
 
 impl Gateway {
     fn start(authorization: &str, clients: &[&str]) -> Option<Gateway> {
+        Gateway::start_with(authorization, clients, &[])
+    }
+
+    /// As [`Gateway::start`], with extra `host-shim up` arguments.
+    fn start_with(authorization: &str, clients: &[&str], up_args: &[&str]) -> Option<Gateway> {
         let envoy = envoy_binary()?;
         let serial = SERIAL
             .lock()
@@ -107,6 +112,7 @@ impl Gateway {
             .arg("--envoy")
             .arg(&envoy)
             .args(["--admin-port", &free_port().to_string()])
+            .args(up_args)
             // npx finds the pinned server in the repository's node_modules.
             .current_dir(&root)
             .stdout(Stdio::piped())
@@ -499,4 +505,128 @@ fn each_group_sees_and_calls_only_its_tools() {
     let log = std::fs::read_to_string(&gw.log).unwrap_or_default();
     assert!(log.contains("call tools/call echo"), "{log}");
     assert!(!log.contains("call tools/call get-env"), "{log}");
+}
+
+/// One MCP exchange over plain HTTP: (status, session id, body).
+fn post(
+    url: &str,
+    token: &str,
+    session: Option<&str>,
+    body: &Value,
+) -> (u16, Option<String>, String) {
+    let mut request = envoy_support::agent()
+        .post(url)
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream");
+    if let Some(id) = session {
+        request = request.header("mcp-session-id", id);
+    }
+    match request.send(body.to_string()) {
+        Ok(mut response) => {
+            let session = response
+                .headers()
+                .get("mcp-session-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let status = response.status().as_u16();
+            let body = response.body_mut().read_to_string().unwrap_or_default();
+            (status, session, body)
+        }
+        Err(e) => panic!("no answer (a hang?): {e}"),
+    }
+}
+
+fn open_session(url: &str, token: &str) -> String {
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "scale-test", "version": "1"}}});
+    let (status, session, body) = post(url, token, None, &init);
+    assert_eq!(status, 200, "{body}");
+    let session = session.expect("a session id");
+    let (status, _, _) = post(
+        url,
+        token,
+        Some(&session),
+        &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    );
+    assert_eq!(status, 202);
+    session
+}
+
+fn echo(url: &str, token: &str, session: &str, n: u64) -> (u16, String) {
+    let call = json!({"jsonrpc": "2.0", "id": n, "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"message": format!("call {n}")}}});
+    let (status, _, body) = post(url, token, Some(session), &call);
+    (status, body)
+}
+
+/// Issue 9: two shims behind one Envoy; every session sticks to the shim that created it (a
+/// call reaching the other shim would be a 404: it refuses session ids it did not issue); one
+/// shim stopped → its sessions fail cleanly, the others go on, new sessions land on the survivor.
+#[test]
+fn two_shims_keep_each_session_on_its_own_shim() {
+    let Some(gw) = Gateway::start_with(GROUP_RULE, &[], &["--shims", "2"]) else {
+        return;
+    };
+    let token = gw.token("ai-user", "ai-user-secret");
+    let sessions: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..20)
+            .map(|_| {
+                let (url, token) = (&gw.url, &token);
+                scope.spawn(move || {
+                    let session = open_session(url, token);
+                    for n in 2..5 {
+                        let (status, body) = echo(url, token, &session, n);
+                        assert_eq!(status, 200, "{body}");
+                        assert!(body.contains(&format!("call {n}")), "{body}");
+                    }
+                    session
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(sessions.len(), 20);
+    // The shim's own ids are wrapped by Envoy (the envelope): distinct, and not what a shim sent.
+    let distinct: std::collections::BTreeSet<&String> = sessions.iter().collect();
+    assert_eq!(distinct.len(), 20);
+
+    let shims: Vec<u32> = descendants(gw.up.id())
+        .into_iter()
+        .filter(|p| cmdline(*p).contains(" serve "))
+        .collect();
+    assert_eq!(shims.len(), 2, "{shims:?}");
+    let _ = Command::new("kill")
+        .args(["-TERM", &shims[0].to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while alive(shims[0]) {
+        assert!(Instant::now() < deadline, "the shim did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut served = 0;
+    let mut refused = 0;
+    for (i, session) in sessions.iter().enumerate() {
+        let (status, body) = echo(&gw.url, &token, session, 10 + i as u64);
+        match status {
+            200 => {
+                assert!(body.contains(&format!("call {}", 10 + i)), "{body}");
+                served += 1;
+            }
+            // Strict stateful sessions: the shim is gone, the client must re-initialize.
+            503 | 404 => refused += 1,
+            other => panic!("session {session}: unexpected {other}: {body}"),
+        }
+    }
+    assert!(
+        served > 0 && refused > 0,
+        "served {served}, refused {refused}"
+    );
+    assert_eq!(served + refused, 20);
+    // New sessions land on the survivor.
+    for _ in 0..4 {
+        let session = open_session(&gw.url, &token);
+        assert_eq!(echo(&gw.url, &token, &session, 99).0, 200);
+    }
 }
