@@ -201,11 +201,18 @@ fn session_for(
             }
             Ok(session)
         }
-        _ => Err(error(
-            StatusCode::NOT_FOUND,
-            -32001,
-            "session not found (it ended or expired): initialize a new one",
-        )),
+        _ => {
+            // Logged: with several shims, this line is how a lost session (stickiness broken,
+            // or a forged id) shows up in the operator's logs.
+            eprintln!(
+                "session {id}: unknown here (ended, expired, or not issued by this shim): 404"
+            );
+            Err(error(
+                StatusCode::NOT_FOUND,
+                -32001,
+                "session not found (it ended or expired): initialize a new one",
+            ))
+        }
     }
 }
 

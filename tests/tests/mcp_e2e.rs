@@ -588,9 +588,18 @@ fn two_shims_keep_each_session_on_its_own_shim() {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     assert_eq!(sessions.len(), 20);
-    // The shim's own ids are wrapped by Envoy (the envelope): distinct, and not what a shim sent.
     let distinct: std::collections::BTreeSet<&String> = sessions.iter().collect();
     assert_eq!(distinct.len(), 20);
+    // The shims' logs: 20 sessions started, and not one call reached a shim that did not
+    // know its session.
+    let log = std::fs::read_to_string(&gw.log).unwrap_or_default();
+    assert_eq!(
+        log.matches(": route 'bind0-listener0-route0', protocol")
+            .count(),
+        20,
+        "{log}"
+    );
+    assert!(!log.contains("unknown here"), "{log}");
 
     let shims: Vec<u32> = descendants(gw.up.id())
         .into_iter()
