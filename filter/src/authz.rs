@@ -186,6 +186,8 @@ pub struct Evaluation {
 pub struct Input<'a> {
     /// Verified claims, or `None` for an unauthenticated request.
     pub claims: Option<&'a serde_json::Map<String, Json>>,
+    /// `claims` already converted by [`claims_values`] (cached with the verified token).
+    pub prebuilt: Option<&'a (Value, Value)>,
     /// The message being judged, when it names a tool, prompt or resource.
     pub mcp: Option<&'a McpView>,
     pub method: &'a str,
@@ -271,19 +273,13 @@ impl RuleSet {
     fn context(&self, input: &Input<'_>) -> Context<'static, 'static> {
         let mut context = Context::default();
         if self.needs.claims {
-            let claims = input.claims.map(object).unwrap_or_else(|| map(Vec::new()));
-            let scopes = Value::List(Arc::new(
-                input
-                    .claims
-                    .map(scopes)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(Value::from)
-                    .collect(),
-            ));
-            context.add_variable_from_value("jwt", claims.clone());
-            context
-                .add_variable_from_value("auth", map(vec![("claims", claims), ("scopes", scopes)]));
+            let (jwt, auth) = match (input.prebuilt, input.claims) {
+                (Some((jwt, auth)), _) => (jwt.clone(), auth.clone()),
+                (None, Some(claims)) => claims_values(claims),
+                (None, None) => claims_values(&serde_json::Map::new()),
+            };
+            context.add_variable_from_value("jwt", jwt);
+            context.add_variable_from_value("auth", auth);
         }
         if self.needs.mcp
             && let Some(view) = input.mcp
@@ -322,6 +318,16 @@ impl RuleSet {
         }
         context
     }
+}
+
+/// `jwt` and `auth` (`auth.claims`, `auth.scopes`) for a set of verified claims.
+pub fn claims_values(claims: &serde_json::Map<String, Json>) -> (Value, Value) {
+    let jwt = object(claims);
+    let scopes = Value::List(Arc::new(
+        scopes(claims).into_iter().map(Value::from).collect(),
+    ));
+    let auth = map(vec![("claims", jwt.clone()), ("scopes", scopes)]);
+    (jwt, auth)
 }
 
 /// The token's scopes as a list, whatever the issuer's shape: Okta's `scp` array, or the
@@ -408,6 +414,7 @@ mod tests {
         let headers = vec![("x-team".to_string(), b"blue".to_vec())];
         let input = Input {
             claims: claims.as_ref(),
+            prebuilt: None,
             mcp: None,
             method: "POST",
             path: "/mcp",

@@ -243,6 +243,7 @@ fn judge(
     let verdict = policy.rules.evaluate(
         &Input {
             claims: identity.map(Identity::claims),
+            prebuilt: identity.map(|id| id.cel_values(crate::authz::claims_values)),
             mcp: view,
             method: request.text(":method"),
             path,

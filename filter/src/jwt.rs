@@ -5,6 +5,7 @@
 //! to ask whether the claims are trustworthy.
 
 use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::num::NonZeroUsize;
 use std::rc::Rc;
 
@@ -182,6 +183,9 @@ pub struct Expectations {
 pub struct Identity {
     claims: Rc<Map<String, Value>>,
     expires_at: i64,
+    /// The claims as CEL values (`jwt`, `auth`), built once per verified token: with the
+    /// token cache, a repeated token costs no conversion at all.
+    cel: Rc<OnceCell<(cel::Value, cel::Value)>>,
 }
 
 impl Identity {
@@ -193,6 +197,14 @@ impl Identity {
     /// The token's `exp`, in Unix seconds.
     pub fn expires_at(&self) -> i64 {
         self.expires_at
+    }
+
+    /// The CEL values of the claims, built by `build` on first use.
+    pub fn cel_values(
+        &self,
+        build: impl FnOnce(&Map<String, Value>) -> (cel::Value, cel::Value),
+    ) -> &(cel::Value, cel::Value) {
+        self.cel.get_or_init(|| build(&self.claims))
     }
 }
 
@@ -272,6 +284,7 @@ pub fn verify(
     Ok(Identity {
         claims: Rc::new(all),
         expires_at: expires_at.timestamp(),
+        cel: Rc::default(),
     })
 }
 
