@@ -64,6 +64,23 @@ pub struct Needs {
 pub struct RuleSet {
     rules: Vec<Rule>,
     needs: Needs,
+    env: StdEnv,
+}
+
+/// CEL's standard library, registered once per configuration: building it is the costliest
+/// part of a CEL context, far more than evaluating a rule, so no request pays for it.
+struct StdEnv(Arc<cel::Env>);
+
+impl Default for StdEnv {
+    fn default() -> Self {
+        StdEnv(Arc::new(cel::Env::stdlib()))
+    }
+}
+
+impl std::fmt::Debug for StdEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("cel::Env::stdlib()")
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -205,7 +222,11 @@ impl RuleSet {
             needs.request |= refs.has_variable("request");
             needs.mcp |= rule.reads_mcp;
         }
-        RuleSet { rules, needs }
+        RuleSet {
+            rules,
+            needs,
+            env: StdEnv::default(),
+        }
     }
 
     /// Whether some rule reads `mcp`: then POST bodies are read and judged per message.
@@ -271,7 +292,7 @@ impl RuleSet {
     }
 
     fn context(&self, input: &Input<'_>) -> Context<'static, 'static> {
-        let mut context = Context::default();
+        let mut context = Context::with_env(self.env.0.clone());
         if self.needs.claims {
             let (jwt, auth) = match (input.prebuilt, input.claims) {
                 (Some((jwt, auth)), _) => (jwt.clone(), auth.clone()),
