@@ -32,6 +32,9 @@ use self::control::KeysMode;
 use self::keys::{KeyRing, SigningKey};
 use self::token::{OAuthError, TokenSettings};
 
+/// The size of the `huge` keys body: far over any sane JWKS limit (the filter's is 256 KiB).
+const HUGE_KEYS_BODY: usize = 2 * 1024 * 1024;
+
 /// How long a stalled keys request is held when nothing shuts the server down first: far
 /// beyond any sane client timeout, so a stall is indistinguishable from a dead server.
 const STALL: Duration = Duration::from_secs(3600);
@@ -191,6 +194,7 @@ fn router(state: Arc<Issuer>, prefix: &str) -> Router {
     let control = Router::new()
         .route("/control/rotate", post(control::rotate))
         .route("/control/keys-mode", post(control::keys_mode))
+        .route("/control/token", post(control::token))
         .route("/control/stats", get(control::stats))
         .layer(middleware::from_fn(control::loopback_only));
     let app = if prefix.is_empty() {
@@ -267,6 +271,31 @@ async fn keys(
             "<html><body>this is not a key set</body></html>",
         )
             .into_response(),
+        KeysMode::Reset => {
+            // A body that fails before its first byte: hyper drops the connection without
+            // completing a response, which the client sees as a reset.
+            let failing = futures_util::stream::once(async {
+                Err::<Bytes, _>(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "keys mode reset",
+                ))
+            });
+            axum::body::Body::from_stream(failing).into_response()
+        }
+        KeysMode::Huge => {
+            let mut jwks = issuer.read_keys().jwks();
+            if let Some(object) = jwks.as_object_mut() {
+                object.insert("padding".into(), json!("x".repeat(HUGE_KEYS_BODY)));
+            }
+            Json(jwks).into_response()
+        }
+        KeysMode::NoKeys => {
+            let kid = issuer.read_keys().active().kid.clone();
+            Json(json!({
+                "keys": [{"kty": "oct", "kid": kid, "alg": "HS256", "k": "c2VjcmV0LWtleS1mb3ItaG1hYw"}]
+            }))
+            .into_response()
+        }
     }
 }
 

@@ -20,6 +20,7 @@ use serde_json::json;
 
 use super::Issuer;
 use super::keys::SigningKey;
+use super::token::TokenSettings;
 
 /// How `/v1/keys` answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -32,6 +33,25 @@ pub enum KeysMode {
     Stall,
     /// 200 with a body that is not JSON.
     Garbage,
+    /// The connection is dropped without a response.
+    Reset,
+    /// 200 with the real key set padded to a 2 MiB body.
+    Huge,
+    /// 200 with a key set whose only key is symmetric (`kty: oct`): no key a verifier may use.
+    NoKeys,
+}
+
+#[cfg(test)]
+impl KeysMode {
+    pub const ALL: [KeysMode; 7] = [
+        Self::Ok,
+        Self::Fail,
+        Self::Stall,
+        Self::Garbage,
+        Self::Reset,
+        Self::Huge,
+        Self::NoKeys,
+    ];
 }
 
 impl FromStr for KeysMode {
@@ -43,8 +63,11 @@ impl FromStr for KeysMode {
             "fail" => Ok(Self::Fail),
             "stall" => Ok(Self::Stall),
             "garbage" => Ok(Self::Garbage),
+            "reset" => Ok(Self::Reset),
+            "huge" => Ok(Self::Huge),
+            "nokeys" => Ok(Self::NoKeys),
             other => Err(format!(
-                "unknown keys mode `{other}`: expected ok, fail, stall or garbage"
+                "unknown keys mode `{other}`: expected ok, fail, stall, garbage, reset, huge or nokeys"
             )),
         }
     }
@@ -57,6 +80,9 @@ impl fmt::Display for KeysMode {
             Self::Fail => "fail",
             Self::Stall => "stall",
             Self::Garbage => "garbage",
+            Self::Reset => "reset",
+            Self::Huge => "huge",
+            Self::NoKeys => "nokeys",
         })
     }
 }
@@ -136,6 +162,40 @@ pub async fn keys_mode(
     }
 }
 
+#[derive(Debug, Deserialize)]
+pub struct TokenParams {
+    client_id: String,
+    /// Negative for a token that expired that long ago.
+    ttl_seconds: i64,
+}
+
+/// A token for a configured client with a lifetime of the caller's choosing, no secret needed:
+/// how tests get expired (or about to expire) tokens signed by the real key.
+pub async fn token(
+    State(issuer): State<Arc<Issuer>>,
+    Query(params): Query<TokenParams>,
+) -> Response {
+    let Some(client) = issuer.clients.iter().find(|c| c.id == params.client_id) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": format!("no client `{}`", params.client_id) })),
+        )
+            .into_response();
+    };
+    let settings = TokenSettings {
+        issuer: issuer.settings.issuer.clone(),
+        audience: issuer.settings.audience.clone(),
+        ttl_seconds: params.ttl_seconds,
+    };
+    let ring = issuer.read_keys();
+    let minted = super::token::mint(&settings, ring.active(), client, &client.scopes);
+    drop(ring);
+    match minted {
+        Ok(response) => Json(json!({ "access_token": response.access_token })).into_response(),
+        Err(err) => internal(&format!("{err:?}")),
+    }
+}
+
 pub async fn stats(State(issuer): State<Arc<Issuer>>) -> Response {
     let ring = issuer.read_keys();
     let body = json!({
@@ -165,12 +225,7 @@ mod tests {
 
     #[test]
     fn modes_round_trip_through_their_names() {
-        for mode in [
-            KeysMode::Ok,
-            KeysMode::Fail,
-            KeysMode::Stall,
-            KeysMode::Garbage,
-        ] {
+        for mode in KeysMode::ALL {
             assert_eq!(mode.to_string().parse::<KeysMode>().unwrap(), mode);
         }
         assert!("slow".parse::<KeysMode>().is_err());

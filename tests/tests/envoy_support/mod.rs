@@ -356,7 +356,7 @@ impl Drop for Upstream {
 
 /// The filter's policy: the Okta guide's group rule, pointed at the local issuer, with the
 /// JWKS cluster named explicitly (the default would be the URL's host, `127.0.0.1`).
-fn policy(issuer: &Issuer) -> String {
+pub fn policy(issuer: &Issuer) -> String {
     format!(
         r#"policies:
   mcpAuthentication:
@@ -377,7 +377,17 @@ fn policy(issuer: &Issuer) -> String {
 /// The same shape as `envoy/envoy-local.yaml`, with ports and the module path filled in.
 /// Listener and admin bind port 0; the real ports are read back from Envoy.
 fn bootstrap(issuer: &Issuer, upstream: &Upstream, wasm: &str) -> String {
-    let config = serde_json::to_string(&policy(issuer)).expect("policy as a JSON string");
+    bootstrap_with_policy(&policy(issuer), issuer, upstream, wasm)
+}
+
+/// [`bootstrap`] with a policy of the caller's.
+pub fn bootstrap_with_policy(
+    policy: &str,
+    issuer: &Issuer,
+    upstream: &Upstream,
+    wasm: &str,
+) -> String {
+    let config = serde_json::to_string(policy).expect("policy as a JSON string");
     format!(
         r#"admin:
   address:
