@@ -91,3 +91,11 @@ fuzz: $(CARGO_FUZZ)
 # target bodies as ordinary tests, on stable, with nothing to install.
 fuzz-smoke:
 	$(CARGO) test -p mcp-auth-filter --test fuzz_corpus
+
+# The long load run (issue 7): SOAK_REQUESTS through Envoy and the filter, mixing valid,
+# expired, forged and garbage tokens; the filter's memory gauge must not grow after the first
+# 100k. `make test` runs the same test with 5,000 requests.
+SOAK_REQUESTS ?= 500000
+soak: setup envoy npm
+	$(CARGO) build -p host-shim
+	LOAD_REQUESTS=$(SOAK_REQUESTS) LOAD_SOAK=1 $(CARGO) test -p mcp-auth-filter-tests --test envoy_load -- --nocapture
