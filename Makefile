@@ -99,3 +99,7 @@ SOAK_REQUESTS ?= 500000
 soak: setup envoy npm
 	$(CARGO) build -p host-shim
 	LOAD_REQUESTS=$(SOAK_REQUESTS) LOAD_SOAK=1 $(CARGO) test -p mcp-auth-filter-tests --test envoy_load -- --nocapture
+
+# The benchmark of issue 6: Envoy configurations side by side, microbenchmarks, bench/RESULTS.md.
+bench:
+	bench/run
