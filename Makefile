@@ -75,6 +75,7 @@ run: setup envoy npm wasm
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := jwt_verify policy_parse parse_body filter_list
 CARGO_FUZZ := .tools/bin/cargo-fuzz
+FUZZ_TARGET_DIR ?= $(CURDIR)/target/fuzz
 
 $(CARGO_FUZZ):
 	$(CARGO) install cargo-fuzz --version =0.13.2 --root .tools
@@ -82,7 +83,7 @@ $(CARGO_FUZZ):
 fuzz: $(CARGO_FUZZ)
 	@for t in $(FUZZ_TARGETS); do \
 		mkdir -p target/fuzz-corpus/$$t && \
-		(cd fuzz && RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=$(CURDIR)/target/fuzz \
+		(cd fuzz && RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=$(FUZZ_TARGET_DIR) \
 			../$(CARGO_FUZZ) fuzz run $$t ../target/fuzz-corpus/$$t corpus/$$t -- \
 			-max_total_time=$(FUZZ_SECONDS) -max_len=16384 -timeout=10 -rss_limit_mb=2048) || exit 1; \
 	done
