@@ -163,12 +163,15 @@ impl KeyStore {
     }
 
     /// The keys as a request may use them now. Reads only this VM's copy: the shared entry
-    /// is read on ticks and fetch answers, not on the request path.
+    /// is read on ticks and fetch answers, not on the request path. An unknown `kid` may
+    /// always ask: [`KeyStore::fetch`] reads the shared entry, so it finds keys another VM
+    /// fetched meanwhile (this VM's copy may be a tick behind) and applies the rate limit on
+    /// the process-wide record, not on this VM's possibly stale one.
     pub fn state(&self, now_ms: i64) -> KeyState<'_> {
         match &self.keys {
             Some(set) => KeyState::Ready {
                 set,
-                may_refetch: self.may_refetch(now_ms),
+                may_refetch: true,
             },
             None => match &self.seen.error {
                 Some(error) if now_ms < self.seen.retry_at && !self.lease_held(now_ms) => {
@@ -190,12 +193,6 @@ impl KeyStore {
     /// Whether this VM's own call is still unanswered.
     pub fn fetching(&self) -> bool {
         self.call.is_some()
-    }
-
-    fn may_refetch(&self, now_ms: i64) -> bool {
-        self.seen
-            .refetch_at
-            .is_none_or(|at| now_ms >= at.saturating_add(millis(self.config.min_refresh)))
     }
 
     fn lease_held(&self, now_ms: i64) -> bool {
@@ -611,6 +608,42 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_kid_finds_keys_another_vm_fetched_before_this_vm_ticked() {
+        // The race a rotation under load showed: VM a refetched for the new kid; VM b, a tick
+        // behind, must pick the new keys up instead of refusing under the rate limit.
+        let host = FakeHost::new();
+        let mut a = KeyStore::new(config(false), "iss", 1);
+        let mut b = KeyStore::new(config(false), "iss", 2);
+        a.fetch(&host, Reason::Load);
+        a.on_response(
+            &host,
+            host.calls()[0].0,
+            ok(&rsa_jwks("k1"), "max-age=3600"),
+        );
+        assert_eq!(a.fetch(&host, Reason::UnknownKid), Fetch::Waiting);
+        // b ticks while a's refetch is under way: it sees the refetch time, not the new keys.
+        b.on_tick(&host);
+        a.on_response(
+            &host,
+            host.calls()[1].0,
+            ok(&rsa_jwks("k2"), "max-age=3600"),
+        );
+        assert!(matches!(
+            b.state(host.ms()),
+            KeyState::Ready {
+                may_refetch: true,
+                ..
+            }
+        ));
+        assert_eq!(b.fetch(&host, Reason::UnknownKid), Fetch::Updated);
+        match b.state(host.ms()) {
+            KeyState::Ready { set, .. } => assert!(set.find(Some("k2")).is_some()),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(host.calls().len(), 2, "no third fetch");
+    }
+
+    #[test]
     fn refresh_follows_max_age_clamped_and_happens_in_the_background() {
         let host = FakeHost::new();
         let mut a = KeyStore::new(config(false), "iss", 1);
@@ -692,22 +725,9 @@ mod tests {
             host.calls()[1].0,
             ok(&rsa_jwks("k2"), "max-age=3600"),
         );
-        assert!(matches!(
-            a.state(host.ms()),
-            KeyState::Ready {
-                may_refetch: false,
-                ..
-            }
-        ));
         assert_eq!(a.fetch(&host, Reason::UnknownKid), Fetch::RateLimited);
         host.advance(Duration::from_secs(60));
-        assert!(matches!(
-            a.state(host.ms()),
-            KeyState::Ready {
-                may_refetch: true,
-                ..
-            }
-        ));
+        assert_eq!(a.fetch(&host, Reason::UnknownKid), Fetch::Waiting);
     }
 
     #[test]
