@@ -118,7 +118,13 @@ pub struct Stdio {
     #[serde(default)]
     pub clear_env: bool,
     pub cwd: Option<PathBuf>,
+    /// How long a call may wait for the server's answer (`5m` by default); then the caller
+    /// gets a JSON-RPC error instead of waiting forever on a server that never answers.
+    #[serde(default, with = "humantime_serde")]
+    pub request_timeout: Option<Duration>,
 }
+
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(30 * 60);
 

@@ -52,6 +52,8 @@ pub enum StdioError {
     Stopped { target: String },
     #[error("the client cancelled the request")]
     Cancelled,
+    #[error("MCP server '{target}' did not answer within {seconds} s")]
+    TimedOut { target: String, seconds: u64 },
 }
 
 /// The child's answer to one request: its `result`, or its `error` object as sent.
@@ -76,6 +78,7 @@ struct Calls {
 pub struct StdioServer {
     target: String,
     pid: u32,
+    request_timeout: Duration,
     next_id: AtomicU64,
     calls: Arc<Mutex<Calls>>,
     writer: mpsc::UnboundedSender<String>,
@@ -88,13 +91,20 @@ pub struct PendingCall {
     pub id: u64,
     target: String,
     answer: oneshot::Receiver<Result<Reply, StdioError>>,
+    timeout: Duration,
 }
 
 impl PendingCall {
     pub async fn wait(self) -> Result<Reply, StdioError> {
-        self.answer.await.unwrap_or(Err(StdioError::Stopped {
-            target: self.target,
-        }))
+        match tokio::time::timeout(self.timeout, self.answer).await {
+            Ok(answer) => answer.unwrap_or(Err(StdioError::Stopped {
+                target: self.target,
+            })),
+            Err(_) => Err(StdioError::TimedOut {
+                target: self.target,
+                seconds: self.timeout.as_secs(),
+            }),
+        }
     }
 }
 
@@ -163,6 +173,9 @@ impl StdioServer {
         Ok(StdioServer {
             target: target.to_string(),
             pid,
+            request_timeout: spec
+                .request_timeout
+                .unwrap_or(crate::config::DEFAULT_REQUEST_TIMEOUT),
             next_id: AtomicU64::new(1),
             calls,
             writer,
@@ -204,6 +217,7 @@ impl StdioServer {
             id,
             target: self.target.clone(),
             answer,
+            timeout: self.request_timeout,
         })
     }
 

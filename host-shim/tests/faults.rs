@@ -34,7 +34,7 @@ fn fixture() -> String {
 
 fn config(mode: &str) -> String {
     format!(
-        "binds:\n- port: 3000\n  listeners:\n  - routes:\n    - name: tools\n      backends:\n      - mcp:\n          targets:\n          - name: fake\n            stdio:\n              cmd: node\n              args: [\"{}\", \"{mode}\"]\n",
+        "binds:\n- port: 3000\n  listeners:\n  - routes:\n    - name: tools\n      backends:\n      - mcp:\n          targets:\n          - name: fake\n            stdio:\n              cmd: node\n              args: [\"{}\", \"{mode}\"]\n              requestTimeout: 3s\n",
         fixture()
     )
 }
@@ -300,7 +300,6 @@ fn a_stderr_flood_does_not_stall_the_server_or_the_shim() {
 /// timeout. Today the shim has no per-request timeout (nor a configuration for one), so the
 /// request is held until the client gives up.
 #[test]
-#[ignore = "host-shim has no request timeout: a call to a server that never answers hangs until the client gives up (reported)"]
 fn a_server_that_never_answers_gets_a_clear_error_after_a_timeout() {
     let mut shim = Shim::start("silent");
     let session = shim.session();
@@ -314,6 +313,11 @@ fn a_server_that_never_answers_gets_a_clear_error_after_a_timeout() {
         status >= 400 || answer["error"]["code"].is_i64(),
         "{status} {answer}"
     );
+    assert!(
+        answer.to_string().contains("did not answer within 3 s"),
+        "{answer}"
+    );
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
     shim.still_up();
 }
 
