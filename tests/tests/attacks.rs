@@ -255,3 +255,63 @@ fn a_flood_of_bad_tokens_leaves_the_vm_serving() {
             > 0
     );
 }
+
+#[test]
+fn every_symmetric_alg_is_refused_whatever_the_secret() {
+    use hmac::Mac as _;
+    let rsa = Key::rsa();
+    let ec = Key::p256();
+    let (_, vm) = setup(&[&rsa, &ec]);
+    for key in [&rsa, &ec] {
+        for (alg, secret) in [
+            ("HS256", key.public_pem().into_bytes()),
+            ("HS384", key.public_pem().into_bytes()),
+            ("HS512", key.public_der()),
+        ] {
+            let header = format!(r#"{{"alg":"{alg}","kid":"{}"}}"#, key.kid);
+            let input = format!("{}.{}", B64.encode(&header), B64.encode(claims("")));
+            let sig = match alg {
+                "HS256" => {
+                    let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(&secret).unwrap();
+                    m.update(input.as_bytes());
+                    m.finalize().into_bytes().to_vec()
+                }
+                "HS384" => {
+                    let mut m = hmac::Hmac::<sha2::Sha384>::new_from_slice(&secret).unwrap();
+                    m.update(input.as_bytes());
+                    m.finalize().into_bytes().to_vec()
+                }
+                _ => {
+                    let mut m = hmac::Hmac::<sha2::Sha512>::new_from_slice(&secret).unwrap();
+                    m.update(input.as_bytes());
+                    m.finalize().into_bytes().to_vec()
+                }
+            };
+            refused(
+                &vm,
+                &format!("{input}.{}", B64.encode(sig)),
+                "symmetric alg",
+            );
+        }
+    }
+}
+
+#[test]
+fn high_s_ecdsa_signatures_are_accepted_as_ecdsa_defines_them() {
+    // Decided and documented: (r, n - s) is as valid an ECDSA signature as (r, s) — Wycheproof
+    // lists high-s vectors as valid. A re-signed token carries the same claims, so accepting it
+    // grants nothing; it is a different cache entry, nothing more.
+    let ec = Key::p256();
+    let (_, vm) = setup(&[&ec]);
+    let good = TokenBuilder::new(&ec).sign();
+    let (input, sig) = good.rsplit_once('.').unwrap();
+    let sig = p256::ecdsa::Signature::from_slice(&B64.decode(sig).unwrap()).unwrap();
+    let (r, s) = sig.split_scalars();
+    let flipped = p256::ecdsa::Signature::from_scalars(r, -*s).unwrap();
+    assert_ne!(flipped.to_bytes(), sig.to_bytes());
+    let token = format!("{input}.{}", B64.encode(flipped.to_bytes()));
+    assert!(
+        vm.request(Request::post("/mcp").bearer(&token))
+            .is_forwarded()
+    );
+}
