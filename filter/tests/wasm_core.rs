@@ -243,6 +243,7 @@ fn evaluate(
     let headers = [("x-team".to_string(), b"blue".to_vec())];
     let input = Input {
         claims,
+        prebuilt: None,
         mcp,
         method: "POST",
         path: "/mcp",
@@ -316,6 +317,7 @@ fn deny_beats_allow_require_must_hold_and_errors_do_not_match() {
     let mut eval = Evaluation::default();
     let input = Input {
         claims: Some(&member),
+        prebuilt: None,
         mcp: None,
         method: "POST",
         path: "/mcp",
