@@ -39,11 +39,27 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(path: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    pub fn new(path: impl Into<String>, reason: impl Into<String>) -> ConfigError {
         ConfigError {
             path: path.into(),
             reason: reason.into(),
         }
+    }
+
+    /// From a `serde_path_to_error` failure: the field's path, and serde's reason without the
+    /// location serde_yaml repeats at its start. `root` names the document when the path is
+    /// empty.
+    pub fn from_serde(path: String, reason: String, root: &str) -> ConfigError {
+        let path = if path == "." || path.is_empty() {
+            root.to_string()
+        } else {
+            path
+        };
+        let reason = match reason.split_once(": ") {
+            Some((at, rest)) if !at.contains(' ') && path.starts_with(at) => rest.to_string(),
+            _ => reason,
+        };
+        ConfigError::new(path, reason)
     }
 }
 
@@ -319,19 +335,8 @@ impl Policy {
 
 /// Deserializes with the path of the failing field in the error.
 fn deserialize<T: DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
-    let located = |path: String, reason: String| {
-        let path = if path == "." || path.is_empty() {
-            "(configuration)".to_string()
-        } else {
-            path
-        };
-        // serde_yaml starts its messages with the location too; say it once.
-        let reason = match reason.split_once(": ") {
-            Some((at, rest)) if !at.contains(' ') && path.starts_with(at) => rest.to_string(),
-            _ => reason,
-        };
-        ConfigError::new(path, reason)
-    };
+    let located =
+        |path: String, reason: String| ConfigError::from_serde(path, reason, "(configuration)");
     if text.trim_start().starts_with('{') {
         let mut de = serde_json::Deserializer::from_str(text);
         serde_path_to_error::deserialize(&mut de)

@@ -10,22 +10,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value as Json;
 
-/// A configuration that cannot be used, with the field it is about.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{path}: {reason}")]
-pub struct ConfigError {
-    pub path: String,
-    pub reason: String,
-}
-
-impl ConfigError {
-    fn new(path: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-        ConfigError {
-            path: path.into(),
-            reason: reason.into(),
-        }
-    }
-}
+/// A configuration that cannot be used, with the field it is about: the filter's own type,
+/// so a policy error and a file error read alike.
+pub use mcp_auth_filter::policy::ConfigError;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -172,14 +159,7 @@ impl Config {
     fn parse_in(text: &str, base: &Path) -> Result<Config, ConfigError> {
         let de = serde_yaml::Deserializer::from_str(text);
         let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let reason = e.inner().to_string();
-            // serde_yaml starts its messages with the location too; say it once.
-            let reason = match reason.split_once(": ") {
-                Some((at, rest)) if !at.contains(' ') && path.starts_with(at) => rest.to_string(),
-                _ => reason,
-            };
-            ConfigError::new(if path == "." { "(file)".into() } else { path }, reason)
+            ConfigError::from_serde(e.path().to_string(), e.inner().to_string(), "(file)")
         })?;
         let mut config = config;
         config.inline_jwks_files(base)?;
