@@ -61,7 +61,7 @@ impl Alg {
 /// The public half of a signing key, by key type.
 #[derive(Debug, Clone)]
 pub enum KeyMaterial {
-    Rsa(rsa::RsaPublicKey),
+    Rsa(crate::rsa_verify::RsaKey),
     P256(p256::ecdsa::VerifyingKey),
     P384(p384::ecdsa::VerifyingKey),
     Ed25519(ed25519_compact::PublicKey),
@@ -253,6 +253,8 @@ fn rsa_key(raw: &RawJwk) -> Result<KeyMaterial, KeyError> {
     if bits < MIN_RSA_BITS {
         return Err(KeyError::RsaTooSmall(bits));
     }
+    let key = crate::rsa_verify::RsaKey::new(key)
+        .ok_or_else(|| KeyError::Invalid("RSA key cannot be prepared for verification".into()))?;
     Ok(KeyMaterial::Rsa(key))
 }
 

@@ -11,6 +11,8 @@ use std::rc::Rc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use jwt_compact::alg::{Ed25519, Es256, Rsa};
+
+use crate::rsa_verify::{Rs, RsHash};
 use jwt_compact::{
     Algorithm, AlgorithmExt as _, AlgorithmSignature, TimeOptions, Token, UntrustedToken,
     ValidationError,
@@ -341,12 +343,12 @@ fn check_signature(
         algorithm.validator(key).validate(token)
     }
     match (alg, key) {
-        (Alg::Rs256, KeyMaterial::Rsa(k)) => run(Rsa::rs256(), k, token),
-        (Alg::Rs384, KeyMaterial::Rsa(k)) => run(Rsa::rs384(), k, token),
-        (Alg::Rs512, KeyMaterial::Rsa(k)) => run(Rsa::rs512(), k, token),
-        (Alg::Ps256, KeyMaterial::Rsa(k)) => run(Rsa::ps256(), k, token),
-        (Alg::Ps384, KeyMaterial::Rsa(k)) => run(Rsa::ps384(), k, token),
-        (Alg::Ps512, KeyMaterial::Rsa(k)) => run(Rsa::ps512(), k, token),
+        (Alg::Rs256, KeyMaterial::Rsa(k)) => run(Rs(RsHash::Sha256), k, token),
+        (Alg::Rs384, KeyMaterial::Rsa(k)) => run(Rs(RsHash::Sha384), k, token),
+        (Alg::Rs512, KeyMaterial::Rsa(k)) => run(Rs(RsHash::Sha512), k, token),
+        (Alg::Ps256, KeyMaterial::Rsa(k)) => run(Rsa::ps256(), k.public(), token),
+        (Alg::Ps384, KeyMaterial::Rsa(k)) => run(Rsa::ps384(), k.public(), token),
+        (Alg::Ps512, KeyMaterial::Rsa(k)) => run(Rsa::ps512(), k.public(), token),
         (Alg::Es256, KeyMaterial::P256(k)) => run(Es256, k, token),
         (Alg::Es384, KeyMaterial::P384(k)) => run(Es384, k, token),
         (Alg::EdDsa, KeyMaterial::Ed25519(k)) => run(Ed25519, k, token),
@@ -372,12 +374,12 @@ pub fn verify_raw(alg: Alg, key: &KeyMaterial, message: &[u8], signature: &[u8])
         }
     }
     match (alg, key) {
-        (Alg::Rs256, KeyMaterial::Rsa(k)) => run(Rsa::rs256(), k, message, signature),
-        (Alg::Rs384, KeyMaterial::Rsa(k)) => run(Rsa::rs384(), k, message, signature),
-        (Alg::Rs512, KeyMaterial::Rsa(k)) => run(Rsa::rs512(), k, message, signature),
-        (Alg::Ps256, KeyMaterial::Rsa(k)) => run(Rsa::ps256(), k, message, signature),
-        (Alg::Ps384, KeyMaterial::Rsa(k)) => run(Rsa::ps384(), k, message, signature),
-        (Alg::Ps512, KeyMaterial::Rsa(k)) => run(Rsa::ps512(), k, message, signature),
+        (Alg::Rs256, KeyMaterial::Rsa(k)) => run(Rs(RsHash::Sha256), k, message, signature),
+        (Alg::Rs384, KeyMaterial::Rsa(k)) => run(Rs(RsHash::Sha384), k, message, signature),
+        (Alg::Rs512, KeyMaterial::Rsa(k)) => run(Rs(RsHash::Sha512), k, message, signature),
+        (Alg::Ps256, KeyMaterial::Rsa(k)) => run(Rsa::ps256(), k.public(), message, signature),
+        (Alg::Ps384, KeyMaterial::Rsa(k)) => run(Rsa::ps384(), k.public(), message, signature),
+        (Alg::Ps512, KeyMaterial::Rsa(k)) => run(Rsa::ps512(), k.public(), message, signature),
         (Alg::Es256, KeyMaterial::P256(k)) => run(Es256, k, message, signature),
         (Alg::Es384, KeyMaterial::P384(k)) => run(Es384, k, message, signature),
         (Alg::EdDsa, KeyMaterial::Ed25519(k)) => run(Ed25519, k, message, signature),

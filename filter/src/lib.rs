@@ -15,6 +15,7 @@ pub mod keystore;
 pub mod mcp;
 pub mod policy;
 pub mod response;
+pub mod rsa_verify;
 
 #[cfg(test)]
 mod testing;
