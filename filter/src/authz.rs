@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use cel::common::ast::{EntryExpr, Expr, IdedExpr};
 use cel::objects::{Key, Map as CelMap};
@@ -65,7 +66,12 @@ pub struct RuleSet {
     rules: Vec<Rule>,
     needs: Needs,
     env: StdEnv,
+    id: u64,
 }
+
+/// Numbers rule sets for [`RuleSet::id`]; a VM is single-threaded, the atomic just avoids
+/// `static mut`.
+static NEXT_RULE_SET: AtomicU64 = AtomicU64::new(1);
 
 /// CEL's standard library, registered once per configuration: building it is the costliest
 /// part of a CEL context, far more than evaluating a rule, so no request pays for it.
@@ -226,7 +232,19 @@ impl RuleSet {
             rules,
             needs,
             env: StdEnv::default(),
+            id: NEXT_RULE_SET.fetch_add(1, Ordering::Relaxed),
         }
+    }
+
+    /// Tells this rule set from every other one made in this VM (never 0).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Whether the verdict on a request (not on an MCP message) is a function of the claims
+    /// alone: no rule reads `request` (CEL here has no clock or other outside input).
+    pub fn claims_only(&self) -> bool {
+        !self.needs.request
     }
 
     /// Whether some rule reads `mcp`: then POST bodies are read and judged per message.

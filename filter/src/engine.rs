@@ -238,6 +238,14 @@ fn judge(
     request: &RequestView<'_>,
     host: &dyn Host,
 ) -> Verdict {
+    // A verdict that depends on the claims alone is evaluated once per verified token.
+    let memo = match (view, identity) {
+        (None, Some(id)) if policy.rules.claims_only() => Some(id),
+        _ => None,
+    };
+    if let Some(verdict) = memo.and_then(|id| id.verdict_for(policy.rules.id())) {
+        return verdict.clone();
+    }
     let path = request.text(":path");
     let mut evaluation = Evaluation::default();
     let verdict = policy.rules.evaluate(
@@ -257,6 +265,9 @@ fn judge(
     }
     if !evaluation.errors.is_empty() {
         host.count(metric::RULE_ERRORS, evaluation.errors.len() as u64);
+    } else if let Some(id) = memo {
+        // A rule that errs is logged and counted on every request, so that verdict is not kept.
+        id.remember_verdict(policy.rules.id(), &verdict);
     }
     verdict
 }
@@ -439,10 +450,9 @@ fn authenticate(
         }
     };
     let now = host.now();
-    let key = crate::cache::key(token);
     if let Some(identity) = authn
         .cache
-        .get(&key, set.generation, now, authn.expect.clock_skew)
+        .get(token, set.generation, now, authn.expect.clock_skew)
     {
         host.count(metric::TOKEN_CACHE_HIT, 1);
         return Authenticated::Yes(identity);
@@ -450,7 +460,7 @@ fn authenticate(
     match jwt::verify(token, set, &authn.expect, now) {
         Ok(identity) => {
             host.count(metric::TOKEN_CACHE_MISS, 1);
-            authn.cache.put(key, identity.clone(), set.generation);
+            authn.cache.put(token, identity.clone(), set.generation);
             Authenticated::Yes(identity)
         }
         Err(e) if e.is_unknown_key() && may_refetch => Authenticated::Stop(Decision::FetchKeys),

@@ -188,6 +188,10 @@ pub struct Identity {
     /// The claims as CEL values (`jwt`, `auth`), built once per verified token: with the
     /// token cache, a repeated token costs no conversion at all.
     cel: Rc<OnceCell<(cel::Value, cel::Value)>>,
+    /// The verdict of a rule set that reads nothing but the claims, with that rule set's
+    /// [`crate::authz::RuleSet::id`]: such a verdict is the same on every request the token
+    /// comes with, so with the token cache a repeated token evaluates no CEL at all.
+    verdict: Rc<OnceCell<(u64, crate::authz::Verdict)>>,
 }
 
 impl Identity {
@@ -207,6 +211,19 @@ impl Identity {
         build: impl FnOnce(&Map<String, Value>) -> (cel::Value, cel::Value),
     ) -> &(cel::Value, cel::Value) {
         self.cel.get_or_init(|| build(&self.claims))
+    }
+
+    /// The remembered verdict of the claims-only rule set `rules`, if there is one.
+    pub fn verdict_for(&self, rules: u64) -> Option<&crate::authz::Verdict> {
+        self.verdict
+            .get()
+            .filter(|(id, _)| *id == rules)
+            .map(|(_, v)| v)
+    }
+
+    /// Remembers the verdict of the claims-only rule set `rules` (the first one wins).
+    pub fn remember_verdict(&self, rules: u64, verdict: &crate::authz::Verdict) {
+        let _ = self.verdict.set((rules, verdict.clone()));
     }
 }
 
@@ -287,6 +304,7 @@ pub fn verify(
         claims: Rc::new(all),
         expires_at: expires_at.timestamp(),
         cel: Rc::default(),
+        verdict: Rc::default(),
     })
 }
 

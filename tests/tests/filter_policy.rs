@@ -577,6 +577,44 @@ fn verified_tokens_are_cached_until_exp_and_only_as_themselves() {
 }
 
 #[test]
+fn only_verdicts_on_the_claims_alone_are_kept_with_a_cached_token() {
+    let key = Key::rsa();
+    let with_rules = |rules: &str| {
+        guide_policy(&[&key], "strict")
+            .replace("    - if: '\"AI-Users\" in auth.claims.groups'\n", rules)
+    };
+    let token = ai_user(&key);
+    // A rule reading the request is evaluated on every request, cached token or not.
+    let host = Host::new();
+    let vm = host
+        .vm(&with_rules(
+            "    - if: 'request.headers[\"x-team\"] == \"a\"'\n",
+        ))
+        .unwrap();
+    assert!(vm.request(mcp(&token).header("x-team", "a")).is_forwarded());
+    assert_eq!(vm.request(mcp(&token).header("x-team", "b")).status(), 403);
+    assert!(vm.request(mcp(&token).header("x-team", "a")).is_forwarded());
+    // A rule that errs is logged and counted every time, never remembered.
+    let host = Host::new();
+    let vm = host
+        .vm(&with_rules("    - if: 'auth.claims.nosuch == \"x\"'\n"))
+        .unwrap();
+    assert_eq!(vm.request(mcp(&token)).status(), 403);
+    assert_eq!(vm.request(mcp(&token)).status(), 403);
+    assert_eq!(host.metric("mcp_auth.rule_errors"), Some(2));
+    // A verdict on the claims alone holds for the token on every request: allowed again,
+    // and a denied token stays denied from the cache.
+    let host = Host::new();
+    let vm = host.vm(&guide_policy(&[&key], "strict")).unwrap();
+    let outsider = TokenBuilder::new(&key).groups(&["Other"]).sign();
+    for _ in 0..3 {
+        assert!(vm.request(mcp(&token)).is_forwarded());
+        assert_eq!(vm.request(mcp(&outsider)).status(), 403);
+    }
+    assert_eq!(host.metric("mcp_auth.token_cache.hit"), Some(4));
+}
+
+#[test]
 fn a_cache_size_of_zero_turns_caching_off() {
     let key = Key::rsa();
     let host = Host::new();
