@@ -37,10 +37,14 @@ const MEMORY_GAUGE: &str = "mcp_auth.memory_bytes";
 /// How long past the fetch timeout a request may wait for keys another VM is fetching.
 const WAIT_GRACE_MS: i64 = 1000;
 
+/// Maps looked up on every request, keyed by names and ids the filter or the proxy chose (never
+/// by request data), so a fast unseeded hash is safe.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+
 /// The proxy's side of [`Host`]: hostcalls. Counters are defined on first use.
 #[derive(Default)]
 struct ProxyHost {
-    metrics: RefCell<HashMap<String, u32>>,
+    metrics: RefCell<FastMap<String, u32>>,
 }
 
 impl Host for ProxyHost {
@@ -143,9 +147,9 @@ struct StreamData {
 #[derive(Default)]
 struct State {
     config: Option<FilterConfig>,
-    streams: RefCell<HashMap<u32, StreamData>>,
+    streams: RefCell<FastMap<u32, StreamData>>,
     /// One store per issuer and key URL, shared by the policies that name them.
-    stores: RefCell<HashMap<String, KeyStore>>,
+    stores: RefCell<FastMap<String, KeyStore>>,
     waiting: RefCell<Vec<Waiter>>,
     ticks: Cell<u32>,
     requests: Cell<u32>,
@@ -552,7 +556,7 @@ impl RootContext for Root {
                 return false;
             }
         };
-        let mut stores = HashMap::new();
+        let mut stores = FastMap::default();
         let mut me = None;
         for policy in config.policies() {
             match policy.authn.as_ref().map(|a| (&a.keys, &a.expect.issuer)) {
