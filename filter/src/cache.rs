@@ -56,7 +56,11 @@ impl TokenCache {
     ) -> Option<Identity> {
         let mut entries = self.entries.as_ref()?.borrow_mut();
         let entry = entries.get(token)?;
-        let expired = now.timestamp() > entry.identity.expires_at() + skew.num_seconds();
+        // The same test verification makes (`now > exp + skew`, at the clock's full
+        // precision): comparing whole seconds would keep a token half a second too long.
+        let expired = DateTime::from_timestamp(entry.identity.expires_at(), 0)
+            .and_then(|exp| exp.checked_add_signed(skew))
+            .is_none_or(|limit| now > limit);
         if entry.generation != generation || expired {
             entries.pop(token);
             return None;

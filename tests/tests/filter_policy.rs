@@ -615,6 +615,25 @@ fn only_verdicts_on_the_claims_alone_are_kept_with_a_cached_token() {
 }
 
 #[test]
+fn a_cached_token_expires_at_the_same_instant_as_a_verified_one() {
+    let (host, vm, key) = guide_vm("strict");
+    let claims = okta_claims(host.now_unix());
+    let token = TokenBuilder::new(&key)
+        .claims(claims)
+        .groups(&["AI-Users"])
+        .exp(START_TIME_UNIX + 120)
+        .sign();
+    assert!(vm.request(mcp(&token)).is_forwarded());
+    // exp + the 60 s default skew, to the second: still good, from the cache.
+    host.advance(std::time::Duration::from_secs(180));
+    assert!(vm.request(mcp(&token)).is_forwarded());
+    assert_eq!(host.metric("mcp_auth.token_cache.hit"), Some(1));
+    // Half a second later the token is expired, cached or not.
+    host.advance(std::time::Duration::from_millis(500));
+    assert_401(&vm.request(mcp(&token)), "invalid_token", "expired");
+}
+
+#[test]
 fn a_cache_size_of_zero_turns_caching_off() {
     let key = Key::rsa();
     let host = Host::new();
