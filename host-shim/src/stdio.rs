@@ -22,10 +22,10 @@ use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use serde_json::{Value as Json, json};
-use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::io::AsyncWriteExt as _;
 use tokio::process::{Child, ChildStdout, Command};
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Stdio;
@@ -34,6 +34,8 @@ use crate::config::Stdio;
 pub const GRACE: Duration = Duration::from_secs(2);
 /// A resource read can be large, but a child writing an endless line must not eat the memory.
 const MAX_LINE: usize = 64 * 1024 * 1024;
+/// A stderr line is only logged: longer ones are dropped with a note.
+const MAX_LOG_LINE: usize = 64 * 1024;
 /// After the leader exits, how long its last lines may take to arrive.
 const DRAIN: Duration = Duration::from_millis(500);
 
@@ -265,10 +267,29 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Splits a child's output into lines as bytes, at most `max` each. Not `LinesCodec`: it fails
+/// on a line that is not UTF-8 as on a closed pipe, which ended the session (stdout) or
+/// stopped the reading and then stalled the child on a full pipe (stderr).
+fn lines<R: tokio::io::AsyncRead>(reader: R, max: usize) -> FramedRead<R, AnyDelimiterCodec> {
+    FramedRead::new(
+        reader,
+        AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), Vec::new(), max),
+    )
+}
+
 async fn log_stderr(stderr: tokio::process::ChildStderr, prefix: String) {
-    let mut lines = BufReader::new(stderr).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        eprintln!("{prefix} {line}");
+    let mut lines = lines(stderr, MAX_LOG_LINE);
+    loop {
+        match lines.next().await {
+            Some(Ok(line)) => {
+                let line = String::from_utf8_lossy(&line);
+                eprintln!("{prefix} {}", line.trim_end_matches('\r'));
+            }
+            Some(Err(AnyDelimiterCodecError::MaxChunkLengthExceeded)) => {
+                eprintln!("{prefix} (a stderr line over {MAX_LOG_LINE} bytes, not shown)");
+            }
+            Some(Err(AnyDelimiterCodecError::Io(_))) | None => break,
+        }
     }
 }
 
@@ -299,16 +320,16 @@ struct Supervisor {
 /// Owns the child: reads its stdout, notices its end (exit, stdout closed, or stop), ends its
 /// process group, reaps it, and fails every call still waiting.
 async fn supervise(mut s: Supervisor) {
-    let mut lines = FramedRead::new(s.stdout, LinesCodec::new_with_max_length(MAX_LINE));
+    let mut lines = lines(s.stdout, MAX_LINE);
     let end = loop {
         tokio::select! {
             line = lines.next() => match line {
                 Some(Ok(line)) => dispatch(&s.log_prefix, &s.calls, &s.on_message, &line),
-                Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
+                Some(Err(AnyDelimiterCodecError::MaxChunkLengthExceeded)) => {
                     eprintln!("{} dropped a stdout line over {MAX_LINE} bytes", s.log_prefix);
                 }
                 // Stdout closed: the child cannot answer anymore, whatever it does next.
-                Some(Err(LinesCodecError::Io(_))) | None => {
+                Some(Err(AnyDelimiterCodecError::Io(_))) | None => {
                     break match tokio::time::timeout(GRACE, s.child.wait()).await {
                         Ok(status) => Ended::Exited(status.ok()),
                         Err(_) => Ended::Exited(terminate(&mut s.child, s.guard.pgid).await),
@@ -391,7 +412,15 @@ fn describe(status: Option<ExitStatus>) -> String {
 
 /// Sorts one line from the child: answers go to their waiting call, everything else to
 /// `on_message`.
-fn dispatch(prefix: &str, calls: &Mutex<Calls>, on_message: &OnMessage, line: &str) {
+fn dispatch(prefix: &str, calls: &Mutex<Calls>, on_message: &OnMessage, line: &[u8]) {
+    // JSON text is UTF-8 (RFC 8259 §8.1): anything else cannot be a message; the session goes on.
+    let Ok(line) = std::str::from_utf8(line) else {
+        eprintln!(
+            "{prefix} dropped a stdout line that is not UTF-8 ({} bytes)",
+            line.len()
+        );
+        return;
+    };
     let line = line.trim();
     if line.is_empty() {
         return;

@@ -244,23 +244,19 @@ fn garbage_on_stdout_is_skipped_and_the_answer_still_arrives() {
     shim.still_up();
 }
 
-/// A stdout line that is not UTF-8 ends the session today: the shim's line reader fails on it
-/// like on a closed pipe, and the shim stops the server. The caller gets a JSON-RPC error at
-/// once (whose message says the server "exited (signal 15, SIGTERM)": the shim's own SIGTERM,
-/// reported), and the shim keeps serving new sessions.
+/// A line that is not UTF-8 cannot be JSON-RPC: on stdout it is dropped (and logged) like any
+/// other line that is not a message, on stderr it is logged lossily; either way the session
+/// goes on and the real answer arrives.
 #[test]
-fn a_stdout_line_that_is_not_utf8_ends_the_session_with_a_json_rpc_error() {
+fn a_line_that_is_not_utf8_is_dropped_and_the_session_goes_on() {
     let mut shim = Shim::start("badutf8");
     let session = shim.session();
     let started = Instant::now();
-    let (status, _, answer) = shim.tools_list(&session).expect("answered");
-    eprintln!(
-        "not UTF-8 on stdout → {status} {answer} in {:?}",
-        started.elapsed()
-    );
-    assert_eq!(status, 200);
-    assert_eq!(answer["id"], 2, "{answer}");
-    assert_eq!(answer["error"]["code"], -32000, "{answer}");
+    for _ in 0..2 {
+        let (status, _, answer) = shim.tools_list(&session).expect("answered");
+        assert_eq!(status, 200);
+        assert!(answer["result"]["tools"].is_array(), "{answer}");
+    }
     assert!(started.elapsed() < Duration::from_secs(10));
     shim.still_up();
 }
