@@ -3,9 +3,10 @@
 //! signature check. The key is the whole token: a hit compares every byte, so a token that
 //! differs from a verified one anywhere is never taken for it, and the hash can be a fast one
 //! (foldhash, not SHA-256, which cost more than the rest of a warm request in V8): only
-//! verified tokens are inserted, so nobody can fill the table with chosen collisions. The cache is an LRU with a fixed capacity per policy and VM, so memory is
-//! bounded whatever the traffic; an entry is good until the token's `exp` (plus the clock
-//! skew) and only for the key set that verified it.
+//! verified tokens are inserted, so nobody can fill the table with chosen collisions. The
+//! cache is an LRU with a fixed capacity per policy and VM, so memory is bounded whatever the
+//! traffic; an entry is good until the token's `exp` (plus the clock skew) and only for the
+//! key set that verified it.
 
 use std::cell::RefCell;
 use std::num::NonZeroUsize;

@@ -11,8 +11,6 @@ use std::rc::Rc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use jwt_compact::alg::{Ed25519, Es256, Rsa};
-
-use crate::rsa_verify::{Rs, RsHash};
 use jwt_compact::{
     Algorithm, AlgorithmExt as _, AlgorithmSignature, TimeOptions, Token, UntrustedToken,
     ValidationError,
@@ -21,6 +19,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::jwks::{Alg, KeyMaterial, KeySet};
+use crate::rsa_verify::{Rs, RsHash};
 
 /// Tokens longer than this are refused before any parsing: Okta's are around 1 KiB, and an
 /// unbounded token is a cheap way to make the filter work.

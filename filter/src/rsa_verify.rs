@@ -95,12 +95,12 @@ impl RsaKey {
         head == [0x00, 0x01]
             && ps.iter().all(|&b| b == 0xff)
             && zero == [0x00]
-            && got_prefix == prefix
+            && *got_prefix == *prefix
             && got_digest == digest.as_slice()
     }
 }
 
-/// The hash of an RS* algorithm, with its DER `DigestInfo` prefix (RFC 8017 §9.2, note 1).
+/// The hash of an RS* algorithm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RsHash {
     Sha256,
@@ -109,28 +109,22 @@ pub enum RsHash {
 }
 
 impl RsHash {
-    fn digest_info(self, message: &[u8]) -> (&'static [u8], Vec<u8>) {
+    /// The `DigestInfo` prefix (from the `rsa` crate, built from the hash's OID) and the digest.
+    fn digest_info(self, message: &[u8]) -> (Box<[u8]>, Vec<u8>) {
+        use rsa::Pkcs1v15Sign;
+        use sha2::{Sha256, Sha384, Sha512};
         match self {
             RsHash::Sha256 => (
-                &[
-                    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04,
-                    0x02, 0x01, 0x05, 0x00, 0x04, 0x20,
-                ],
-                sha2::Sha256::digest(message).to_vec(),
+                Pkcs1v15Sign::new::<Sha256>().prefix,
+                Sha256::digest(message).to_vec(),
             ),
             RsHash::Sha384 => (
-                &[
-                    0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04,
-                    0x02, 0x02, 0x05, 0x00, 0x04, 0x30,
-                ],
-                sha2::Sha384::digest(message).to_vec(),
+                Pkcs1v15Sign::new::<Sha384>().prefix,
+                Sha384::digest(message).to_vec(),
             ),
             RsHash::Sha512 => (
-                &[
-                    0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04,
-                    0x02, 0x03, 0x05, 0x00, 0x04, 0x40,
-                ],
-                sha2::Sha512::digest(message).to_vec(),
+                Pkcs1v15Sign::new::<Sha512>().prefix,
+                Sha512::digest(message).to_vec(),
             ),
         }
     }

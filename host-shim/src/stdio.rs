@@ -270,7 +270,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Splits a child's output into lines as bytes, at most `max` each. Not `LinesCodec`: it fails
 /// on a line that is not UTF-8 as on a closed pipe, which ended the session (stdout) or
 /// stopped the reading and then stalled the child on a full pipe (stderr).
-fn lines<R: tokio::io::AsyncRead>(reader: R, max: usize) -> FramedRead<R, AnyDelimiterCodec> {
+fn line_reader<R: tokio::io::AsyncRead>(reader: R, max: usize) -> FramedRead<R, AnyDelimiterCodec> {
     FramedRead::new(
         reader,
         AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), Vec::new(), max),
@@ -278,7 +278,7 @@ fn lines<R: tokio::io::AsyncRead>(reader: R, max: usize) -> FramedRead<R, AnyDel
 }
 
 async fn log_stderr(stderr: tokio::process::ChildStderr, prefix: String) {
-    let mut lines = lines(stderr, MAX_LOG_LINE);
+    let mut lines = line_reader(stderr, MAX_LOG_LINE);
     loop {
         match lines.next().await {
             Some(Ok(line)) => {
@@ -320,7 +320,7 @@ struct Supervisor {
 /// Owns the child: reads its stdout, notices its end (exit, stdout closed, or stop), ends its
 /// process group, reaps it, and fails every call still waiting.
 async fn supervise(mut s: Supervisor) {
-    let mut lines = lines(s.stdout, MAX_LINE);
+    let mut lines = line_reader(s.stdout, MAX_LINE);
     let end = loop {
         tokio::select! {
             line = lines.next() => match line {
