@@ -1,11 +1,12 @@
-//! The proxy-wasm adapter: the only file that calls the SDK. It reads the configuration and
-//! the request headers, hands them to the core (`engine::decide`), and carries the decision
-//! out: remove headers and continue, or answer locally. Hostcall failures fail closed with a
-//! 500 instead of the SDK's panics, because a panic would kill the worker's VM.
+//! The proxy-wasm adapter: the only file that calls the SDK. Each proxy callback becomes a call
+//! of the core's state machine (`lifecycle::Filter`), and what it returns is carried out:
+//! header changes, continue, pause, resume or a local answer. Hostcall failures fail closed
+//! with a 500 instead of the SDK's panics, because a panic would kill the worker's VM.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
+
 use std::time::{Duration, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
@@ -13,29 +14,25 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
 
-use crate::engine::{self, BodyDecision, Decision, Forward, KeyState, RequestView};
 use crate::host::{Host, SharedWrite};
-use crate::jwt::Identity;
-use crate::keystore::{self, Fetch, FetchResponse, KeyStore, MAX_JWKS_BYTES, Reason};
-use crate::policy::{FilterConfig, KeySource, Location};
-use crate::response::{self, LocalResponse};
+use crate::keystore::{FetchResponse, MAX_JWKS_BYTES};
+use crate::lifecycle::{self, Action as Next, Filter, Step};
+use crate::policy::{FilterConfig, Location};
+use crate::response::LocalResponse;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
-/// The root timer of a VM with remote keys: it serves requests waiting for keys at this pace,
-/// and looks at the shared cache (other VMs' fetches, due refreshes) every `IDLE_TICKS` ticks.
-/// The period is set once, from the root context: changing it from a stream is not reliable
-/// across hosts.
+/// The root timer of a VM with remote keys: it dispatches the key fetches requests asked for
+/// and serves requests waiting for keys at this pace, and looks at the shared cache (other VMs'
+/// fetches, due refreshes) every `lifecycle::IDLE_TICKS` ticks. The period is set once, from
+/// the root context: changing it from a stream is not reliable across hosts.
 const TICK: Duration = Duration::from_millis(100);
-const IDLE_TICKS: u32 = 10;
 /// The memory gauge is refreshed on the first request and every this many after it.
 const MEMORY_EVERY: u32 = 1024;
 const MEMORY_GAUGE: &str = "mcp_auth.memory_bytes";
-/// How long past the fetch timeout a request may wait for keys another VM is fetching.
-const WAIT_GRACE_MS: i64 = 1000;
 
 /// Maps looked up on every request, keyed by names and ids the filter or the proxy chose (never
 /// by request data), so a fast unseeded hash is safe.
@@ -110,60 +107,13 @@ impl Host for ProxyHost {
     }
 }
 
-/// A request paused until keys arrive.
-#[derive(Debug, Clone, Copy)]
-struct Waiter {
-    context_id: u32,
-    since_ms: i64,
-}
-
-/// Response bodies larger than this are passed on unfiltered (and counted).
-const MAX_FILTERED_RESPONSE: usize = 8 * 1024 * 1024;
-
-/// How a response is rewritten for its caller.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-enum ResponseMode {
-    #[default]
-    Untouched,
-    Json,
-    Sse,
-}
-
-/// What a stream carries from its request headers to its body and response.
-#[derive(Default)]
-struct StreamData {
-    route: Option<String>,
-    /// The request headers as they were judged (CEL's `request.*` for body-time rules).
-    headers: Vec<(String, Vec<u8>)>,
-    identity: Option<Identity>,
-    /// The body must be judged by MCP-level rules when complete.
-    judge_body: bool,
-    /// List requests whose responses are filtered for this caller.
-    lists: Vec<(serde_json::Value, String)>,
-    response: ResponseMode,
-}
-
 /// Everything one VM knows, shared by its root context and its streams.
 #[derive(Default)]
 struct State {
-    config: Option<FilterConfig>,
-    streams: RefCell<FastMap<u32, StreamData>>,
-    /// One store per issuer and key URL, shared by the policies that name them.
-    stores: RefCell<FastMap<String, KeyStore>>,
-    waiting: RefCell<Vec<Waiter>>,
-    ticks: Cell<u32>,
+    filter: Option<RefCell<Filter>>,
     requests: Cell<u32>,
     memory_gauge: Cell<Option<u32>>,
     host: ProxyHost,
-}
-
-/// What became of a request after a decision.
-enum Outcome {
-    Forward,
-    /// Forward the headers; the body is judged when complete.
-    ReadBody,
-    Answered,
-    Wait,
 }
 
 impl State {
@@ -184,173 +134,128 @@ impl State {
         let _ = hostcalls::record_metric(id, bytes as u64);
     }
 
-    /// Decides about the current stream's request and carries the decision out. `waited`
-    /// is set when the request already waited for keys: it must not ask for another fetch.
-    fn run(&self, context_id: u32, waited: Option<Waiter>) -> Outcome {
+    fn on_request_headers(&self, context_id: u32, end_of_stream: bool) -> Action {
         let n = self.requests.get().wrapping_add(1);
         self.requests.set(n);
         if n % MEMORY_EVERY == 1 {
             self.record_memory();
         }
-        let Some(config) = &self.config else {
-            fail_closed("the filter has no configuration");
-            return Outcome::Answered;
+        let Some(filter) = &self.filter else {
+            return refuse(&lifecycle::internal_error(
+                "the filter has no configuration",
+            ));
         };
-        let route = match config.routes.is_empty() {
-            true => None,
-            false => hostcalls::get_property(vec!["xds", "route_name"])
+        let mut filter = filter.borrow_mut();
+        let route = match filter.needs_route() {
+            false => None,
+            true => hostcalls::get_property(vec!["xds", "route_name"])
                 .ok()
                 .flatten()
                 .and_then(|name| String::from_utf8(name).ok()),
         };
-        // A route without a policy in the configuration is not protected by this filter.
-        let Some(policy) = config.policy_for(route.as_deref()) else {
-            return Outcome::Forward;
-        };
         let Some(headers) = header_pairs(MapType::HttpRequestHeaders) else {
-            fail_closed("request headers are unavailable");
-            return Outcome::Answered;
+            return refuse(&lifecycle::internal_error(
+                "request headers are unavailable",
+            ));
         };
-        let request = RequestView { headers: &headers };
-        let now_ms = self.host.now().timestamp_millis();
-        let mut stores = self.stores.borrow_mut();
-        let mut store = match policy.authn.as_ref().map(|a| (&a.keys, &a.expect.issuer)) {
-            Some((KeySource::Remote(remote), issuer)) => {
-                stores.get_mut(&keystore::cache_key(issuer, remote))
-            }
-            _ => None,
+        let step = filter.on_request_headers(&self.host, context_id, route, headers, end_of_stream);
+        carry_out(step)
+    }
+
+    fn on_request_body(&self, context_id: u32, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(filter) = &self.filter else {
+            return Action::Continue;
         };
-        let mut reason = Reason::Load;
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let keys = match (policy.authn.as_ref().map(|a| &a.keys), store.as_ref()) {
-                (Some(KeySource::Inline(set)), _) => KeyState::Ready {
-                    set,
-                    may_refetch: false,
-                },
-                (Some(KeySource::Remote(_)), Some(store)) => match store.state(now_ms) {
-                    KeyState::Ready { set, may_refetch } => {
-                        if attempts == 1 && waited.is_none() {
-                            self.host.count(keystore::metric::CACHE_HIT, 1);
-                        }
-                        reason = Reason::UnknownKid;
-                        KeyState::Ready {
-                            set,
-                            may_refetch: may_refetch && waited.is_none() && attempts == 1,
-                        }
-                    }
-                    other => {
-                        if attempts == 1 && waited.is_none() {
-                            self.host.count(keystore::metric::CACHE_MISS, 1);
-                        }
-                        other
-                    }
-                },
-                _ => KeyState::Failed("no key source"),
-            };
-            match engine::decide(policy, keys, &request, &self.host) {
-                Decision::Continue(forward) => {
-                    if !apply(&forward) {
-                        return Outcome::Answered;
-                    }
-                    return Outcome::Forward;
-                }
-                Decision::ReadBody(forward) => {
-                    if !apply(&forward) {
-                        return Outcome::Answered;
-                    }
-                    self.streams.borrow_mut().insert(
-                        context_id,
-                        StreamData {
-                            route: route.clone(),
-                            headers: headers.clone(),
-                            identity: forward.identity,
-                            judge_body: true,
-                            ..StreamData::default()
-                        },
-                    );
-                    return Outcome::ReadBody;
-                }
-                Decision::Respond(response) => {
-                    respond(&response);
-                    return Outcome::Answered;
-                }
-                Decision::FetchKeys => {}
-            }
-            let Some(store) = store.as_mut() else {
-                fail_closed("no key store");
-                return Outcome::Answered;
-            };
-            if let Some(w) = waited {
-                let issuer = policy
-                    .authn
-                    .as_ref()
-                    .map_or("", |a| a.expect.issuer.as_str());
-                let answer = if let Some(error) = store.failure_since(w.since_ms) {
-                    response::keys_unavailable(issuer, error)
-                } else if now_ms
-                    > w.since_ms
-                        .saturating_add(store.config().timeout.as_millis() as i64)
-                        .saturating_add(WAIT_GRACE_MS)
-                {
-                    response::keys_unavailable(issuer, "no answer in time")
-                } else {
-                    return Outcome::Wait;
-                };
-                self.host.count(engine::metric::KEYS_UNAVAILABLE, 1);
+        let mut read = |start: usize, len: usize| -> Option<Vec<u8>> {
+            buffer_bytes(BufferType::HttpRequestBody, start, len)
+        };
+        let step = filter.borrow_mut().on_request_body(
+            &self.host,
+            context_id,
+            body_size,
+            end_of_stream,
+            &mut read,
+        );
+        carry_out(step)
+    }
+
+    fn on_request_trailers(&self, context_id: u32) -> Action {
+        let Some(filter) = &self.filter else {
+            return Action::Continue;
+        };
+        let step = filter
+            .borrow_mut()
+            .on_request_trailers(&self.host, context_id);
+        carry_out(step)
+    }
+
+    fn on_response_headers(&self, context_id: u32) -> Action {
+        let Some(filter) = &self.filter else {
+            return Action::Continue;
+        };
+        let mut filter = filter.borrow_mut();
+        if !filter.follows(context_id) {
+            return Action::Continue;
+        }
+        let headers = header_pairs(MapType::HttpResponseHeaders).unwrap_or_default();
+        let step = filter.on_response_headers(&self.host, context_id, &headers);
+        for name in &step.remove {
+            let _ = hostcalls::remove_map_value(MapType::HttpResponseHeaders, name);
+        }
+        match step.replace {
+            Some(answer) => {
                 respond(&answer);
-                return Outcome::Answered;
+                Action::Pause
             }
-            match store.fetch(&self.host, reason) {
-                Fetch::Waiting => {
-                    self.waiting.borrow_mut().push(Waiter {
-                        context_id,
-                        since_ms: now_ms,
-                    });
-                    return Outcome::Wait;
-                }
-                // Newer keys, or no refetch allowed: decide once more without refetching.
-                Fetch::Updated | Fetch::RateLimited if attempts < 2 => continue,
-                Fetch::Updated | Fetch::RateLimited => {
-                    fail_closed("the key cache did not settle");
-                    return Outcome::Answered;
-                }
-                Fetch::Unavailable(error) => {
-                    self.host.count(engine::metric::KEYS_UNAVAILABLE, 1);
-                    let issuer = policy
-                        .authn
-                        .as_ref()
-                        .map_or("", |a| a.expect.issuer.as_str());
-                    respond(&response::keys_unavailable(issuer, &error));
-                    return Outcome::Answered;
-                }
-            }
+            None => Action::Continue,
         }
     }
 
-    /// Decides again about every waiting request, after keys arrived or a fetch failed.
-    fn resume_waiters(&self) {
-        let waiters = std::mem::take(&mut *self.waiting.borrow_mut());
-        for w in waiters {
-            // A stream that ended while it waited is gone; nothing to resume.
-            if hostcalls::set_effective_context(w.context_id).is_err() {
-                continue;
-            }
-            match self.run(w.context_id, Some(w)) {
-                Outcome::Forward | Outcome::ReadBody => {
-                    let _ = hostcalls::resume_http_request();
-                }
-                Outcome::Answered => {}
-                Outcome::Wait => self.waiting.borrow_mut().push(w),
-            }
+    fn on_response_body(&self, context_id: u32, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(filter) = &self.filter else {
+            return Action::Continue;
+        };
+        let mut filter = filter.borrow_mut();
+        if !filter.follows(context_id) {
+            return Action::Continue;
+        }
+        let Some(body) = buffer_bytes(BufferType::HttpResponseBody, 0, body_size) else {
+            // A body the filter must look at but cannot read goes no further.
+            let _ = hostcalls::reset_http_response();
+            return Action::Pause;
+        };
+        let step = filter.on_response_body(&self.host, context_id, &body, end_of_stream);
+        if let Some(bytes) = &step.replace
+            && !set_buffer_bytes(BufferType::HttpResponseBody, 0, body_size, bytes)
+        {
+            let _ = hostcalls::reset_http_response();
+            return Action::Pause;
+        }
+        match step.pause {
+            true => Action::Pause,
+            false => Action::Continue,
         }
     }
 
-    /// The answer to a keys fetch. Envoy delivers it to the context that dispatched the call,
-    /// the root (background refresh) or a stream (a request that needed keys), so both
-    /// forward it here.
+    fn on_done(&self, context_id: u32) {
+        if let Some(filter) = &self.filter {
+            filter.borrow_mut().on_done(context_id);
+        }
+    }
+
+    fn on_tick(&self) {
+        let Some(filter) = &self.filter else {
+            return;
+        };
+        let ready = filter.borrow_mut().on_tick(&self.host);
+        self.retry(ready);
+    }
+
+    /// The answer to a keys fetch (the root made every call).
     fn on_call_response(&self, token: u32, headers: usize, body_size: usize) {
+        let Some(filter) = &self.filter else {
+            return;
+        };
         // A failed call (reset, timeout) arrives with no headers at all.
         let headers = match headers {
             0 => Vec::new(),
@@ -378,155 +283,61 @@ impl State {
             body,
             body_size,
         };
-        let ours = self
-            .stores
+        let ready = filter
             .borrow_mut()
-            .values_mut()
-            .any(|store| store.on_response(&self.host, token, response.clone()));
-        if ours {
-            self.resume_waiters();
-        }
+            .on_call_response(&self.host, token, response);
+        self.retry(ready);
     }
 
-    fn is_waiting(&self, context_id: u32) -> bool {
-        self.waiting
-            .borrow()
-            .iter()
-            .any(|w| w.context_id == context_id)
-    }
-
-    /// Judges a complete request body. Returns the action for the body callback.
-    fn judge_body(&self, context_id: u32, body_size: usize) -> Action {
-        let Some(config) = &self.config else {
-            return Action::Continue;
-        };
-        let mut streams = self.streams.borrow_mut();
-        let Some(data) = streams.get_mut(&context_id) else {
-            return Action::Continue;
-        };
-        data.judge_body = false;
-        let Some(policy) = config.policy_for(data.route.as_deref()) else {
-            return Action::Continue;
-        };
-        let body = if body_size == 0 {
-            Vec::new()
-        } else {
-            match buffer_bytes(BufferType::HttpRequestBody, 0, body_size) {
-                Some(body) => body,
-                None => {
-                    fail_closed("the request body is unavailable");
-                    return Action::Pause;
-                }
-            }
-        };
-        let request = RequestView {
-            headers: &data.headers,
-        };
-        match engine::decide_body(policy, data.identity.as_ref(), &request, &body, &self.host) {
-            BodyDecision::Forward { lists } => {
-                data.lists = lists;
-                Action::Continue
-            }
-            BodyDecision::Respond(response) => {
-                respond(&response);
-                Action::Pause
-            }
-        }
-    }
-
-    /// Rewrites a list response (complete JSON, or the complete SSE events so far) for its
-    /// caller. Returns the action for the response body callback.
-    fn filter_response(&self, context_id: u32, body_size: usize, end_of_stream: bool) -> Action {
-        let Some(config) = &self.config else {
-            return Action::Continue;
-        };
-        let streams = self.streams.borrow();
-        let Some(data) = streams.get(&context_id) else {
-            return Action::Continue;
-        };
-        let Some(policy) = config.policy_for(data.route.as_deref()) else {
-            return Action::Continue;
-        };
-        if data.response == ResponseMode::Untouched {
-            return Action::Continue;
-        }
-        if body_size > MAX_FILTERED_RESPONSE {
-            log::warn!("mcp-auth: a list response of {body_size} bytes is passed on unfiltered");
-            self.host.count("mcp_auth.list_unfiltered_too_large", 1);
-            return Action::Continue;
-        }
-        if data.response == ResponseMode::Json && !end_of_stream {
-            return Action::Pause;
-        }
-        let Some(body) = buffer_bytes(BufferType::HttpResponseBody, 0, body_size) else {
-            return Action::Continue;
-        };
-        let request = RequestView {
-            headers: &data.headers,
-        };
-        let mut keep = |view: &crate::mcp::McpView| {
-            engine::keep_item(policy, data.identity.as_ref(), &request, view, &self.host)
-        };
-        match data.response {
-            ResponseMode::Json => {
-                if let Some(new) =
-                    crate::mcp::filter_json_body(&body, &data.lists, &policy.targets, &mut keep)
-                {
-                    set_buffer_bytes(BufferType::HttpResponseBody, 0, body_size, &new);
-                }
-                Action::Continue
-            }
-            ResponseMode::Sse => {
-                let (mut out, consumed) =
-                    crate::mcp::filter_sse(&body, &data.lists, &policy.targets, &mut keep);
-                if consumed < body.len() && !end_of_stream {
-                    // An event is still arriving: hold everything until it is complete.
-                    return Action::Pause;
-                }
-                out.extend_from_slice(body.get(consumed..).unwrap_or_default());
-                if out != body {
-                    set_buffer_bytes(BufferType::HttpResponseBody, 0, body_size, &out);
-                }
-                Action::Continue
-            }
-            ResponseMode::Untouched => Action::Continue,
-        }
-    }
-
-    /// Chooses how the response is filtered, from its content type.
-    fn on_response_headers(&self, context_id: u32) {
-        let mut streams = self.streams.borrow_mut();
-        let Some(data) = streams.get_mut(&context_id) else {
+    /// Decides again about requests that waited for keys, each in its own context.
+    fn retry(&self, ready: Vec<u32>) {
+        let Some(filter) = &self.filter else {
             return;
         };
-        if data.lists.is_empty() {
-            return;
-        }
-        let headers = header_pairs(MapType::HttpResponseHeaders).unwrap_or_default();
-        let content_type = headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
-            .map(|(_, v)| String::from_utf8_lossy(v).to_ascii_lowercase())
-            .unwrap_or_default();
-        data.response = if content_type.starts_with("text/event-stream") {
-            ResponseMode::Sse
-        } else if content_type.starts_with("application/json") {
-            ResponseMode::Json
-        } else {
-            ResponseMode::Untouched
-        };
-        if data.response != ResponseMode::Untouched {
-            // The body's length changes when items are removed.
-            let _ = hostcalls::remove_map_value(MapType::HttpResponseHeaders, "content-length");
+        for context_id in ready {
+            // A stream that ended while it waited is gone; nothing to resume.
+            if hostcalls::set_effective_context(context_id).is_err() {
+                filter.borrow_mut().on_done(context_id);
+                continue;
+            }
+            let step = filter.borrow_mut().retry(&self.host, context_id);
+            if carry_out(step) == Action::Continue {
+                let _ = hostcalls::resume_http_request();
+            }
         }
     }
+}
 
-    fn forget(&self, context_id: u32) {
-        self.streams.borrow_mut().remove(&context_id);
-        self.waiting
-            .borrow_mut()
-            .retain(|w| w.context_id != context_id);
+/// Makes a step's header changes, then says what the callback returns. A local answer is
+/// sent here (the callback then pauses).
+fn carry_out(step: Step) -> Action {
+    if let Next::Respond(answer) = &step.action {
+        respond(answer);
+        return Action::Pause;
     }
+    for name in &step.remove {
+        if hostcalls::remove_map_value(MapType::HttpRequestHeaders, name).is_err() {
+            return refuse(&lifecycle::internal_error(
+                "a request header could not be removed",
+            ));
+        }
+    }
+    for (name, value) in &step.add {
+        if hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value).is_err() {
+            return refuse(&lifecycle::internal_error(
+                "a request header could not be set",
+            ));
+        }
+    }
+    match step.action {
+        Next::Continue => Action::Continue,
+        Next::Pause | Next::Respond(_) => Action::Pause,
+    }
+}
+
+fn refuse(answer: &LocalResponse) -> Action {
+    respond(answer);
+    Action::Pause
 }
 
 #[derive(Default)]
@@ -556,33 +367,11 @@ impl RootContext for Root {
                 return false;
             }
         };
-        let mut stores = FastMap::default();
-        let mut me = None;
-        for policy in config.policies() {
-            match policy.authn.as_ref().map(|a| (&a.keys, &a.expect.issuer)) {
-                Some((KeySource::Inline(set), _)) => {
-                    for skipped in &set.skipped {
-                        log::warn!("mcp-auth: JWKS key skipped: {skipped}");
-                    }
-                }
-                Some((KeySource::Remote(remote), issuer)) => {
-                    let me = *me.get_or_insert_with(|| keystore::vm_number(&self.state.host));
-                    stores
-                        .entry(keystore::cache_key(issuer, remote))
-                        .or_insert_with(|| {
-                            let store = KeyStore::new(remote.clone(), issuer, me);
-                            store.seed(&self.state.host);
-                            store
-                        });
-                }
-                None => {}
-            }
-        }
-        let remote = !stores.is_empty();
+        let filter = Filter::new(config, &self.state.host);
+        let remote = filter.has_remote_keys();
         // A new configuration starts from a fresh state; streams of the old one keep theirs.
         self.state = Rc::new(State {
-            config: Some(config),
-            stores: RefCell::new(stores),
+            filter: Some(RefCell::new(filter)),
             ..State::default()
         });
         if remote {
@@ -593,19 +382,7 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
-        let tick = self.state.ticks.get();
-        self.state.ticks.set(tick.wrapping_add(1));
-        let waiting = !self.state.waiting.borrow().is_empty();
-        if !waiting && !tick.is_multiple_of(IDLE_TICKS) {
-            return;
-        }
-        let mut changed = false;
-        for store in self.state.stores.borrow_mut().values_mut() {
-            changed |= store.on_tick(&self.state.host);
-        }
-        if changed || waiting {
-            self.state.resume_waiters();
-        }
+        self.state.on_tick();
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -627,113 +404,39 @@ struct Stream {
 
 impl Context for Stream {
     fn on_http_call_response(&mut self, token: u32, headers: usize, body_size: usize, _: usize) {
+        // Calls are made by the root; an older module's stream call may still answer here.
         self.state.on_call_response(token, headers, body_size);
     }
 
     fn on_done(&mut self) -> bool {
-        self.state.forget(self.context_id);
+        self.state.on_done(self.context_id);
         true
     }
 }
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
-        match self.state.run(self.context_id, None) {
-            Outcome::Forward => Action::Continue,
-            // A POST without a body has nothing to judge but is still judged (as not JSON-RPC).
-            Outcome::ReadBody if end_of_stream => self.state.judge_body(self.context_id, 0),
-            // The headers go on; the body is held by `on_http_request_body` until judged.
-            // (Pausing here would not do: Envoy does not hand a wasm filter the body of a
-            // request whose headers it paused.)
-            Outcome::ReadBody => Action::Continue,
-            Outcome::Answered => Action::Pause,
-            Outcome::Wait => Action::Pause,
-        }
+        self.state
+            .on_request_headers(self.context_id, end_of_stream)
     }
 
-    /// While the request waits for keys its body must wait too: some hosts resume a stream
-    /// whose headers stopped iteration as soon as a body callback says Continue, which would
-    /// send an unauthenticated request upstream. A body that MCP-level rules judge is held
-    /// until it is complete.
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if self.state.is_waiting(self.context_id) {
-            return Action::Pause;
-        }
-        let (judge, limit) = {
-            let streams = self.state.streams.borrow();
-            match streams.get(&self.context_id) {
-                Some(data) if data.judge_body => {
-                    let limit = self
-                        .state
-                        .config
-                        .as_ref()
-                        .and_then(|c| c.policy_for(data.route.as_deref()))
-                        .map_or(crate::mcp::DEFAULT_BODY_LIMIT, |p| p.max_body_bytes);
-                    (true, limit)
-                }
-                _ => (false, 0),
-            }
-        };
-        if !judge {
-            return Action::Continue;
-        }
-        if body_size > limit {
-            self.state.host.count(engine::metric::DENIED_BODY_SIZE, 1);
-            respond(&response::jsonrpc(
-                413,
-                &crate::mcp::error_response(
-                    &serde_json::Value::Null,
-                    -32600,
-                    &format!("the request body is over the {limit}-byte limit"),
-                ),
-                "mcp_auth_body_too_large",
-            ));
-            return Action::Pause;
-        }
-        if !end_of_stream {
-            return Action::Pause;
-        }
-        self.state.judge_body(self.context_id, body_size)
+        self.state
+            .on_request_body(self.context_id, body_size, end_of_stream)
+    }
+
+    fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
+        self.state.on_request_trailers(self.context_id)
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        self.state.on_response_headers(self.context_id);
-        Action::Continue
+        self.state.on_response_headers(self.context_id)
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         self.state
-            .filter_response(self.context_id, body_size, end_of_stream)
+            .on_response_body(self.context_id, body_size, end_of_stream)
     }
-}
-
-/// Applies a decision's header changes; on failure the request was answered with a 500.
-fn apply(forward: &Forward) -> bool {
-    for name in &forward.remove {
-        if hostcalls::remove_map_value(MapType::HttpRequestHeaders, name).is_err() {
-            fail_closed("a request header could not be removed");
-            return false;
-        }
-    }
-    for (name, value) in &forward.add {
-        if hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value).is_err() {
-            fail_closed("a request header could not be set");
-            return false;
-        }
-    }
-    true
-}
-
-fn fail_closed(reason: &str) {
-    log::error!("mcp-auth: failing closed: {reason}");
-    respond(&LocalResponse {
-        status: 500,
-        headers: vec![("content-type".into(), "application/json".into())],
-        body: serde_json::json!({"error": "server_error", "error_description": reason})
-            .to_string()
-            .into_bytes(),
-        details: "mcp_auth_internal_error".into(),
-    });
 }
 
 #[link(wasm_import_module = "env")]

@@ -12,6 +12,26 @@ use crate::mcp::{self, McpView};
 use crate::policy::{Authn, Mode, Policy};
 use crate::response::{self, Challenge, LocalResponse, METADATA_PREFIX, Origin};
 
+/// The header that names the verified identity to the upstream (the shim binds each MCP
+/// session to it). The filter removes it from every client request on every route, so only a
+/// verified token can set it.
+pub const IDENTITY_HEADER: &str = "x-mcp-auth-identity";
+
+/// The identity header's value: the issuer and the subject, each base64url-encoded, joined by
+/// a dot, so the pair is unambiguous whatever characters either holds.
+pub fn identity_value(identity: &Identity) -> String {
+    use base64::Engine as _;
+    let text = |claim: &str| {
+        let value = identity
+            .claims()
+            .get(claim)
+            .and_then(Json::as_str)
+            .unwrap_or_default();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value)
+    };
+    format!("{}.{}", text("iss"), text("sub"))
+}
+
 /// The request headers as the proxy hands them over: lowercase names, byte values.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestView<'a> {
@@ -200,6 +220,10 @@ fn forward(policy: &Policy, identity: Option<Identity>) -> Forward {
                 out.add.push((header.clone(), value));
             }
         }
+    }
+    if let Some(id) = &identity {
+        out.add
+            .push((IDENTITY_HEADER.to_string(), identity_value(id)));
     }
     out.identity = identity;
     out

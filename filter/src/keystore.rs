@@ -109,6 +109,9 @@ pub struct KeyStore {
     keys: Option<KeySet>,
     seen: Entry,
     call: Option<Call>,
+    /// A fetch this VM claimed from a request: the root dispatches it on its next tick, so the
+    /// call belongs to the root and its answer is kept even when that request is long gone.
+    deferred: bool,
 }
 
 /// Gives each VM of the process a distinct number (for the lease), through shared data.
@@ -155,6 +158,7 @@ impl KeyStore {
             keys: None,
             seen: Entry::default(),
             call: None,
+            deferred: false,
         }
     }
 
@@ -201,6 +205,33 @@ impl KeyStore {
 
     /// Makes sure a fetch happens: starts one, or finds another VM's under way.
     pub fn fetch(&mut self, host: &dyn Host, reason: Reason) -> Fetch {
+        self.claim(host, reason, false)
+    }
+
+    /// [`KeyStore::fetch`] for a request's callback: the fetch is claimed now (lease, rate
+    /// limit) and dispatched by the root's next tick ([`KeyStore::on_tick`]). A call made from
+    /// a request would be the request's own: the proxy drops its answer when the request ends,
+    /// and a client closing at once would waste the rate-limited refetch.
+    pub fn ask(&mut self, host: &dyn Host, reason: Reason) -> Fetch {
+        self.claim(host, reason, true)
+    }
+
+    /// Whether a fetch is under way for this key set: this VM's call, one it claimed for the
+    /// next tick, or another VM's lease. Requests that waited keep waiting meanwhile instead of
+    /// being judged against the keys the fetch is about to replace.
+    pub fn busy(&self, now_ms: i64) -> bool {
+        self.call.is_some() || self.deferred || self.lease_held(now_ms)
+    }
+
+    /// Whether a claimed fetch waits for the root's tick.
+    pub fn deferred(&self) -> bool {
+        self.deferred
+    }
+
+    fn claim(&mut self, host: &dyn Host, reason: Reason, defer: bool) -> Fetch {
+        if self.deferred {
+            return Fetch::Waiting;
+        }
         let generation = self.generation;
         let result = self.update(host, |entry, me, config, now| {
             if entry.generation != generation {
@@ -237,6 +268,10 @@ impl KeyStore {
             None => {
                 if reason == Reason::UnknownKid {
                     host.count(metric::REFETCH_UNKNOWN_KID, 1);
+                }
+                if defer {
+                    self.deferred = true;
+                    return Fetch::Waiting;
                 }
                 self.start_call(host)
             }
@@ -325,6 +360,12 @@ impl KeyStore {
     pub fn on_tick(&mut self, host: &dyn Host) -> bool {
         let now = host.now().timestamp_millis();
         let before = (self.generation, self.seen.error_at);
+        if self.deferred {
+            self.deferred = false;
+            if let Fetch::Unavailable(_) = self.start_call(host) {
+                return true;
+            }
+        }
         if let Some((entry, _)) = self.read(host) {
             self.absorb(entry);
         }

@@ -12,6 +12,7 @@ pub mod host;
 pub mod jwks;
 pub mod jwt;
 pub mod keystore;
+pub mod lifecycle;
 pub mod mcp;
 pub mod policy;
 pub mod response;

@@ -156,6 +156,7 @@ pub const DEFAULT_MAX_REFRESH: Duration = Duration::from_secs(3600);
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawRoot {
     routes: Option<BTreeMap<String, RawDoc>>,
+    hold_headers: Option<bool>,
     mcp_targets: Option<Vec<String>>,
     policies: Option<RawPolicies>,
     mcp_authentication: Option<RawAuthn>,
@@ -215,6 +216,14 @@ pub struct FilterConfig {
     /// By Envoy route name (the `xds.route_name` property): a wasm filter has no per-route
     /// configuration, so `host-shim envoy` renders every route's policy into this map.
     pub routes: BTreeMap<String, Policy>,
+    /// Pause request headers until the body is judged, so a denied request never reaches the
+    /// upstream. Only for hosts that keep calling body callbacks after a paused headers
+    /// callback (Envoy's `allow_on_headers_stop_iteration`, which the module cannot read):
+    /// elsewhere a paused request would hang, so it is off unless the configuration says so.
+    pub hold_headers: bool,
+    /// Headers the filter sets from verified claims on some route (and the identity header):
+    /// removed from every request on every route, so no client can forge them anywhere.
+    pub strip_headers: Vec<String>,
 }
 
 impl FilterConfig {
@@ -229,6 +238,7 @@ impl FilterConfig {
             ));
         }
         let raw: RawRoot = deserialize(text)?;
+        let hold_headers = raw.hold_headers.unwrap_or(false);
         let doc = RawDoc {
             mcp_targets: raw.mcp_targets,
             policies: raw.policies,
@@ -236,10 +246,11 @@ impl FilterConfig {
             authorization: raw.authorization,
         };
         let Some(routes) = raw.routes else {
-            return Ok(FilterConfig {
-                default: Some(Policy::compile(doc, "")?),
-                routes: BTreeMap::new(),
-            });
+            return Ok(FilterConfig::new(
+                Some(Policy::compile(doc, "")?),
+                BTreeMap::new(),
+                hold_headers,
+            ));
         };
         let default = if doc.mcp_targets.is_none()
             && doc.policies.is_none()
@@ -257,7 +268,28 @@ impl FilterConfig {
                 Ok((name, policy))
             })
             .collect::<Result<_, ConfigError>>()?;
-        Ok(FilterConfig { default, routes })
+        Ok(FilterConfig::new(default, routes, hold_headers))
+    }
+
+    fn new(
+        default: Option<Policy>,
+        routes: BTreeMap<String, Policy>,
+        hold_headers: bool,
+    ) -> FilterConfig {
+        let mut strip_headers = vec![crate::engine::IDENTITY_HEADER.to_string()];
+        for policy in default.iter().chain(routes.values()) {
+            for (_, header) in policy.authn.iter().flat_map(|a| &a.claims_to_headers) {
+                if !strip_headers.contains(header) {
+                    strip_headers.push(header.clone());
+                }
+            }
+        }
+        FilterConfig {
+            default,
+            routes,
+            hold_headers,
+            strip_headers,
+        }
     }
 
     /// The policy for a request on the Envoy route `route` (`None` when unknown).

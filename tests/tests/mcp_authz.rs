@@ -143,7 +143,14 @@ fn initialize_ping_and_notifications_pass() {
     forwarded(&vm.request(post(&nobody, &rpc(2, "ping", json!({})))));
     let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
     forwarded(&vm.request(post(&nobody, &note)));
-    forwarded(&vm.request(post(&nobody, &rpc(3, "tools/list", json!({})))));
+    let list = json!({"jsonrpc": "2.0", "id": 3, "result": {"tools": []}});
+    forwarded(&vm.request(
+        post(&nobody, &rpc(3, "tools/list", json!({}))).upstream_response(
+            200,
+            vec![("content-type".into(), "application/json".into())],
+            list.to_string().as_bytes(),
+        ),
+    ));
     // A GET (the server's SSE stream) and a DELETE carry no messages: HTTP-level rules only.
     assert!(
         vm.request(Request::get("/mcp").bearer(&nobody))

@@ -59,7 +59,13 @@ fn answer(host: &Host, call: &HttpCall, keys: &[&Key], max_age: u64) {
     );
 }
 
+/// The one keys fetch under way. A fetch a request asked for is dispatched by the root's next
+/// tick (100 ms), so the call belongs to the root and outlives the request: when none is
+/// pending yet, that tick is let happen first.
 fn only_call(host: &Host) -> HttpCall {
+    if host.pending_calls().is_empty() {
+        host.advance(Duration::from_millis(100));
+    }
     let calls = host.pending_calls();
     assert_eq!(calls.len(), 1, "exactly one keys fetch pending: {calls:?}");
     calls.into_iter().next().unwrap()

@@ -1,0 +1,902 @@
+//! The life of every stream through one VM, as a sans-IO state machine: request headers,
+//! waiting for keys, the request body and trailers, the response headers and body, and the
+//! stream's end. The proxy's callbacks become calls of [`Filter`]'s methods and each returns
+//! what the proxy should do ([`Step`], [`ResponseStep`], [`BodyStep`]); `adapter.rs` only
+//! carries those out. Keeping every transition here means each has a native scenario test.
+//!
+//! The rule this machine keeps: every way a request can end (headers that end the stream, a
+//! final data frame, trailers, a reset) either decides or refuses; nothing the filter held goes
+//! on unjudged, and an answer the filter must rewrite but cannot read never goes on as it came.
+
+use std::collections::HashMap;
+
+use serde_json::Value as Json;
+
+use crate::engine::{self, BodyDecision, Decision, Forward, KeyState, RequestView};
+use crate::host::Host;
+use crate::jwt::Identity;
+use crate::keystore::{self, Fetch, FetchResponse, KeyStore, Reason};
+use crate::mcp;
+use crate::policy::{FilterConfig, KeySource};
+use crate::response::{self, LocalResponse};
+
+/// Maps keyed by ids the proxy or the filter chose (never by request data): a fast unseeded
+/// hash is safe.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+
+/// The root ticks this often while requests wait for keys; otherwise every `IDLE_TICKS`.
+pub const IDLE_TICKS: u32 = 10;
+/// How long past the fetch timeout a request may wait for keys another VM is fetching.
+const WAIT_GRACE_MS: i64 = 1000;
+/// A list answer larger than this is not rewritten: it is refused.
+pub const MAX_FILTERED_RESPONSE: usize = 8 * 1024 * 1024;
+
+/// Counter names of the lifecycle (Envoy prefixes `wasmcustom.`).
+pub mod metric {
+    /// Answers to list requests that could not be read (or were too large) and were refused.
+    pub const RESPONSE_REFUSED: &str = "mcp_auth.denied.unreadable_response";
+    /// Requests of the legacy HTTP+SSE transport refused on routes that hide items.
+    pub const LEGACY_REFUSED: &str = "mcp_auth.denied.legacy_transport";
+}
+
+/// What the proxy does after a request callback.
+#[derive(Debug, PartialEq)]
+pub enum Action {
+    /// Let the request go on (or resume it, when it was paused).
+    Continue,
+    /// Hold it (and, for a body, buffer it).
+    Pause,
+    /// Answer it here.
+    Respond(LocalResponse),
+}
+
+/// Header changes to make before the action; the removals first.
+#[derive(Debug, PartialEq)]
+pub struct Step {
+    pub remove: Vec<String>,
+    pub add: Vec<(String, String)>,
+    pub action: Action,
+}
+
+impl Step {
+    fn action(action: Action) -> Step {
+        Step {
+            remove: Vec::new(),
+            add: Vec::new(),
+            action,
+        }
+    }
+
+    fn pause() -> Step {
+        Step::action(Action::Pause)
+    }
+
+    fn go() -> Step {
+        Step::action(Action::Continue)
+    }
+
+    fn respond(response: LocalResponse) -> Step {
+        Step::action(Action::Respond(response))
+    }
+}
+
+/// What the proxy does with the response headers.
+#[derive(Debug, PartialEq)]
+pub struct ResponseStep {
+    pub remove: Vec<String>,
+    /// `Some`: replace the upstream's answer with this one.
+    pub replace: Option<LocalResponse>,
+}
+
+/// What the proxy does with a response body chunk.
+#[derive(Debug, PartialEq)]
+pub struct BodyStep {
+    /// `Some`: the chunk (or the whole buffered body) becomes these bytes.
+    pub replace: Option<Vec<u8>>,
+    /// Hold the body (buffer it) instead of sending it on.
+    pub pause: bool,
+}
+
+impl BodyStep {
+    fn pass() -> BodyStep {
+        BodyStep {
+            replace: None,
+            pause: false,
+        }
+    }
+}
+
+/// Where a stream's request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Paused until keys arrive (since this host time, in ms).
+    WaitingKeys { since_ms: i64 },
+    /// Authenticated; the body is collected until complete, then judged. `held`: the headers
+    /// are paused too, so the upstream has seen nothing yet.
+    ReadingBody { held: bool },
+    /// Judged and sent on; only the response may still be rewritten.
+    Forwarded,
+    /// Answered locally.
+    Answered,
+}
+
+/// How a response is rewritten for its caller.
+#[derive(Debug, Default)]
+enum ResponseMode {
+    #[default]
+    Untouched,
+    /// A JSON answer to list requests: buffered whole, then filtered.
+    Json,
+    /// An event stream, filtered event by event.
+    Sse(Box<SseState>),
+    /// The answer was refused: whatever else comes is dropped.
+    Refused,
+}
+
+/// One stream's state, from its request headers to its end.
+struct StreamState {
+    route: Option<String>,
+    /// The request headers as they were judged (CEL's `request.*` for body-time rules).
+    headers: Vec<(String, Vec<u8>)>,
+    identity: Option<Identity>,
+    phase: Phase,
+    /// The request body as far as it has come (only on routes that judge bodies).
+    body: Vec<u8>,
+    /// The request is complete: its last data frame or trailers came (or its headers ended it).
+    complete: bool,
+    /// List requests whose answers are filtered for this caller: (id, method).
+    lists: Vec<(Json, String)>,
+    /// The route hides items per caller: event streams are watched for answers sent outside
+    /// their request's stream.
+    guard_streams: bool,
+    response: ResponseMode,
+}
+
+/// Everything one VM knows: its configuration, key stores and streams.
+pub struct Filter {
+    config: FilterConfig,
+    /// One store per issuer and key URL, shared by the policies that name them.
+    stores: FastMap<String, KeyStore>,
+    streams: FastMap<u32, StreamState>,
+    /// Requests paused until keys arrive.
+    waiting: Vec<u32>,
+    ticks: u32,
+}
+
+/// Reads `len` bytes of the current stream's request body from `start`.
+pub type BodyReader<'a> = &'a mut dyn FnMut(usize, usize) -> Option<Vec<u8>>;
+
+impl Filter {
+    /// A VM's filter for `config`; `vm` numbers this VM among its siblings (key fetch leases).
+    pub fn new(config: FilterConfig, host: &dyn Host) -> Filter {
+        let mut stores = FastMap::default();
+        let mut me = None;
+        for policy in config.policies() {
+            match policy.authn.as_ref().map(|a| (&a.keys, &a.expect.issuer)) {
+                Some((KeySource::Inline(set), _)) => {
+                    for skipped in &set.skipped {
+                        log::warn!("mcp-auth: JWKS key skipped: {skipped}");
+                    }
+                }
+                Some((KeySource::Remote(remote), issuer)) => {
+                    let me = *me.get_or_insert_with(|| keystore::vm_number(host));
+                    stores
+                        .entry(keystore::cache_key(issuer, remote))
+                        .or_insert_with(|| {
+                            let store = KeyStore::new(remote.clone(), issuer, me);
+                            store.seed(host);
+                            store
+                        });
+                }
+                None => {}
+            }
+        }
+        Filter {
+            config,
+            stores,
+            streams: FastMap::default(),
+            waiting: Vec::new(),
+            ticks: 0,
+        }
+    }
+
+    pub fn config(&self) -> &FilterConfig {
+        &self.config
+    }
+
+    /// Whether keys are fetched (the root must tick).
+    pub fn has_remote_keys(&self) -> bool {
+        !self.stores.is_empty()
+    }
+
+    /// Whether the proxy must tell [`Filter::on_request_headers`] the route's name.
+    pub fn needs_route(&self) -> bool {
+        !self.config.routes.is_empty()
+    }
+
+    /// Whether this stream is known (an entry is kept only for streams the filter must follow).
+    pub fn follows(&self, context_id: u32) -> bool {
+        self.streams.contains_key(&context_id)
+    }
+
+    /// The request headers arrived. `end_of_stream`: the request has no body.
+    pub fn on_request_headers(
+        &mut self,
+        host: &dyn Host,
+        context_id: u32,
+        route: Option<String>,
+        headers: Vec<(String, Vec<u8>)>,
+        end_of_stream: bool,
+    ) -> Step {
+        // Headers the filter sets from claims are never taken from a client, on any route.
+        let strip: Vec<String> = self
+            .config
+            .strip_headers
+            .iter()
+            .filter(|name| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)))
+            .cloned()
+            .collect();
+        let headers: Vec<(String, Vec<u8>)> = headers
+            .into_iter()
+            .filter(|(n, _)| !strip.iter().any(|s| n.eq_ignore_ascii_case(s)))
+            .collect();
+        let Some(policy) = self.config.policy_for(route.as_deref()) else {
+            let mut step = Step::go();
+            step.remove = strip;
+            return step;
+        };
+        let guard_streams = policy.rules.reads_mcp();
+        if guard_streams {
+            let view = RequestView { headers: &headers };
+            let method = view.first(":method").unwrap_or_default();
+            let path = view.first(":path").unwrap_or_default();
+            if legacy_transport(method, path) {
+                host.count(metric::LEGACY_REFUSED, 1);
+                let mut step = Step::respond(response::jsonrpc(
+                    400,
+                    &mcp::error_response(
+                        &Json::Null,
+                        -32600,
+                        "the legacy HTTP+SSE transport is not available on this route: its rules \
+                         show tools, prompts or resources per caller, and answers on that \
+                         transport cannot be filtered; use Streamable HTTP",
+                    ),
+                    "mcp_auth_legacy_transport",
+                ));
+                step.remove = strip;
+                return step;
+            }
+        }
+        self.streams.insert(
+            context_id,
+            StreamState {
+                route,
+                headers,
+                identity: None,
+                phase: Phase::WaitingKeys { since_ms: 0 },
+                body: Vec::new(),
+                complete: end_of_stream,
+                lists: Vec::new(),
+                guard_streams,
+                response: ResponseMode::Untouched,
+            },
+        );
+        let mut step = self.decide(host, context_id, None);
+        let mut removed = strip;
+        removed.append(&mut step.remove);
+        step.remove = removed;
+        step
+    }
+
+    /// A chunk of the request body arrived; the proxy's buffer now holds `body_size` bytes
+    /// (all the body so far, while the filter pauses it).
+    pub fn on_request_body(
+        &mut self,
+        host: &dyn Host,
+        context_id: u32,
+        body_size: usize,
+        end_of_stream: bool,
+        read: BodyReader<'_>,
+    ) -> Step {
+        let Some(collect) = self.body_limit(context_id) else {
+            return Step::go();
+        };
+        let Some(stream) = self.streams.get_mut(&context_id) else {
+            return Step::go();
+        };
+        match stream.phase {
+            Phase::Forwarded => return Step::go(),
+            Phase::Answered => return Step::pause(),
+            Phase::WaitingKeys { .. } | Phase::ReadingBody { .. } => {}
+        }
+        if let Some(limit) = collect {
+            if body_size > limit {
+                return self.refuse_body_size(host, context_id, limit);
+            }
+            let seen = stream.body.len();
+            if body_size < seen {
+                // The proxy's buffer lost bytes it held: what it holds can no longer be judged.
+                stream.phase = Phase::Answered;
+                return Step::respond(internal_error("the request body buffer shrank"));
+            }
+            if body_size > seen {
+                match read(seen, body_size - seen) {
+                    Some(bytes) if bytes.len() == body_size - seen => {
+                        stream.body.extend_from_slice(&bytes)
+                    }
+                    _ => {
+                        stream.phase = Phase::Answered;
+                        return Step::respond(internal_error("the request body is unavailable"));
+                    }
+                }
+            }
+        }
+        stream.complete |= end_of_stream;
+        match stream.phase {
+            Phase::WaitingKeys { .. } => Step::pause(),
+            Phase::ReadingBody { .. } if stream.complete => self.judge_body(host, context_id),
+            _ => Step::pause(),
+        }
+    }
+
+    /// The request's trailers arrived: its body is complete.
+    pub fn on_request_trailers(&mut self, host: &dyn Host, context_id: u32) -> Step {
+        let Some(stream) = self.streams.get_mut(&context_id) else {
+            return Step::go();
+        };
+        stream.complete = true;
+        match stream.phase {
+            Phase::WaitingKeys { .. } | Phase::Answered => Step::pause(),
+            Phase::ReadingBody { .. } => self.judge_body(host, context_id),
+            Phase::Forwarded => Step::go(),
+        }
+    }
+
+    /// The response headers arrived.
+    pub fn on_response_headers(
+        &mut self,
+        host: &dyn Host,
+        context_id: u32,
+        headers: &[(String, Vec<u8>)],
+    ) -> ResponseStep {
+        let keep = ResponseStep {
+            remove: Vec::new(),
+            replace: None,
+        };
+        let Some(stream) = self.streams.get_mut(&context_id) else {
+            return keep;
+        };
+        if stream.phase != Phase::Forwarded {
+            return keep;
+        }
+        let filtered = !stream.lists.is_empty();
+        if !filtered && !stream.guard_streams {
+            return keep;
+        }
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| String::from_utf8_lossy(v).trim().to_ascii_lowercase())
+        };
+        let content_type = header("content-type").unwrap_or_default();
+        let encoded = header("content-encoding").is_some_and(|e| !e.is_empty() && e != "identity");
+        let sse = content_type.starts_with("text/event-stream");
+        let json = content_type.starts_with("application/json");
+        if !filtered && !sse {
+            // Nothing was asked that must be filtered, and no event stream can carry answers.
+            return keep;
+        }
+        let status = header(":status").and_then(|s| s.parse::<u16>().ok());
+        if filtered && !sse && !json && status.is_some_and(|s| !(200..300).contains(&s)) {
+            // An HTTP error carries no list: nothing to hide in it.
+            return keep;
+        }
+        if encoded || (!sse && !json) {
+            host.count(metric::RESPONSE_REFUSED, 1);
+            log::warn!(
+                "mcp-auth: an answer to be filtered came as {content_type:?}{}: refused",
+                if encoded {
+                    " with a content-encoding"
+                } else {
+                    ""
+                }
+            );
+            stream.response = ResponseMode::Refused;
+            return ResponseStep {
+                remove: Vec::new(),
+                replace: Some(response::jsonrpc(
+                    502,
+                    &mcp::error_response(
+                        &stream
+                            .lists
+                            .first()
+                            .map_or(Json::Null, |(id, _)| id.clone()),
+                        -32603,
+                        "the gateway could not read the server's answer, so it cannot show it \
+                         filtered for this caller",
+                    ),
+                    "mcp_auth_unreadable_response",
+                )),
+            };
+        }
+        stream.response = if sse {
+            ResponseMode::Sse(Box::default())
+        } else {
+            ResponseMode::Json
+        };
+        // The body's length changes when items are removed.
+        ResponseStep {
+            remove: vec!["content-length".into()],
+            replace: None,
+        }
+    }
+
+    /// A response body chunk arrived: `body` is what the proxy's buffer holds now (all of
+    /// the body so far while the filter pauses it, else the new chunk).
+    pub fn on_response_body(
+        &mut self,
+        host: &dyn Host,
+        context_id: u32,
+        body: &[u8],
+        end_of_stream: bool,
+    ) -> BodyStep {
+        let Some(policy) = self
+            .streams
+            .get(&context_id)
+            .and_then(|s| self.config.policy_for(s.route.as_deref()))
+        else {
+            return BodyStep::pass();
+        };
+        let Some(stream) = self.streams.get_mut(&context_id) else {
+            return BodyStep::pass();
+        };
+        let request = RequestView {
+            headers: &stream.headers,
+        };
+        let identity = stream.identity.as_ref();
+        let mut keep =
+            |view: &mcp::McpView| engine::keep_item(policy, identity, &request, view, host);
+        match &mut stream.response {
+            ResponseMode::Untouched => BodyStep::pass(),
+            ResponseMode::Refused => BodyStep {
+                replace: (!body.is_empty()).then(Vec::new),
+                pause: false,
+            },
+            ResponseMode::Json if body.len() > MAX_FILTERED_RESPONSE => {
+                host.count(metric::RESPONSE_REFUSED, 1);
+                log::warn!("mcp-auth: a list answer over {MAX_FILTERED_RESPONSE} bytes is refused");
+                let error = refused_lists(&stream.lists);
+                stream.response = ResponseMode::Refused;
+                BodyStep {
+                    replace: Some(error),
+                    pause: false,
+                }
+            }
+            ResponseMode::Json if !end_of_stream => BodyStep {
+                replace: None,
+                pause: true,
+            },
+            ResponseMode::Json => {
+                match filter_json(body, &stream.lists, &policy.targets, &mut keep) {
+                    Ok(replace) => BodyStep {
+                        replace,
+                        pause: false,
+                    },
+                    Err(e) => {
+                        host.count(metric::RESPONSE_REFUSED, 1);
+                        log::warn!("mcp-auth: a list answer could not be read ({e}): refused");
+                        BodyStep {
+                            replace: Some(refused_lists(&stream.lists)),
+                            pause: false,
+                        }
+                    }
+                }
+            }
+            ResponseMode::Sse(state) => {
+                let out = state.push(
+                    body,
+                    end_of_stream,
+                    &stream.lists,
+                    &policy.targets,
+                    &mut keep,
+                );
+                if out.refused > 0 {
+                    host.count(metric::RESPONSE_REFUSED, out.refused);
+                }
+                BodyStep {
+                    replace: (out.bytes != body).then_some(out.bytes),
+                    pause: false,
+                }
+            }
+        }
+    }
+
+    /// The stream is gone (ended or reset): forget it.
+    pub fn on_done(&mut self, context_id: u32) {
+        self.streams.remove(&context_id);
+        self.waiting.retain(|w| *w != context_id);
+    }
+
+    /// The root's timer. Returns the streams to decide again ([`Filter::retry`]).
+    pub fn on_tick(&mut self, host: &dyn Host) -> Vec<u32> {
+        let tick = self.ticks;
+        self.ticks = tick.wrapping_add(1);
+        let waiting = !self.waiting.is_empty();
+        let deferred = self.stores.values().any(KeyStore::deferred);
+        if !waiting && !deferred && !tick.is_multiple_of(IDLE_TICKS) {
+            return Vec::new();
+        }
+        let mut changed = false;
+        for store in self.stores.values_mut() {
+            changed |= store.on_tick(host);
+        }
+        if changed || waiting {
+            self.take_waiters()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// The answer to a keys fetch. Returns the streams to decide again.
+    pub fn on_call_response(
+        &mut self,
+        host: &dyn Host,
+        token: u32,
+        response: FetchResponse,
+    ) -> Vec<u32> {
+        let ours = self
+            .stores
+            .values_mut()
+            .any(|store| store.on_response(host, token, response.clone()));
+        if ours {
+            self.take_waiters()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Decides again about a stream that waited for keys (the proxy made it current). A
+    /// `Continue` means: resume the paused request.
+    pub fn retry(&mut self, host: &dyn Host, context_id: u32) -> Step {
+        let Some(stream) = self.streams.get(&context_id) else {
+            return Step::pause();
+        };
+        let Phase::WaitingKeys { since_ms } = stream.phase else {
+            return Step::pause();
+        };
+        let mut step = self.decide(host, context_id, Some(since_ms));
+        if let (Action::Continue, Some(stream)) = (&step.action, self.streams.get_mut(&context_id))
+            && let Phase::ReadingBody { held } = stream.phase
+            && (held || !stream.body.is_empty())
+        {
+            // Part of the body is in the proxy's buffer already: resuming now would send it on
+            // unjudged, so the headers stay paused until the whole body is judged.
+            stream.phase = Phase::ReadingBody { held: true };
+            step.action = Action::Pause;
+        }
+        step
+    }
+
+    fn take_waiters(&mut self) -> Vec<u32> {
+        self.waiting.clone()
+    }
+
+    /// `Some(limit)` when the stream's body must be collected (its route judges bodies),
+    /// `Some(None)` when it need not be, `None` when the stream is unknown.
+    fn body_limit(&self, context_id: u32) -> Option<Option<usize>> {
+        let stream = self.streams.get(&context_id)?;
+        let policy = self.config.policy_for(stream.route.as_deref())?;
+        Some(policy.rules.reads_mcp().then_some(policy.max_body_bytes))
+    }
+
+    fn refuse_body_size(&mut self, host: &dyn Host, context_id: u32, limit: usize) -> Step {
+        if let Some(stream) = self.streams.get_mut(&context_id) {
+            stream.phase = Phase::Answered;
+            stream.body = Vec::new();
+        }
+        host.count(engine::metric::DENIED_BODY_SIZE, 1);
+        Step::respond(response::jsonrpc(
+            413,
+            &mcp::error_response(
+                &Json::Null,
+                -32600,
+                &format!("the request body is over the {limit}-byte limit"),
+            ),
+            "mcp_auth_body_too_large",
+        ))
+    }
+
+    /// Decides about a request's headers (again, after waiting since `waited`).
+    fn decide(&mut self, host: &dyn Host, context_id: u32, waited: Option<i64>) -> Step {
+        let Some(stream) = self.streams.get(&context_id) else {
+            return Step::pause();
+        };
+        let Some(policy) = self.config.policy_for(stream.route.as_deref()) else {
+            return Step::go();
+        };
+        let request = RequestView {
+            headers: &stream.headers,
+        };
+        let now_ms = host.now().timestamp_millis();
+        let store_key = match policy.authn.as_ref().map(|a| (&a.keys, &a.expect.issuer)) {
+            Some((KeySource::Remote(remote), issuer)) => Some(keystore::cache_key(issuer, remote)),
+            _ => None,
+        };
+        let mut reason = Reason::Load;
+        let mut attempts = 0;
+        let outcome = loop {
+            attempts += 1;
+            let store = store_key.as_ref().and_then(|k| self.stores.get(k));
+            if let (Some(since_ms), Some(store)) = (waited, store)
+                && store.busy(now_ms)
+                && now_ms
+                    <= since_ms
+                        .saturating_add(store.config().timeout.as_millis() as i64)
+                        .saturating_add(WAIT_GRACE_MS)
+            {
+                break Decided::Wait(since_ms);
+            }
+            let first = attempts == 1 && waited.is_none();
+            let keys = match (policy.authn.as_ref().map(|a| &a.keys), store) {
+                (Some(KeySource::Inline(set)), _) => KeyState::Ready {
+                    set,
+                    may_refetch: false,
+                },
+                (Some(KeySource::Remote(_)), Some(store)) => match store.state(now_ms) {
+                    KeyState::Ready { set, may_refetch } => {
+                        if first {
+                            host.count(keystore::metric::CACHE_HIT, 1);
+                        }
+                        reason = Reason::UnknownKid;
+                        KeyState::Ready {
+                            set,
+                            may_refetch: may_refetch && first,
+                        }
+                    }
+                    other => {
+                        if first {
+                            host.count(keystore::metric::CACHE_MISS, 1);
+                        }
+                        other
+                    }
+                },
+                _ => KeyState::Failed("no key source"),
+            };
+            match engine::decide(policy, keys, &request, host) {
+                Decision::FetchKeys => {}
+                other => break Decided::Now(other),
+            }
+            let issuer = policy
+                .authn
+                .as_ref()
+                .map_or("", |a| a.expect.issuer.as_str());
+            let Some(store) = store_key.as_ref().and_then(|k| self.stores.get_mut(k)) else {
+                break Decided::Now(Decision::Respond(internal_error("no key store")));
+            };
+            if let Some(since_ms) = waited {
+                let answer = if let Some(error) = store.failure_since(since_ms) {
+                    response::keys_unavailable(issuer, error)
+                } else if now_ms
+                    > since_ms
+                        .saturating_add(store.config().timeout.as_millis() as i64)
+                        .saturating_add(WAIT_GRACE_MS)
+                {
+                    response::keys_unavailable(issuer, "no answer in time")
+                } else {
+                    break Decided::Wait(since_ms);
+                };
+                host.count(engine::metric::KEYS_UNAVAILABLE, 1);
+                break Decided::Now(Decision::Respond(answer));
+            }
+            match store.ask(host, reason) {
+                Fetch::Waiting => break Decided::Wait(now_ms),
+                // Newer keys, or no refetch allowed: decide once more without refetching.
+                Fetch::Updated | Fetch::RateLimited if attempts < 2 => continue,
+                Fetch::Updated | Fetch::RateLimited => {
+                    break Decided::Now(Decision::Respond(internal_error(
+                        "the key cache did not settle",
+                    )));
+                }
+                Fetch::Unavailable(error) => {
+                    host.count(engine::metric::KEYS_UNAVAILABLE, 1);
+                    break Decided::Now(Decision::Respond(response::keys_unavailable(
+                        issuer, &error,
+                    )));
+                }
+            }
+        };
+        let hold = self.config.hold_headers;
+        let Some(stream) = self.streams.get_mut(&context_id) else {
+            return Step::pause();
+        };
+        let judges_bodies = policy.rules.reads_mcp();
+        match outcome {
+            Decided::Wait(since_ms) => {
+                stream.phase = Phase::WaitingKeys { since_ms };
+                if waited.is_none() {
+                    self.waiting.push(context_id);
+                }
+                Step::pause()
+            }
+            Decided::Now(Decision::Respond(answer)) => {
+                stream.phase = Phase::Answered;
+                self.forget_waiter(context_id);
+                Step::respond(answer)
+            }
+            // A request with a body on a route that judges bodies has it judged whatever its
+            // method: a body the filter did not read never goes on.
+            Decided::Now(Decision::Continue(forward)) if !judges_bodies || stream.complete => {
+                if stream.guard_streams {
+                    stream.phase = Phase::Forwarded;
+                    stream.identity = forward.identity.clone();
+                } else {
+                    // Nothing of this stream is looked at again: no need to keep it.
+                    self.streams.remove(&context_id);
+                }
+                self.forget_waiter(context_id);
+                edits(forward, Action::Continue)
+            }
+            Decided::Now(Decision::Continue(forward) | Decision::ReadBody(forward)) => {
+                stream.identity = forward.identity.clone();
+                stream.phase = Phase::ReadingBody { held: hold };
+                let complete = stream.complete;
+                self.forget_waiter(context_id);
+                if complete {
+                    // Nothing more will come: judge what there is (no body is not JSON-RPC).
+                    let judged = self.judge_body(host, context_id);
+                    return merge(edits(forward, Action::Continue), judged);
+                }
+                edits(
+                    forward,
+                    if hold {
+                        Action::Pause
+                    } else {
+                        Action::Continue
+                    },
+                )
+            }
+            Decided::Now(Decision::FetchKeys) => {
+                stream.phase = Phase::Answered;
+                Step::respond(internal_error("the key cache did not settle"))
+            }
+        }
+    }
+
+    fn forget_waiter(&mut self, context_id: u32) {
+        self.waiting.retain(|w| *w != context_id);
+    }
+
+    /// Judges a complete request body.
+    fn judge_body(&mut self, host: &dyn Host, context_id: u32) -> Step {
+        let Some(stream) = self.streams.get_mut(&context_id) else {
+            return Step::pause();
+        };
+        let Some(policy) = self.config.policy_for(stream.route.as_deref()) else {
+            return Step::go();
+        };
+        let body = std::mem::take(&mut stream.body);
+        let request = RequestView {
+            headers: &stream.headers,
+        };
+        match engine::decide_body(policy, stream.identity.as_ref(), &request, &body, host) {
+            BodyDecision::Forward { lists } => {
+                stream.lists = lists;
+                stream.phase = Phase::Forwarded;
+                Step::go()
+            }
+            BodyDecision::Respond(answer) => {
+                stream.phase = Phase::Answered;
+                Step::respond(answer)
+            }
+        }
+    }
+}
+
+enum Decided {
+    Now(Decision),
+    Wait(i64),
+}
+
+/// A decision's header changes with the action to take after them.
+fn edits(forward: Forward, action: Action) -> Step {
+    Step {
+        remove: forward.remove,
+        add: forward.add,
+        action,
+    }
+}
+
+/// The header changes of `first` with the action of `then` (a body judged right away).
+fn merge(first: Step, then: Step) -> Step {
+    match then.action {
+        // A local answer replaces the request: its header changes no longer matter.
+        Action::Respond(_) => then,
+        action => Step { action, ..first },
+    }
+}
+
+/// The legacy HTTP+SSE transport (2024-11-05): its answers travel on a `GET …/sse` stream,
+/// apart from the `POST …/message` that asked, so they cannot be filtered per request. The
+/// paths are the ones the shim serves that transport on.
+fn legacy_transport(method: &[u8], path: &[u8]) -> bool {
+    let path = path.split(|b| *b == b'?').next().unwrap_or_default();
+    (method == b"GET" && path.ends_with(b"/sse"))
+        || (method == b"POST" && (path.ends_with(b"/message") || path.ends_with(b"/messages")))
+}
+
+/// The answer for list requests whose answer could not be read: a JSON-RPC error each.
+fn refused_lists(lists: &[(Json, String)]) -> Vec<u8> {
+    let errors: Vec<Json> = lists
+        .iter()
+        .map(|(id, _)| {
+            mcp::error_response(
+                id,
+                -32603,
+                "the gateway could not read the server's list answer, so it cannot show it \
+                 filtered for this caller",
+            )
+        })
+        .collect();
+    match errors.as_slice() {
+        [one] => one.to_string().into_bytes(),
+        _ => Json::Array(errors).to_string().into_bytes(),
+    }
+}
+
+/// A 500 for a state the filter cannot judge in: it fails closed.
+pub fn internal_error(reason: &str) -> LocalResponse {
+    log::error!("mcp-auth: failing closed: {reason}");
+    LocalResponse {
+        status: 500,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: serde_json::json!({"error": "server_error", "error_description": reason})
+            .to_string()
+            .into_bytes(),
+        details: "mcp_auth_internal_error".into(),
+    }
+}
+
+/// Placeholder until the spec-complete SSE reader lands: whole events only.
+#[derive(Debug, Default)]
+pub struct SseState {
+    pending: Vec<u8>,
+}
+
+pub struct SseOut {
+    pub bytes: Vec<u8>,
+    pub refused: u64,
+}
+
+impl SseState {
+    fn push(
+        &mut self,
+        chunk: &[u8],
+        end_of_stream: bool,
+        asked: &[(Json, String)],
+        targets: &[String],
+        keep: &mut dyn FnMut(&mcp::McpView) -> bool,
+    ) -> SseOut {
+        self.pending.extend_from_slice(chunk);
+        let (mut out, consumed) = mcp::filter_sse(&self.pending, asked, targets, keep);
+        let rest = self.pending.split_off(consumed.min(self.pending.len()));
+        self.pending = rest;
+        if end_of_stream {
+            out.append(&mut self.pending);
+        }
+        SseOut {
+            bytes: out,
+            refused: 0,
+        }
+    }
+}
+
+fn filter_json(
+    body: &[u8],
+    asked: &[(Json, String)],
+    targets: &[String],
+    keep: &mut dyn FnMut(&mcp::McpView) -> bool,
+) -> Result<Option<Vec<u8>>, String> {
+    serde_json::from_slice::<Json>(body).map_err(|e| e.to_string())?;
+    Ok(mcp::filter_json_body(body, asked, targets, keep))
+}
