@@ -34,12 +34,13 @@ use anyhow::Context as _;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Router, middleware};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
+use tower_http::cors::{Any, CorsLayer};
 
 use self::clients::Client;
 use self::control::KeysMode;
@@ -304,39 +305,51 @@ pub async fn run(args: IssuerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Browser-based MCP clients (the MCP Inspector, web apps) read the metadata and keys, register
+/// and redeem codes with `fetch` from their own origin, as Okta allows for trusted origins.
+/// Nothing here rides on cookies, so any origin may call these endpoints; the login page and
+/// the test controls are left out: the page is navigated to, never fetched.
+fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers(Any)
+}
+
 fn router(state: Arc<Issuer>, prefix: &str) -> Router {
     let mut oauth = Router::new()
         .route("/v1/keys", get(keys))
-        .route("/v1/token", post(token))
-        .route(
-            "/v1/authorize",
-            get(authorize::show).post(authorize::submit),
-        );
+        .route("/v1/token", post(token));
     for well_known in metadata::WELL_KNOWN {
         oauth = oauth.route(well_known, get(metadata::discovery));
     }
     if state.registration_enabled() {
         oauth = oauth.route("/v1/register", post(register));
     }
+    let oauth = oauth.layer(cors()).route(
+        "/v1/authorize",
+        get(authorize::show).post(authorize::submit),
+    );
     let control = Router::new()
         .route("/control/rotate", post(control::rotate))
         .route("/control/keys-mode", post(control::keys_mode))
         .route("/control/token", post(control::token))
         .route("/control/stats", get(control::stats))
         .layer(middleware::from_fn(control::loopback_only));
-    let mut app = if prefix.is_empty() {
+    let app = if prefix.is_empty() {
         oauth
     } else {
         // The path-inserted forms (RFC 8414 §3.1); with an empty prefix they are the routes
         // above already, and registering them twice would make axum panic.
-        let mut root = Router::new().nest(prefix, oauth);
+        let mut inserted = Router::new();
         for well_known in metadata::WELL_KNOWN {
-            root = root.route(&format!("{well_known}{prefix}"), get(metadata::discovery));
+            inserted = inserted.route(&format!("{well_known}{prefix}"), get(metadata::discovery));
         }
-        root
+        Router::new()
+            .nest(prefix, oauth)
+            .merge(inserted.layer(cors()))
     };
-    app = app.merge(control);
-    app.with_state(state)
+    app.merge(control).with_state(state)
 }
 
 async fn register(State(issuer): State<Arc<Issuer>>, body: Bytes) -> Response {

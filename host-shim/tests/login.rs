@@ -1065,3 +1065,55 @@ fn a_client_id_metadata_document_identifies_the_client() {
         insecure.body
     );
 }
+
+#[test]
+fn browser_clients_may_call_the_endpoints_but_not_frame_the_login_page() {
+    let issuer = Issuer::start(&[]);
+    let preflight = issuer
+        .agent
+        .options(format!("{}/v1/token", issuer.url))
+        .header("origin", "http://localhost:6274")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .call()
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    let allowed = |response: &ureq::http::Response<ureq::Body>| {
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    assert_eq!(allowed(&preflight).as_deref(), Some("*"));
+    let metadata = issuer
+        .agent
+        .get(format!(
+            "{}/.well-known/oauth-authorization-server/oauth2/default",
+            issuer.base
+        ))
+        .header("origin", "http://localhost:6274")
+        .call()
+        .unwrap();
+    assert_eq!(allowed(&metadata).as_deref(), Some("*"));
+
+    let client_id = issuer.register_public();
+    let (_, challenge) = pkce();
+    let mut url = Url::parse(&format!("{}/v1/authorize", issuer.url)).unwrap();
+    url.query_pairs_mut().extend_pairs([
+        ("response_type", "code"),
+        ("client_id", client_id.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("code_challenge", challenge.as_str()),
+        ("code_challenge_method", "S256"),
+    ]);
+    let page = issuer
+        .agent
+        .get(url.as_str())
+        .header("origin", "http://localhost:6274")
+        .call()
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    assert_eq!(allowed(&page), None);
+    assert_eq!(page.headers().get("x-frame-options").unwrap(), "DENY");
+    assert_eq!(page.headers().get("cache-control").unwrap(), "no-store");
+}
