@@ -1,36 +1,58 @@
 //! A local authorization server that looks like Okta's custom authorization server to the
 //! filter and to clients: the same paths under `/oauth2/default`, the same discovery documents,
-//! a JWKS with RS256 keys and a client-credentials token endpoint minting Okta-shaped access
-//! tokens. It lets `make run` and the end-to-end tests exercise the Okta guide's configuration
-//! without an Okta org, and adds test controls (`control`) to make the keys endpoint misbehave.
-//! It is a development tool: keys live in memory, clients come from flags.
+//! a JWKS with RS256 keys and a token endpoint minting Okta-shaped access tokens. Machines get
+//! tokens with client credentials; people log in from their own MCP client with the
+//! authorization code grant and PKCE (`authorize`, `exchange`), through a login form, with
+//! clients that registered themselves (`registration`) or that name a Client ID Metadata
+//! Document (`metadata_document`). It lets `make run` and the end-to-end tests exercise the Okta
+//! guide's configuration without an Okta org, and adds test controls (`control`) to make the
+//! keys endpoint misbehave. It is a development tool: keys, logins and registrations live in
+//! memory; clients and people come from flags or a file.
 
+mod authorize;
 mod clients;
 mod control;
+mod exchange;
 mod keys;
+mod login_client;
+mod login_page;
+mod metadata;
+mod metadata_document;
+mod redirect;
+mod registration;
+mod store;
 mod token;
+mod users;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Router, middleware};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
+use tower_http::cors::{Any, CorsLayer};
 
 use self::clients::Client;
 use self::control::KeysMode;
 use self::keys::{KeyRing, SigningKey};
-use self::token::{OAuthError, TokenSettings};
+use self::registration::{RegisteredClient, Registry};
+use self::store::Store;
+use self::token::TokenSettings;
+use self::users::User;
+
+/// Scopes every OpenID-flavoured authorization server offers besides its custom ones. `email`
+/// is left out because the issuer's people have no addresses.
+const OIDC_SCOPES: [&str; 3] = ["openid", "profile", authorize::OFFLINE_ACCESS];
 
 /// The size of the `huge` keys body: far over any sane JWKS limit (the filter's is 256 KiB).
 const HUGE_KEYS_BODY: usize = 2 * 1024 * 1024;
@@ -58,9 +80,11 @@ pub struct IssuerArgs {
     #[arg(long)]
     public_url: Option<String>,
 
-    /// The `aud` claim of every access token.
-    #[arg(long, default_value = "api://agentgateway")]
-    audience: String,
+    /// An audience tokens may be minted for. Repeatable; the first is the `aud` of
+    /// client-credentials tokens and of logins that name no `resource` (RFC 8707). A login's
+    /// `resource` must be one of these and becomes its tokens' `aud`.
+    #[arg(long = "audience", default_value = "api://agentgateway")]
+    audiences: Vec<String>,
 
     /// Lifetime of access tokens, in seconds (Okta's default is one hour).
     #[arg(long, default_value_t = 3600)]
@@ -77,9 +101,26 @@ pub struct IssuerArgs {
     #[arg(long = "client", value_parser = clients::parse_spec)]
     clients: Vec<Client>,
 
-    /// YAML file: `clients: [{id, secret, groups: [...], scopes: [...]}]`.
+    /// A person who can log in, as `name:password[:group,group…]`. Repeatable. With no
+    /// `--user` and no `users` in the clients file, two exist: `alice` / `alice-password` in
+    /// groups AI-Users and Everyone, and `bob` / `bob-password` in Everyone only.
+    #[arg(long = "user", value_parser = users::parse_spec)]
+    users: Vec<User>,
+
+    /// YAML file: `clients: [{id, secret, groups: [...], scopes: [...], redirect_uris: [...]}]`
+    /// and `users: [{name, password, groups: [...], uid}]`, both optional. A client without a
+    /// secret is public and can only log people in.
     #[arg(long)]
     clients_file: Option<PathBuf>,
+
+    /// Lifetime of authorization codes, in seconds.
+    #[arg(long, default_value_t = 60)]
+    code_ttl: u64,
+
+    /// Turn off dynamic client registration (`{issuer}/v1/register`), as an Okta org without an
+    /// open registration facade is: clients then use a configured id or a metadata document.
+    #[arg(long)]
+    no_registration: bool,
 }
 
 /// Everything the handlers share.
@@ -88,6 +129,15 @@ pub struct Issuer {
     settings: TokenSettings,
     keys_max_age: u64,
     clients: Vec<Client>,
+    users: Vec<User>,
+    audiences: Vec<String>,
+    scopes_supported: Vec<String>,
+    /// What a login that asks for no scope gets: the custom scopes, as if an Okta admin had
+    /// marked them default.
+    default_scopes: Vec<String>,
+    /// None when registration is off.
+    registry: Option<Mutex<Registry>>,
+    store: Mutex<Store>,
     keys: RwLock<KeyRing>,
     keys_mode: RwLock<KeysMode>,
     keys_requests: AtomicU64,
@@ -120,6 +170,52 @@ impl Issuer {
             .write()
             .unwrap_or_else(PoisonError::into_inner) = mode;
     }
+
+    fn store(&self) -> MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn registration_enabled(&self) -> bool {
+        self.registry.is_some()
+    }
+
+    fn registered(&self, client_id: &str) -> Option<RegisteredClient> {
+        let registry = self.registry.as_ref()?;
+        let registry = registry.lock().unwrap_or_else(PoisonError::into_inner);
+        registry.get(client_id).cloned()
+    }
+
+    fn authorize_url(&self) -> String {
+        format!("{}/v1/authorize", self.issuer)
+    }
+
+    /// The person with this login and password; the password is compared in constant time.
+    fn user(&self, name: &str, password: &str) -> Option<&User> {
+        self.users.iter().find(|user| {
+            user.name == name && token::secret_matches(Some(&user.password), Some(password))
+        })
+    }
+
+    fn user_named(&self, name: &str) -> Option<&User> {
+        self.users.iter().find(|user| user.name == name)
+    }
+}
+
+/// The OIDC scopes, then every custom scope a configured client holds.
+fn scopes_supported(clients: &[Client]) -> (Vec<String>, Vec<String>) {
+    let mut custom: Vec<String> = clients
+        .iter()
+        .flat_map(|c| c.scopes.iter().cloned())
+        .filter(|scope| !OIDC_SCOPES.contains(&scope.as_str()))
+        .collect();
+    custom.sort_unstable();
+    custom.dedup();
+    let all = OIDC_SCOPES
+        .iter()
+        .map(|scope| (*scope).to_owned())
+        .chain(custom.iter().cloned())
+        .collect();
+    (all, custom)
 }
 
 /// Normalises the prefix to `/a/b` (or empty for the root).
@@ -134,8 +230,23 @@ fn normalise_prefix(prefix: &str) -> anyhow::Result<String> {
 
 pub async fn run(args: IssuerArgs) -> anyhow::Result<()> {
     let prefix = normalise_prefix(&args.path_prefix)?;
-    let clients = clients::resolve(args.clients, args.clients_file.as_deref())?;
+    let file = match &args.clients_file {
+        Some(path) => clients::load_file(path)?,
+        None => clients::ClientsFile::default(),
+    };
+    let clients = clients::resolve(args.clients, file.clients)?;
+    for client in &clients {
+        for uri in &client.redirect_uris {
+            redirect::validate(uri).with_context(|| format!("client `{}`", client.id))?;
+        }
+    }
+    let users = users::resolve(args.users, file.users)?;
     anyhow::ensure!(args.token_ttl > 0, "--token-ttl must be positive");
+    anyhow::ensure!(args.code_ttl > 0, "--code-ttl must be positive");
+    let Some(audience) = args.audiences.first().cloned() else {
+        anyhow::bail!("at least one --audience is needed");
+    };
+    let (scopes_supported, default_scopes) = scopes_supported(&clients);
     let shutdown = crate::shutdown::on_signal()?;
 
     let first_key = tokio::task::spawn_blocking(SigningKey::generate).await??;
@@ -150,19 +261,29 @@ pub async fn run(args: IssuerArgs) -> anyhow::Result<()> {
     let issuer_url = format!("{base}{prefix}");
 
     let client_ids: Vec<&str> = clients.iter().map(|c| c.id.as_str()).collect();
+    let user_names: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
     eprintln!(
-        "issuer: clients {client_ids:?}; audience {}; key {}",
-        args.audience, first_key.kid
+        "issuer: clients {client_ids:?}; users {user_names:?}; audiences {:?}; registration {}; \
+         key {}",
+        args.audiences,
+        if args.no_registration { "off" } else { "on" },
+        first_key.kid
     );
     let state = Arc::new(Issuer {
         issuer: issuer_url.clone(),
         settings: TokenSettings {
             issuer: issuer_url.clone(),
-            audience: args.audience,
+            audience,
             ttl_seconds: args.token_ttl,
         },
         keys_max_age: args.keys_max_age,
         clients,
+        users,
+        audiences: args.audiences,
+        scopes_supported,
+        default_scopes,
+        registry: (!args.no_registration).then(|| Mutex::new(Registry::default())),
+        store: Mutex::new(Store::new(Duration::from_secs(args.code_ttl))),
         keys: RwLock::new(KeyRing::new(first_key)),
         keys_mode: RwLock::new(KeysMode::Ok),
         keys_requests: AtomicU64::new(0),
@@ -184,13 +305,31 @@ pub async fn run(args: IssuerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Browser-based MCP clients (the MCP Inspector, web apps) read the metadata and keys, register
+/// and redeem codes with `fetch` from their own origin, as Okta allows for trusted origins.
+/// Nothing here rides on cookies, so any origin may call these endpoints; the login page and
+/// the test controls are left out: the page is navigated to, never fetched.
+fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers(Any)
+}
+
 fn router(state: Arc<Issuer>, prefix: &str) -> Router {
-    let oauth = Router::new()
-        .route("/.well-known/openid-configuration", get(discovery))
-        .route("/.well-known/oauth-authorization-server", get(discovery))
+    let mut oauth = Router::new()
         .route("/v1/keys", get(keys))
-        .route("/v1/token", post(token))
-        .route("/v1/authorize", get(authorize));
+        .route("/v1/token", post(token));
+    for well_known in metadata::WELL_KNOWN {
+        oauth = oauth.route(well_known, get(metadata::discovery));
+    }
+    if state.registration_enabled() {
+        oauth = oauth.route("/v1/register", post(register));
+    }
+    let oauth = oauth.layer(cors()).route(
+        "/v1/authorize",
+        get(authorize::show).post(authorize::submit),
+    );
     let control = Router::new()
         .route("/control/rotate", post(control::rotate))
         .route("/control/keys-mode", post(control::keys_mode))
@@ -200,41 +339,44 @@ fn router(state: Arc<Issuer>, prefix: &str) -> Router {
     let app = if prefix.is_empty() {
         oauth
     } else {
-        Router::new().nest(prefix, oauth)
+        // The path-inserted forms (RFC 8414 §3.1); with an empty prefix they are the routes
+        // above already, and registering them twice would make axum panic.
+        let mut inserted = Router::new();
+        for well_known in metadata::WELL_KNOWN {
+            inserted = inserted.route(&format!("{well_known}{prefix}"), get(metadata::discovery));
+        }
+        Router::new()
+            .nest(prefix, oauth)
+            .merge(inserted.layer(cors()))
     };
     app.merge(control).with_state(state)
 }
 
-/// One document for both discovery paths, as Okta's are nearly identical: what a client needs
-/// to find the token endpoint and the keys.
-async fn discovery(State(issuer): State<Arc<Issuer>>) -> Response {
-    let base = &issuer.issuer;
-    Json(json!({
-        "issuer": base,
-        "authorization_endpoint": format!("{base}/v1/authorize"),
-        "token_endpoint": format!("{base}/v1/token"),
-        "jwks_uri": format!("{base}/v1/keys"),
-        "response_types_supported": ["code"],
-        "grant_types_supported": ["client_credentials"],
-        "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ["RS256"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "scopes_supported": scopes_supported(&issuer.clients),
-        "claims_supported": [
-            "ver", "jti", "iss", "aud", "iat", "exp", "cid", "scp", "sub", "groups"
-        ],
-    }))
-    .into_response()
-}
-
-fn scopes_supported(clients: &[Client]) -> Vec<&str> {
-    let mut scopes: Vec<&str> = clients
-        .iter()
-        .flat_map(|c| c.scopes.iter().map(String::as_str))
-        .collect();
-    scopes.sort_unstable();
-    scopes.dedup();
-    scopes
+async fn register(State(issuer): State<Arc<Issuer>>, body: Bytes) -> Response {
+    let Some(registry) = &issuer.registry else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let now = chrono::Utc::now().timestamp();
+    let registered = registry
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .register(&body, &issuer.scopes_supported, now);
+    match registered {
+        Ok(response) => {
+            let field = |name: &str| response.get(name).cloned().unwrap_or_default();
+            eprintln!(
+                "issuer: registered client {} ({}) for {}",
+                field("client_id"),
+                field("token_endpoint_auth_method"),
+                field("redirect_uris")
+            );
+            (StatusCode::CREATED, token::no_store(), Json(response)).into_response()
+        }
+        Err(err) => {
+            eprintln!("issuer: registration refused: {err}");
+            err.into_response()
+        }
+    }
 }
 
 async fn keys(
@@ -301,16 +443,14 @@ async fn keys(
 
 async fn token(State(issuer): State<Arc<Issuer>>, headers: HeaderMap, body: Bytes) -> Response {
     issuer.token_requests.fetch_add(1, Ordering::SeqCst);
-    let minted = token::authorize(&issuer.clients, &headers, &body).and_then(|(client, scopes)| {
-        let ring = issuer.read_keys();
-        let response = token::mint(&issuer.settings, ring.active(), client, &scopes)?;
-        eprintln!(
-            "issuer: token for {} (scope {:?}, kid {})",
-            client.id,
-            response.scope,
-            ring.active().kid
-        );
-        Ok(response)
+    let minted = token::parse_form(&headers, &body).and_then(|form| {
+        match form.grant_type.as_deref() {
+            Some("authorization_code") => exchange::authorization_code(&issuer, &headers, &form),
+            Some("refresh_token") => exchange::refresh_token(&issuer, &headers, &form),
+            // Client credentials, and the refusals of every other grant, as before: the client
+            // is authenticated first, so a stranger learns nothing about grant support.
+            _ => client_credentials(&issuer, &headers, &form),
+        }
     });
     match minted {
         Ok(response) => {
@@ -324,12 +464,21 @@ async fn token(State(issuer): State<Arc<Issuer>>, headers: HeaderMap, body: Byte
     }
 }
 
-/// Listed in discovery because OIDC requires the field; only client credentials is served.
-async fn authorize() -> Response {
-    OAuthError::InvalidRequest(
-        "This local issuer only implements the client_credentials grant.".to_owned(),
-    )
-    .into_response()
+fn client_credentials(
+    issuer: &Issuer,
+    headers: &HeaderMap,
+    form: &token::TokenForm,
+) -> Result<token::TokenResponse, token::OAuthError> {
+    let (client, scopes) = token::client_credentials(&issuer.clients, headers, form)?;
+    let ring = issuer.read_keys();
+    let response = token::mint(&issuer.settings, ring.active(), client, &scopes)?;
+    eprintln!(
+        "issuer: token for {} (scope {:?}, kid {})",
+        client.id,
+        response.scope,
+        ring.active().kid
+    );
+    Ok(response)
 }
 
 #[cfg(test)]
@@ -345,5 +494,12 @@ mod tests {
         );
         assert_eq!(normalise_prefix("/").unwrap(), "");
         assert!(normalise_prefix("oauth2").is_err());
+    }
+
+    #[test]
+    fn the_oidc_scopes_come_first_and_the_custom_ones_are_the_defaults() {
+        let (all, custom) = scopes_supported(&clients::defaults());
+        assert_eq!(all, ["openid", "profile", "offline_access", "agentgateway"]);
+        assert_eq!(custom, ["agentgateway"]);
     }
 }

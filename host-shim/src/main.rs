@@ -30,7 +30,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a local OAuth 2.0 / OIDC issuer shaped like Okta's custom authorization server
-    /// (client credentials, RS256 access tokens, JWKS). For development and tests only.
+    /// (client credentials; people's logins with authorization code + PKCE, refresh tokens,
+    /// registration; RS256 access tokens, JWKS). For development and tests only.
     Issuer(issuer::IssuerArgs),
     /// Render the Envoy bootstrap for an Agent Gateway config file: listeners, routes, the
     /// wasm filter with each route's policy, the shim and JWKS clusters.

@@ -2,12 +2,16 @@
 //! each has a secret, the scopes it was granted and the groups its tokens carry (what an Okta
 //! admin would configure with a `groups` claim). They come from `--client` flags or a YAML file;
 //! with neither, two defaults exist so that the Okta guide's group rule has one client that
-//! passes it and one that does not.
+//! passes it and one that does not. A file entry may also list `redirect_uris`, which lets the
+//! client send people through the login page (an Okta "Web" or, without a secret, "Native"
+//! application); the same file may list the people who log in (`users`).
 
 use std::path::Path;
 
 use anyhow::Context as _;
 use serde::Deserialize;
+
+use super::users::User;
 
 /// The scope the Okta guide tells you to create and grant.
 pub const DEFAULT_SCOPE: &str = "agentgateway";
@@ -16,17 +20,26 @@ pub const DEFAULT_SCOPE: &str = "agentgateway";
 #[serde(deny_unknown_fields)]
 pub struct Client {
     pub id: String,
-    pub secret: String,
+    /// None for a public client (one that logs people in but holds no secret, as an MCP client
+    /// on someone's laptop does); such a client cannot use the client-credentials grant.
+    #[serde(default)]
+    pub secret: Option<String>,
     #[serde(default)]
     pub groups: Vec<String>,
     #[serde(default = "default_scopes")]
     pub scopes: Vec<String>,
+    /// Where the login page may send people back to; empty for a machine-only client.
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ClientsFile {
-    clients: Vec<Client>,
+pub struct ClientsFile {
+    #[serde(default)]
+    pub clients: Vec<Client>,
+    #[serde(default)]
+    pub users: Vec<User>,
 }
 
 fn default_scopes() -> Vec<String> {
@@ -38,15 +51,17 @@ pub fn defaults() -> Vec<Client> {
     vec![
         Client {
             id: "ai-user".to_owned(),
-            secret: "ai-user-secret".to_owned(),
+            secret: Some("ai-user-secret".to_owned()),
             groups: vec!["AI-Users".to_owned(), "Everyone".to_owned()],
             scopes: default_scopes(),
+            redirect_uris: Vec::new(),
         },
         Client {
             id: "plain-user".to_owned(),
-            secret: "plain-user-secret".to_owned(),
+            secret: Some("plain-user-secret".to_owned()),
             groups: vec!["Everyone".to_owned()],
             scopes: default_scopes(),
+            redirect_uris: Vec::new(),
         },
     ]
 }
@@ -77,28 +92,26 @@ pub fn parse_spec(spec: &str) -> Result<Client, String> {
     };
     Ok(Client {
         id: id.to_owned(),
-        secret: secret.to_owned(),
+        secret: Some(secret.to_owned()),
         groups,
         scopes,
+        redirect_uris: Vec::new(),
     })
 }
 
-/// Reads a file of the form `clients: [{id, secret, groups, scopes}]`.
-pub fn load_file(path: &Path) -> anyhow::Result<Vec<Client>> {
+/// Reads a file of the form `clients: [{id, secret, groups, scopes, redirect_uris}]` and
+/// `users: [{name, password, groups, uid}]`, both lists optional.
+pub fn load_file(path: &Path) -> anyhow::Result<ClientsFile> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading clients file {}", path.display()))?;
-    let file: ClientsFile = serde_yaml::from_str(&text)
-        .with_context(|| format!("parsing clients file {}", path.display()))?;
-    Ok(file.clients)
+    serde_yaml::from_str(&text).with_context(|| format!("parsing clients file {}", path.display()))
 }
 
 /// Flags and file together; the defaults only when both are empty, so that configuring one
 /// client never leaves the well-known default secrets usable.
-pub fn resolve(flags: Vec<Client>, file: Option<&Path>) -> anyhow::Result<Vec<Client>> {
+pub fn resolve(flags: Vec<Client>, file: Vec<Client>) -> anyhow::Result<Vec<Client>> {
     let mut clients = flags;
-    if let Some(path) = file {
-        clients.extend(load_file(path)?);
-    }
+    clients.extend(file);
     if clients.is_empty() {
         clients = defaults();
     }
@@ -107,6 +120,11 @@ pub fn resolve(flags: Vec<Client>, file: Option<&Path>) -> anyhow::Result<Vec<Cl
         anyhow::ensure!(
             seen.insert(client.id.as_str()),
             "client `{}` is configured twice",
+            client.id
+        );
+        anyhow::ensure!(
+            client.secret.is_some() || !client.redirect_uris.is_empty(),
+            "client `{}` has neither a secret nor redirect_uris: nothing could use it",
             client.id
         );
     }
@@ -122,7 +140,7 @@ mod tests {
     fn a_full_spec_names_groups_and_scopes() {
         let client = parse_spec("bot:s3cret:AI-Users,Everyone:agentgateway,extra").unwrap();
         assert_eq!(client.id, "bot");
-        assert_eq!(client.secret, "s3cret");
+        assert_eq!(client.secret.as_deref(), Some("s3cret"));
         assert_eq!(client.groups, ["AI-Users", "Everyone"]);
         assert_eq!(client.scopes, ["agentgateway", "extra"]);
     }
@@ -142,20 +160,37 @@ mod tests {
 
     #[test]
     fn defaults_have_one_client_in_ai_users_and_one_not() {
-        let clients = resolve(Vec::new(), None).unwrap();
+        let clients = resolve(Vec::new(), Vec::new()).unwrap();
         assert!(clients[0].groups.iter().any(|g| g == "AI-Users"));
         assert!(!clients[1].groups.iter().any(|g| g == "AI-Users"));
     }
 
     #[test]
     fn configured_clients_replace_the_defaults() {
-        let clients = resolve(vec![parse_spec("a:b").unwrap()], None).unwrap();
+        let clients = resolve(vec![parse_spec("a:b").unwrap()], Vec::new()).unwrap();
         assert_eq!(clients.len(), 1);
     }
 
     #[test]
     fn duplicate_ids_are_rejected() {
         let twice = vec![parse_spec("a:b").unwrap(), parse_spec("a:c").unwrap()];
-        assert!(resolve(twice, None).is_err());
+        assert!(resolve(twice, Vec::new()).is_err());
+    }
+
+    #[test]
+    fn a_file_lists_login_clients_and_people() {
+        let file: ClientsFile = serde_yaml::from_str(
+            "clients:\n\
+             - id: laptop\n  redirect_uris: [\"http://127.0.0.1/callback\"]\n\
+             users:\n\
+             - name: carol\n  password: pw\n  groups: [Ops]\n",
+        )
+        .unwrap();
+        let clients = resolve(Vec::new(), file.clients).unwrap();
+        assert_eq!(clients[0].secret, None);
+        assert_eq!(clients[0].redirect_uris, ["http://127.0.0.1/callback"]);
+        assert_eq!(file.users[0].groups, ["Ops"]);
+        let useless: ClientsFile = serde_yaml::from_str("clients: [{id: nothing}]").unwrap();
+        assert!(resolve(Vec::new(), useless.clients).is_err());
     }
 }

@@ -1,0 +1,146 @@
+//! The people who can log in at the local issuer's login page, standing in for an Okta org's
+//! directory: each has a login, a password and the groups Okta's `groups` claim would list.
+//! They come from `--user` flags or the `users:` list of the clients file; with neither, two
+//! defaults exist so that the Okta guide's group rule has one person who passes it (`alice`, in
+//! AI-Users) and one who does not (`bob`).
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    /// The login: what the person types and what becomes the token's `sub`.
+    pub name: String,
+    pub password: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Okta's user id (`uid`); derived from the login when not given, so it is stable across
+    /// runs and a policy written against it keeps working after a restart.
+    #[serde(default)]
+    pub uid: Option<String>,
+}
+
+impl User {
+    pub fn uid(&self) -> String {
+        self.uid.clone().unwrap_or_else(|| derived_uid(&self.name))
+    }
+}
+
+/// Okta user ids are 20 characters starting with `00u`; this keeps that shape.
+fn derived_uid(name: &str) -> String {
+    let digest = Sha256::digest(name.as_bytes());
+    let encoded: String = URL_SAFE_NO_PAD
+        .encode(digest)
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(17)
+        .collect();
+    format!("00u{encoded}")
+}
+
+/// The people used when none are configured. Documented in the README; tests rely on them.
+pub fn defaults() -> Vec<User> {
+    vec![
+        User {
+            name: "alice".to_owned(),
+            password: "alice-password".to_owned(),
+            groups: vec!["AI-Users".to_owned(), "Everyone".to_owned()],
+            uid: None,
+        },
+        User {
+            name: "bob".to_owned(),
+            password: "bob-password".to_owned(),
+            groups: vec!["Everyone".to_owned()],
+            uid: None,
+        },
+    ]
+}
+
+/// Parses `name:password[:group,group…]`, the `--user` flag's format. Passwords cannot contain
+/// `:` in this form; use the clients file for those.
+pub fn parse_spec(spec: &str) -> Result<User, String> {
+    let mut parts = spec.splitn(3, ':');
+    let name = parts.next().unwrap_or_default();
+    let password = parts.next().unwrap_or_default();
+    if name.is_empty() || password.is_empty() {
+        return Err(format!(
+            "user `{spec}`: expected name:password[:group,group…]"
+        ));
+    }
+    let groups = parts
+        .next()
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|group| !group.is_empty())
+        .map(str::to_owned)
+        .collect();
+    Ok(User {
+        name: name.to_owned(),
+        password: password.to_owned(),
+        groups,
+        uid: None,
+    })
+}
+
+/// Flags and file together; the defaults only when both are empty, so that configuring one
+/// person never leaves the well-known default passwords usable.
+pub fn resolve(flags: Vec<User>, file: Vec<User>) -> anyhow::Result<Vec<User>> {
+    let mut users = flags;
+    users.extend(file);
+    if users.is_empty() {
+        users = defaults();
+    }
+    let mut seen = std::collections::HashSet::new();
+    for user in &users {
+        anyhow::ensure!(
+            seen.insert(user.name.as_str()),
+            "user `{}` is configured twice",
+            user.name
+        );
+    }
+    Ok(users)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    #[test]
+    fn a_spec_names_the_groups() {
+        let user = parse_spec("carol:pw:AI-Users, Ops").unwrap();
+        assert_eq!(user.name, "carol");
+        assert_eq!(user.password, "pw");
+        assert_eq!(user.groups, ["AI-Users", "Ops"]);
+        assert!(parse_spec("carol:pw").unwrap().groups.is_empty());
+        assert!(parse_spec("carol").is_err());
+        assert!(parse_spec(":pw").is_err());
+    }
+
+    #[test]
+    fn uids_are_stable_okta_shaped_and_distinct() {
+        let alice = &defaults()[0];
+        assert_eq!(alice.uid(), alice.uid());
+        assert_eq!(alice.uid().len(), 20);
+        assert!(alice.uid().starts_with("00u"));
+        assert_ne!(alice.uid(), defaults()[1].uid());
+        let pinned = User {
+            uid: Some("00uPINNED".to_owned()),
+            ..alice.clone()
+        };
+        assert_eq!(pinned.uid(), "00uPINNED");
+    }
+
+    #[test]
+    fn configured_users_replace_the_defaults_and_must_be_unique() {
+        let users = resolve(vec![parse_spec("carol:pw").unwrap()], Vec::new()).unwrap();
+        assert_eq!(users.len(), 1);
+        assert_eq!(resolve(Vec::new(), Vec::new()).unwrap(), defaults());
+        let twice = vec![parse_spec("a:b").unwrap(), parse_spec("a:c").unwrap()];
+        assert!(resolve(twice, Vec::new()).is_err());
+    }
+}
