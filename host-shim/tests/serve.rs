@@ -746,3 +746,63 @@ fn the_guides_npx_target_runs_and_sigterm_leaves_nothing_behind() {
     assert!(left.is_empty(), "processes left behind: {left:?}");
     assert!(shim.log_contains("serve: stopped"));
 }
+
+#[test]
+fn names_split_at_the_longest_target_as_the_filter_splits_them() {
+    // `a_b_echo` is `a_b`'s echo: the filter judges it so, and the shim must call that one,
+    // not `a`'s `b_echo`.
+    let targets = format!("{}{}", node_target("a"), node_target("a_b"));
+    let shim = Shim::start(&config(&targets, None));
+    let session = shim.session();
+    let (_, tools) = shim.call(&session, "tools/list", json!({}));
+    let names: BTreeSet<&str> = tools["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains("a_echo") && names.contains("a_b_echo"),
+        "{names:?}"
+    );
+    for name in ["a_b_echo", "a_echo"] {
+        let (status, echoed) = shim.call(
+            &session,
+            "tools/call",
+            json!({"name": name, "arguments": {"message": name}}),
+        );
+        assert_eq!(status, 200);
+        assert_eq!(text_of(&echoed), format!("Echo: {name}"), "{echoed}");
+    }
+    let (_, unknown) = shim.call(
+        &session,
+        "tools/call",
+        json!({"name": "b_echo", "arguments": {}}),
+    );
+    assert_eq!(unknown["error"]["code"], -32602, "{unknown}");
+}
+
+#[test]
+fn a_listed_name_that_would_reach_another_target_is_left_out() {
+    // `a`'s tool `b_echo` would be listed as `a_b_echo`, which is `a_b`'s `echo`: offering it
+    // would name a tool that calls another server.
+    let fake = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-mcp.mjs");
+    let target = |name: &str, tool: &str| {
+        format!(
+            "          - name: {name}\n            stdio:\n              cmd: node\n              args: [\"{}\", \"ok\", \"{tool}\"]\n",
+            fake.display()
+        )
+    };
+    let targets = format!("{}{}", target("a", "b_echo"), target("a_b", "echo"));
+    let shim = Shim::start(&config(&targets, None));
+    let session = shim.session();
+    let (_, tools) = shim.call(&session, "tools/list", json!({}));
+    let names: Vec<&str> = tools["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a_b_echo"], "{tools}");
+    assert!(shim.log_contains("\"a_b_echo\" of target 'a' would call another target"));
+}
