@@ -175,7 +175,7 @@ impl Fanout {
         sink: Arc<dyn ClientSink>,
     ) -> Result<Fanout, RpcError> {
         let server_requests = Arc::new(ServerRequests::default());
-        let short_id = session_id.get(..8).unwrap_or(session_id);
+        let short_id = crate::session::short(session_id);
         let mut servers = Vec::new();
         for (index, target) in targets.iter().enumerate() {
             let Some(spec) = &target.stdio else {

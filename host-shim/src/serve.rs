@@ -16,7 +16,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, DEFAULT_SESSION_TTL};
 use crate::http::{App, router};
-use crate::session::{RouteSpec, SessionTable};
+use crate::session::{
+    DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_IDENTITY, Limits, RouteSpec, SessionTable,
+};
 use crate::stdio;
 
 /// How long open connections get to finish once every session has ended.
@@ -30,6 +32,22 @@ pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free one (the first stdout line names it).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
+
+    /// Sessions this shim holds at once; a new one beyond it is refused with a 429.
+    #[arg(long, default_value_t = DEFAULT_MAX_SESSIONS, value_parser = at_least_one)]
+    max_sessions: usize,
+
+    /// Sessions one identity holds at once (anonymous callers count as one identity).
+    #[arg(long, default_value_t = DEFAULT_MAX_SESSIONS_PER_IDENTITY, value_parser = at_least_one)]
+    max_sessions_per_identity: usize,
+}
+
+pub fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -39,7 +57,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     println!("host-shim serving on http://{}", listener.local_addr()?);
     let shutdown = crate::shutdown::on_signal()?;
-    serve(Arc::new(config), listener, shutdown).await
+    let limits = Limits {
+        total: args.max_sessions,
+        per_identity: args.max_sessions_per_identity,
+    };
+    serve(Arc::new(config), listener, limits, shutdown).await
 }
 
 /// Serves every route of `config` on `listener` until `shutdown` is cancelled, then ends every
@@ -47,6 +69,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 pub async fn serve(
     config: Arc<Config>,
     listener: tokio::net::TcpListener,
+    limits: Limits,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     stdio::kill_children_on_panic();
@@ -72,7 +95,11 @@ pub async fn serve(
         .map(|r| r.ttl)
         .min()
         .unwrap_or(DEFAULT_SESSION_TTL);
-    let table = Arc::new(SessionTable::default());
+    eprintln!(
+        "serve: at most {} sessions, {} per identity",
+        limits.total, limits.per_identity
+    );
+    let table = Arc::new(SessionTable::new(limits));
     let app = Arc::new(App::new(routes, table.clone()));
 
     let reaper = {

@@ -17,6 +17,7 @@ use tokio::process::{Child, Command};
 
 use crate::config::Config;
 use crate::envoy_config::{self, DEFAULT_CA_FILE, DEFAULT_WASM, RenderOptions};
+use crate::session::{DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_IDENTITY};
 
 #[derive(Debug, clap::Args)]
 pub struct UpArgs {
@@ -48,6 +49,17 @@ pub struct UpArgs {
     /// The CAs that https JWKS endpoints are verified against.
     #[arg(long, default_value = DEFAULT_CA_FILE)]
     pub ca_file: PathBuf,
+    /// Sessions each shim holds at once (`host-shim serve --max-sessions`).
+    #[arg(long, default_value_t = DEFAULT_MAX_SESSIONS, value_parser = crate::serve::at_least_one)]
+    pub max_sessions: usize,
+    /// Sessions one identity holds at once on each shim
+    /// (`host-shim serve --max-sessions-per-identity`).
+    #[arg(
+        long,
+        default_value_t = DEFAULT_MAX_SESSIONS_PER_IDENTITY,
+        value_parser = crate::serve::at_least_one
+    )]
+    pub max_sessions_per_identity: usize,
 }
 
 /// A child in its own process group, ended with its group.
@@ -187,6 +199,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 .arg("serve")
                 .arg(&args.config)
                 .args(["--listen", "127.0.0.1:0"])
+                .arg("--max-sessions")
+                .arg(args.max_sessions.to_string())
+                .arg("--max-sessions-per-identity")
+                .arg(args.max_sessions_per_identity.to_string())
                 .stdout(Stdio::piped()),
         )?;
         let url = first_line(&mut serve, "host-shim serving on").await?;
