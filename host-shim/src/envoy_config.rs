@@ -5,13 +5,13 @@
 //! one per JWKS host (TLS with SNI, a CA and a SAN check for https).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use mcp_auth_filter::policy::{FilterConfig, KeySource, Location};
 use serde_json::{Value as Json, json};
 
+use crate::address::Address;
 use crate::config::{Config, RouteRef};
 
 /// The header Envoy adds so the shim knows which route a request came through.
@@ -29,11 +29,11 @@ pub struct EnvoyArgs {
     /// The filter module.
     #[arg(long, default_value = DEFAULT_WASM)]
     pub wasm: PathBuf,
-    /// Where `host-shim serve` listens. Repeat it for several shims: each MCP session then
-    /// sticks to the shim that created it (Envoy's stateful_session with the envelope on
-    /// `mcp-session-id`).
+    /// Where `host-shim serve` listens: HOST:PORT or unix:/absolute/path. Repeat it for
+    /// several shims: each MCP session then sticks to the shim that created it (Envoy's
+    /// stateful_session with the envelope on `mcp-session-id`).
     #[arg(long, default_value = "127.0.0.1:3100")]
-    pub shim: Vec<SocketAddr>,
+    pub shim: Vec<Address>,
     /// The address the binds listen on (0.0.0.0 to serve other machines).
     #[arg(long, default_value = "127.0.0.1")]
     pub listen_address: String,
@@ -54,7 +54,7 @@ impl RenderOptions {
     /// Options for `config_path`, with the module path made absolute for Envoy.
     pub fn new(
         wasm: &Path,
-        shims: Vec<SocketAddr>,
+        shims: Vec<Address>,
         listen_address: String,
         admin_port: u16,
         ca_file: PathBuf,
@@ -94,7 +94,7 @@ pub struct RenderOptions {
     /// The filter module (an absolute path is safest: Envoy resolves it from its own cwd).
     pub wasm: PathBuf,
     /// Where the `host-shim serve` replicas listen.
-    pub shims: Vec<SocketAddr>,
+    pub shims: Vec<Address>,
     /// The address the binds listen on.
     pub listen_address: String,
     pub admin_port: u16,
@@ -306,13 +306,17 @@ fn envoy_routes(route: &RouteRef<'_>, several_shims: bool) -> Vec<Json> {
         .collect()
 }
 
-fn static_cluster(name: &str, addrs: &[SocketAddr]) -> Json {
+fn static_cluster(name: &str, addrs: &[Address]) -> Json {
     let endpoints: Vec<Json> = addrs
         .iter()
         .map(|addr| {
-            json!({"endpoint": {"address": {"socket_address": {
-                "address": addr.ip().to_string(), "port_value": addr.port()
-            }}}})
+            let address = match addr {
+                Address::Tcp(addr) => json!({"socket_address": {
+                    "address": addr.ip().to_string(), "port_value": addr.port()
+                }}),
+                Address::Unix(path) => json!({"pipe": {"path": path.display().to_string()}}),
+            };
+            json!({"endpoint": {"address": address}})
         })
         .collect();
     json!({
@@ -401,7 +405,7 @@ mod tests {
     fn options() -> RenderOptions {
         RenderOptions {
             wasm: "/abs/filter.wasm".into(),
-            shims: vec!["127.0.0.1:3100".parse().unwrap()],
+            shims: vec![Address::Tcp("127.0.0.1:3100".parse().unwrap())],
             listen_address: "127.0.0.1".into(),
             admin_port: 9901,
             ca_file: DEFAULT_CA_FILE.into(),
@@ -452,6 +456,28 @@ mod tests {
             okta["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
                 ["port_value"],
             443
+        );
+    }
+
+    #[test]
+    fn shims_on_sockets_are_pipes() {
+        let config = Config::parse(GUIDE).unwrap();
+        let mut options = options();
+        options.shims = vec![
+            Address::Unix("/run/gw/shim-0.sock".into()),
+            Address::Tcp("127.0.0.1:4000".parse().unwrap()),
+        ];
+        let doc: Json = serde_yaml::from_str(&render(&config, &options).unwrap()).unwrap();
+        let clusters = doc["static_resources"]["clusters"].as_array().unwrap();
+        let shim = clusters.iter().find(|c| c["name"] == SHIM_CLUSTER).unwrap();
+        let endpoints = &shim["load_assignment"]["endpoints"][0]["lb_endpoints"];
+        assert_eq!(
+            endpoints[0]["endpoint"]["address"],
+            json!({"pipe": {"path": "/run/gw/shim-0.sock"}})
+        );
+        assert_eq!(
+            endpoints[1]["endpoint"]["address"]["socket_address"],
+            json!({"address": "127.0.0.1", "port_value": 4000})
         );
     }
 

@@ -1,19 +1,21 @@
-//! `host-shim serve`: one loopback HTTP server for every route of the config, each route's
-//! `stdio` targets served as one MCP server (see `http`, `session`, `mcp`, `stdio`). Envoy sends
-//! each route's traffic here with the route's name in `x-mcp-route`.
+//! `host-shim serve`: one HTTP server for every route of the config, on a loopback port or an
+//! owner-only Unix socket (see `address`), each route's `stdio` targets served as one MCP server
+//! (see `http`, `session`, `mcp`, `stdio`). Envoy sends each route's traffic here with the
+//! route's name in `x-mcp-route`.
 //!
 //! Stopping is part of the design: on SIGINT/SIGTERM (or the caller's token) no new session
 //! starts, every session ends, every child is stopped and reaped, and only then does `serve`
 //! return, so nothing outlives the shim.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use axum::Router;
 use tokio_util::sync::CancellationToken;
 
+use crate::address::{Address, Bound};
 use crate::config::{Config, DEFAULT_SESSION_TTL};
 use crate::http::{App, router};
 use crate::session::{
@@ -29,9 +31,10 @@ pub struct ServeArgs {
     /// The Agent Gateway config file (`binds` / `listeners` / `routes` / `backends`).
     config: PathBuf,
 
-    /// Address to listen on; port 0 picks a free one (the first stdout line names it).
+    /// Where to listen: HOST:PORT (port 0 picks a free one), or unix:/absolute/path for a
+    /// socket only its owner may connect to (mode 0600). The first stdout line names it.
     #[arg(long, default_value = "127.0.0.1:0")]
-    listen: SocketAddr,
+    listen: Address,
 
     /// Sessions this shim holds at once; a new one beyond it is refused with a 429.
     #[arg(long, default_value_t = DEFAULT_MAX_SESSIONS, value_parser = at_least_one)]
@@ -52,10 +55,8 @@ pub fn at_least_one(text: &str) -> Result<usize, String> {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    println!("host-shim serving on http://{}", listener.local_addr()?);
+    let listener = Bound::bind(&args.listen).await?;
+    println!("host-shim serving on {}", listener.local_address()?);
     let shutdown = crate::shutdown::on_signal()?;
     let limits = Limits {
         total: args.max_sessions,
@@ -65,10 +66,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Serves every route of `config` on `listener` until `shutdown` is cancelled, then ends every
-/// session and returns once every child process is reaped.
+/// session and returns once every child process is reaped (and a socket file is removed).
 pub async fn serve(
     config: Arc<Config>,
-    listener: tokio::net::TcpListener,
+    listener: Bound,
     limits: Limits,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -120,9 +121,13 @@ pub async fn serve(
             sessions_ended.cancel();
         }
     };
-    let server = axum::serve(listener, router(app)).with_graceful_shutdown(stopping);
+    let service = router(app);
+    // Kept until the server is done: dropping it removes the socket file.
+    let (served, _socket_file) = match listener {
+        Bound::Tcp(listener) => (spawn_server(listener, service, stopping), None),
+        Bound::Unix(listener, file) => (spawn_server(listener, service, stopping), Some(file)),
+    };
     let server = async {
-        let served = tokio::spawn(server.into_future());
         tokio::select! {
             result = served => result.context("the HTTP server task")?.context("the HTTP server"),
             () = async {
@@ -138,4 +143,18 @@ pub async fn serve(
     let _ = reaper.await;
     eprintln!("serve: stopped");
     result
+}
+
+/// The HTTP server on `listener`, in its own task, stopping gracefully once `stopping` is done.
+fn spawn_server<L>(
+    listener: L,
+    router: Router,
+    stopping: impl Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<std::io::Result<()>>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let server = axum::serve(listener, router).with_graceful_shutdown(stopping);
+    tokio::spawn(server.into_future())
 }

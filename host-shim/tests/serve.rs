@@ -1096,3 +1096,109 @@ fn legacy_sessions_count_against_the_caps() {
             == 200
     });
 }
+
+/// One HTTP/1.1 request over a Unix socket: the status, the headers (lower-cased names) and
+/// the body.
+fn unix_request(
+    socket: &std::path::Path,
+    method: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, Vec<(String, String)>, String) {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut request = format!(
+        "{method} /mcp HTTP/1.1\r\nhost: shim\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers, body.to_string())
+}
+
+#[test]
+fn a_unix_socket_is_owner_only_serves_mcp_and_is_removed_at_exit() {
+    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+    let socket = temp_path("shim.sock");
+    // What a killed shim leaves behind: a socket file nobody listens on. It is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    assert!(socket.exists());
+    let listen = format!("unix:{}", socket.display());
+    let shim = Shim::start_with(
+        &config(&node_target("my-server"), None),
+        &["--listen", &listen],
+    );
+    assert_eq!(shim.base, listen, "the first line names the socket");
+    let meta = std::fs::metadata(&socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+
+    let (status, headers, body) = unix_request(
+        &socket,
+        "POST",
+        &[
+            ("content-type", "application/json"),
+            ("accept", "application/json"),
+        ],
+        &initialize(1).to_string(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let session = headers
+        .iter()
+        .find(|(n, _)| n == "mcp-session-id")
+        .map(|(_, v)| v.clone())
+        .expect("a session id");
+    let answer: Json = serde_json::from_str(&body).unwrap();
+    assert!(answer["result"]["protocolVersion"].is_string(), "{answer}");
+    let (status, _, _) = unix_request(&socket, "DELETE", &[("mcp-session-id", &session)], "");
+    assert_eq!(status, 200);
+
+    drop(shim);
+    assert!(
+        !socket.exists(),
+        "the socket is removed when the shim stops"
+    );
+}
+
+#[test]
+fn a_file_in_the_sockets_place_is_left_alone() {
+    let path = temp_path("not-a-socket");
+    std::fs::write(&path, "keep me").unwrap();
+    let config_path = temp_path("config.yaml");
+    std::fs::write(&config_path, config(&node_target("my-server"), None)).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_host-shim"))
+        .arg("serve")
+        .arg(&config_path)
+        .arg("--listen")
+        .arg(format!("unix:{}", path.display()))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("is not a socket"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "keep me");
+    let _ = std::fs::remove_file(&path);
+}
