@@ -20,6 +20,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -44,6 +45,9 @@ pub const VERSION_HEADER: &str = "mcp-protocol-version";
 /// Revisions whose HTTP transport this module implements. The revision itself is negotiated
 /// between the client and the MCP servers; the shim passes it through.
 pub const KNOWN_VERSIONS: &[&str] = &["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+/// How often an event stream carries a comment when it has nothing to say: well inside Envoy's
+/// stream idle timeout, so a quiet SSE stream is not cut.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// Everything a request handler needs.
 pub struct App {
@@ -574,7 +578,7 @@ fn event_stream(
     });
     let events = stream::iter(first.map(Ok)).chain(messages);
     let mut response = Sse::new(events)
-        .keep_alive(KeepAlive::default())
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
         .into_response();
     response.headers_mut().extend(headers);
     response

@@ -1,6 +1,8 @@
-//! The gateway with the real Envoy (`.tools/bin/envoy`, which `make envoy` installs):
-//! `host-shim up` serves real MCP sessions (the real server-everything) through Envoy to two
-//! shims on Unix sockets, each session kept on the shim that holds it.
+//! The bootstraps, checked by the real Envoy (`.tools/bin/envoy`, which `make envoy` installs):
+//! what `host-shim envoy` renders and the hand-written ones in `envoy/` pass `--mode validate`;
+//! a second Envoy cannot share a rendered listener's port; and `host-shim up` serves real MCP
+//! sessions (the real server-everything) through Envoy to two shims on Unix sockets, each
+//! session kept on the shim that holds it.
 //!
 //! Envoy loads the wasm module even to validate, and these tests are about the bootstrap and
 //! the shim, so the filter is a pass-through module (`fixtures/pass-filter.wat`); the real
@@ -16,7 +18,7 @@ use std::collections::BTreeSet;
 use std::io::{BufRead as _, BufReader};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -87,6 +89,116 @@ fn config(port: u16) -> String {
     )
 }
 
+/// `host-shim envoy` for `config` with extra arguments; the bootstrap's path.
+fn render(config: &str, args: &[&str]) -> PathBuf {
+    let config_path = temp_path("gateway.yaml");
+    std::fs::write(&config_path, config).unwrap();
+    let output = temp_path("envoy.yaml");
+    let status = Command::new(env!("CARGO_BIN_EXE_host-shim"))
+        .arg("envoy")
+        .arg(&config_path)
+        .arg("--wasm")
+        .arg(pass_filter())
+        .arg("-o")
+        .arg(&output)
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    output
+}
+
+fn validate(bootstrap: &Path) -> Output {
+    Command::new(envoy())
+        .args(["--mode", "validate", "-c"])
+        .arg(bootstrap)
+        .output()
+        .unwrap()
+}
+
+fn assert_valid(bootstrap: &Path) {
+    let output = validate(bootstrap);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("OK"),
+        "{}: {stdout}\n{stderr}",
+        bootstrap.display()
+    );
+}
+
+#[test]
+fn rendered_bootstraps_pass_envoy_validation() {
+    let guide = std::fs::read_to_string(repo_root().join("examples/okta.yaml")).unwrap();
+    let socket = format!("unix:{}", temp_path("shim.sock").display());
+    for shims in [
+        vec!["--shim", socket.as_str()],
+        // Several shims: the stateful session filter, one endpoint of each kind.
+        vec!["--shim", "127.0.0.1:4000", "--shim", socket.as_str()],
+    ] {
+        let bootstrap = render(&guide, &shims);
+        let text = std::fs::read_to_string(&bootstrap).unwrap();
+        assert!(text.contains("pipe:"), "{text}");
+        assert!(text.contains("allow_on_headers_stop_iteration: true"));
+        assert_valid(&bootstrap);
+
+        // The same with one field misspelt is refused: validation reads every field, so the
+        // names above are ones Envoy knows.
+        let wrong = temp_path("wrong.yaml");
+        std::fs::write(
+            &wrong,
+            text.replace(
+                "path_with_escaped_slashes_action",
+                "path_with_escaped_slash_action",
+            ),
+        )
+        .unwrap();
+        let output = validate(&wrong);
+        assert!(!output.status.success());
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains("path_with_escaped_slash_action"),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+#[test]
+fn the_hand_written_bootstraps_are_hardened_and_pass_envoy_validation() {
+    for name in ["envoy-local.yaml", "envoy-okta-https.yaml"] {
+        let text = std::fs::read_to_string(repo_root().join("envoy").join(name)).unwrap();
+        for needle in [
+            "enable_reuse_port: false",
+            "per_connection_buffer_limit_bytes: 1048576",
+            "request_headers_timeout: 10s",
+            "stream_idle_timeout: 300s",
+            "headers_with_underscores_action: REJECT_REQUEST",
+            "max_request_headers_kb: 32",
+            "max_concurrent_streams: 100",
+            "normalize_path: true",
+            "merge_slashes: true",
+            "path_with_escaped_slashes_action: REJECT_REQUEST",
+            "envoy.resource_monitors.global_downstream_max_connections",
+            "allow_on_headers_stop_iteration: true",
+            "holdHeaders: true",
+        ] {
+            assert!(text.contains(needle), "{name} lacks {needle:?}");
+        }
+        let module = "target/filter-wasm/wasm32-wasip1/release/mcp_auth_filter.wasm";
+        assert!(
+            text.contains(module),
+            "{name} loads the module from {module}"
+        );
+        let bootstrap = temp_path(name);
+        std::fs::write(
+            &bootstrap,
+            text.replace(module, &pass_filter().display().to_string()),
+        )
+        .unwrap();
+        assert_valid(&bootstrap);
+    }
+}
+
 /// A child process killed (and reaped) when dropped.
 struct Running(Child);
 
@@ -105,6 +217,54 @@ impl Drop for Running {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+fn wait_for_port(port: u16) {
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "nothing listens on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_second_envoy_cannot_share_a_rendered_listeners_port() {
+    let port = free_port();
+    let bootstrap = render(&config(port), &["--admin-port", "0"]);
+    let start = || {
+        Command::new(envoy())
+            .arg("-c")
+            .arg(&bootstrap)
+            // Two Envoys on one machine would otherwise also collide on the hot-restart
+            // socket, which is not what this test is about.
+            .args(["--disable-hot-restart", "--concurrency", "1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let _first = Running(start());
+    wait_for_port(port);
+    let mut second = Running(start());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = second.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the second Envoy started on the same port"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!status.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("Address already in use"), "{stderr}");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
 }
 
 /// `(pid, ppid)` of every process.

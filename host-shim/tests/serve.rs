@@ -1202,3 +1202,35 @@ fn a_file_in_the_sockets_place_is_left_alone() {
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "keep me");
     let _ = std::fs::remove_file(&path);
 }
+
+#[test]
+fn quiet_event_streams_carry_keep_alive_comments() {
+    let shim = Shim::start(&config(&node_target("my-server"), None));
+    let session = shim.session();
+    let response = shim
+        .agent
+        .get(shim.url())
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &session)
+        .call()
+        .unwrap();
+    let mut reader = BufReader::new(response.into_body().into_reader());
+    let started = Instant::now();
+    loop {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "the stream ended");
+        if line == ": keep-alive\n" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no keep-alive within 20 s"
+        );
+    }
+    // Every 15 s, not at once: a comment as soon as the stream opened would prove nothing.
+    assert!(
+        started.elapsed() >= Duration::from_secs(14),
+        "{:?}",
+        started.elapsed()
+    );
+}
