@@ -311,11 +311,11 @@ fn validate_route(route: &Route, at: &str) -> Result<(), ConfigError> {
             || !target
                 .name
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+                .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
         {
             return Err(ConfigError::new(
                 format!("{at}.name"),
-                "use letters, digits and '-' (it prefixes tool names as <target>_<tool>)",
+                "use letters, digits, '-' and '_' (it prefixes tool names as <target>_<tool>)",
             ));
         }
         if seen.insert(target.name.clone(), ()).is_some() {
@@ -407,7 +407,7 @@ binds:
             e.path, "binds[0].listeners[0].routes[0].policies.mcpAuthentication.mode",
             "{e}"
         );
-        let e = Config::parse(&GUIDE.replace("name: my-server", "name: my_server")).unwrap_err();
+        let e = Config::parse(&GUIDE.replace("name: my-server", "name: my.server")).unwrap_err();
         assert!(e.path.ends_with("targets[0].name"), "{e}");
         let e = Config::parse("binds: []").unwrap_err();
         assert_eq!(e.path, "binds");

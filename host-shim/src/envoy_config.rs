@@ -3,15 +3,21 @@
 //! knows it, since a wasm filter has no per-route configuration and picks its policy by the
 //! Envoy route name), the wasm filter carrying every route's policy, a cluster for the shim and
 //! one per JWKS host (TLS with SNI, a CA and a SAN check for https).
+//!
+//! The bootstrap is hardened as a gateway facing untrusted clients should be: bounded headers,
+//! buffers, streams and connections, paths normalised before routes (and the filter) see them,
+//! timeouts that cut idle clients but not a quiet MCP event stream (the shim sends keep-alive
+//! comments well within the stream idle timeout), and the filter holding request headers until
+//! it has judged the body, so the shim never sees a request the filter would deny.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use mcp_auth_filter::policy::{FilterConfig, KeySource, Location};
 use serde_json::{Value as Json, json};
 
+use crate::address::Address;
 use crate::config::{Config, RouteRef};
 
 /// The header Envoy adds so the shim knows which route a request came through.
@@ -20,6 +26,11 @@ pub const ROUTE_HEADER: &str = "x-mcp-route";
 pub const SHIM_CLUSTER: &str = "host-shim";
 /// Where Debian and most distributions keep the system's trusted CAs.
 pub const DEFAULT_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// Idle streams and connections end after this long. An MCP event stream is never idle this
+/// long: the shim sends a keep-alive comment every 15 s.
+const IDLE_TIMEOUT: &str = "300s";
+/// Open downstream connections across all listeners (Envoy's overload manager).
+const MAX_CONNECTIONS: u64 = 10_000;
 
 /// `host-shim envoy`: print the bootstrap for a configuration file.
 #[derive(Debug, clap::Args)]
@@ -29,11 +40,11 @@ pub struct EnvoyArgs {
     /// The filter module.
     #[arg(long, default_value = DEFAULT_WASM)]
     pub wasm: PathBuf,
-    /// Where `host-shim serve` listens. Repeat it for several shims: each MCP session then
-    /// sticks to the shim that created it (Envoy's stateful_session with the envelope on
-    /// `mcp-session-id`).
+    /// Where `host-shim serve` listens: HOST:PORT or unix:/absolute/path. Repeat it for
+    /// several shims: each MCP session then sticks to the shim that created it (Envoy's
+    /// stateful_session with the envelope on `mcp-session-id`).
     #[arg(long, default_value = "127.0.0.1:3100")]
-    pub shim: Vec<SocketAddr>,
+    pub shim: Vec<Address>,
     /// The address the binds listen on (0.0.0.0 to serve other machines).
     #[arg(long, default_value = "127.0.0.1")]
     pub listen_address: String,
@@ -54,7 +65,7 @@ impl RenderOptions {
     /// Options for `config_path`, with the module path made absolute for Envoy.
     pub fn new(
         wasm: &Path,
-        shims: Vec<SocketAddr>,
+        shims: Vec<Address>,
         listen_address: String,
         admin_port: u16,
         ca_file: PathBuf,
@@ -94,7 +105,7 @@ pub struct RenderOptions {
     /// The filter module (an absolute path is safest: Envoy resolves it from its own cwd).
     pub wasm: PathBuf,
     /// Where the `host-shim serve` replicas listen.
-    pub shims: Vec<SocketAddr>,
+    pub shims: Vec<Address>,
     /// The address the binds listen on.
     pub listen_address: String,
     pub admin_port: u16,
@@ -115,10 +126,16 @@ pub fn render(config: &Config, options: &RenderOptions) -> anyhow::Result<String
             );
         }
     }
-    let filter_config = json!({ "routes": policies });
+    let policies = json!({ "routes": policies });
     // The filter's own parser: what would fail in Envoy fails here, with the path.
-    let parsed = FilterConfig::parse(filter_config.to_string().as_bytes())
+    let parsed = FilterConfig::parse(policies.to_string().as_bytes())
         .map_err(|e| anyhow::anyhow!("policy: {e}"))?;
+    // Holding the headers needs the plugin's `allow_on_headers_stop_iteration`, which the
+    // module cannot read: the two are turned on together, here.
+    let mut filter_config = policies;
+    if let Some(fields) = filter_config.as_object_mut() {
+        fields.insert("holdHeaders".into(), Json::Bool(true));
+    }
 
     let mut clusters = vec![static_cluster(SHIM_CLUSTER, &options.shims)];
     let mut jwks_clusters = BTreeMap::new();
@@ -147,6 +164,13 @@ pub fn render(config: &Config, options: &RenderOptions) -> anyhow::Result<String
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": options.admin_port}}
         },
         "static_resources": {"listeners": listeners, "clusters": clusters},
+        "overload_manager": {"resource_monitors": [{
+            "name": "envoy.resource_monitors.global_downstream_max_connections",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+                "max_active_downstream_connections": MAX_CONNECTIONS,
+            }
+        }]},
     });
     Ok(serde_yaml::to_string(&bootstrap)?)
 }
@@ -202,13 +226,31 @@ fn listener(
     json!({
         "name": format!("bind-{port}"),
         "address": {"socket_address": {"address": options.listen_address, "port_value": port}},
+        // A second gateway on the same port must fail to start, not share the traffic.
+        "enable_reuse_port": false,
+        "per_connection_buffer_limit_bytes": 1024 * 1024,
         "filter_chains": [{"filters": [{
             "name": "envoy.filters.network.http_connection_manager",
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                 "stat_prefix": format!("bind_{port}"),
-                // MCP keeps SSE streams open for a session's life.
-                "stream_idle_timeout": "3600s",
+                "request_headers_timeout": "10s",
+                // MCP keeps SSE streams open for a session's life; the shim's keep-alives keep
+                // them from being idle.
+                "stream_idle_timeout": IDLE_TIMEOUT,
+                "common_http_protocol_options": {
+                    "idle_timeout": IDLE_TIMEOUT,
+                    "max_headers_count": 100,
+                    // Some servers read `x_mcp_auth_identity` as `x-mcp-auth-identity`, which
+                    // the filter strips from clients by its dashed name only.
+                    "headers_with_underscores_action": "REJECT_REQUEST",
+                },
+                "max_request_headers_kb": 32,
+                "http2_protocol_options": {"max_concurrent_streams": 100},
+                // Routes and the filter judge the path the shim will see.
+                "normalize_path": true,
+                "merge_slashes": true,
+                "path_with_escaped_slashes_action": "REJECT_REQUEST",
                 "route_config": {"name": format!("bind-{port}"), "virtual_hosts": virtual_hosts},
                 "http_filters": filters,
             }
@@ -235,6 +277,8 @@ fn wasm_filter(filter_config: &Json, options: &RenderOptions) -> Json {
                 },
                 // A filter that cannot run must not let requests through.
                 "fail_open": false,
+                // Lets the filter hold the request headers until the body is judged.
+                "allow_on_headers_stop_iteration": true,
             }
         }
     })
@@ -306,13 +350,17 @@ fn envoy_routes(route: &RouteRef<'_>, several_shims: bool) -> Vec<Json> {
         .collect()
 }
 
-fn static_cluster(name: &str, addrs: &[SocketAddr]) -> Json {
+fn static_cluster(name: &str, addrs: &[Address]) -> Json {
     let endpoints: Vec<Json> = addrs
         .iter()
         .map(|addr| {
-            json!({"endpoint": {"address": {"socket_address": {
-                "address": addr.ip().to_string(), "port_value": addr.port()
-            }}}})
+            let address = match addr {
+                Address::Tcp(addr) => json!({"socket_address": {
+                    "address": addr.ip().to_string(), "port_value": addr.port()
+                }}),
+                Address::Unix(path) => json!({"pipe": {"path": path.display().to_string()}}),
+            };
+            json!({"endpoint": {"address": address}})
         })
         .collect();
     json!({
@@ -401,7 +449,7 @@ mod tests {
     fn options() -> RenderOptions {
         RenderOptions {
             wasm: "/abs/filter.wasm".into(),
-            shims: vec!["127.0.0.1:3100".parse().unwrap()],
+            shims: vec![Address::Tcp("127.0.0.1:3100".parse().unwrap())],
             listen_address: "127.0.0.1".into(),
             admin_port: 9901,
             ca_file: DEFAULT_CA_FILE.into(),
@@ -452,6 +500,71 @@ mod tests {
             okta["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
                 ["port_value"],
             443
+        );
+    }
+
+    #[test]
+    fn shims_on_sockets_are_pipes_and_the_listener_is_hardened() {
+        let config = Config::parse(GUIDE).unwrap();
+        let mut options = options();
+        options.shims = vec![
+            Address::Unix("/run/gw/shim-0.sock".into()),
+            Address::Tcp("127.0.0.1:4000".parse().unwrap()),
+        ];
+        let doc: Json = serde_yaml::from_str(&render(&config, &options).unwrap()).unwrap();
+        let clusters = doc["static_resources"]["clusters"].as_array().unwrap();
+        let shim = clusters.iter().find(|c| c["name"] == SHIM_CLUSTER).unwrap();
+        let endpoints = &shim["load_assignment"]["endpoints"][0]["lb_endpoints"];
+        assert_eq!(
+            endpoints[0]["endpoint"]["address"],
+            json!({"pipe": {"path": "/run/gw/shim-0.sock"}})
+        );
+        assert_eq!(
+            endpoints[1]["endpoint"]["address"]["socket_address"],
+            json!({"address": "127.0.0.1", "port_value": 4000})
+        );
+
+        let listener = &doc["static_resources"]["listeners"][0];
+        assert_eq!(listener["enable_reuse_port"], false);
+        assert_eq!(listener["per_connection_buffer_limit_bytes"], 1024 * 1024);
+        let hcm = &listener["filter_chains"][0]["filters"][0]["typed_config"];
+        assert_eq!(hcm["request_headers_timeout"], "10s");
+        assert_eq!(hcm["stream_idle_timeout"], IDLE_TIMEOUT);
+        assert_eq!(
+            hcm["common_http_protocol_options"],
+            json!({"idle_timeout": IDLE_TIMEOUT, "max_headers_count": 100,
+                "headers_with_underscores_action": "REJECT_REQUEST"})
+        );
+        assert_eq!(hcm["max_request_headers_kb"], 32);
+        assert_eq!(hcm["http2_protocol_options"]["max_concurrent_streams"], 100);
+        assert_eq!(hcm["normalize_path"], true);
+        assert_eq!(hcm["merge_slashes"], true);
+        assert_eq!(hcm["path_with_escaped_slashes_action"], "REJECT_REQUEST");
+        // Long streams: no route timeout, the stream idle timeout above still applies.
+        let routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+            .as_array()
+            .unwrap();
+        assert!(routes.iter().all(|r| r["route"]["timeout"] == "0s"));
+        let monitor = &doc["overload_manager"]["resource_monitors"][0];
+        assert_eq!(
+            monitor["name"],
+            "envoy.resource_monitors.global_downstream_max_connections"
+        );
+        assert_eq!(
+            monitor["typed_config"]["max_active_downstream_connections"],
+            MAX_CONNECTIONS
+        );
+
+        // The filter holds headers only where the host lets it: both are on, or neither.
+        let plugin = &hcm["http_filters"][0]["typed_config"]["config"];
+        assert_eq!(plugin["allow_on_headers_stop_iteration"], true);
+        let filter: Json =
+            serde_json::from_str(plugin["configuration"]["value"].as_str().unwrap()).unwrap();
+        assert_eq!(filter["holdHeaders"], true);
+        assert!(filter["routes"]["bind0-listener0-route0"]["policies"].is_object());
+        assert_eq!(
+            hcm["http_filters"][1]["name"], "envoy.filters.http.stateful_session",
+            "two shims: sessions stick to theirs"
         );
     }
 

@@ -10,12 +10,17 @@
 //!   `endpoint` event names `…/message?sessionId=…`; `POST`s there are accepted with 202 and
 //!   answered on the stream. Hanging up the stream ends the session.
 //!
+//! A session answers only the identity that opened it ([`IDENTITY_HEADER`], set by the filter):
+//! to anyone else it is an unknown session, the same 404, so an id alone is worth nothing.
+//! New sessions beyond the table's limits are refused with a 429.
+//!
 //! Envoy names the config route a request came through in `x-mcp-route`; without it, the one
 //! route with MCP targets is served (so the shim also works when called directly).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -30,7 +35,9 @@ use serde_json::{Value as Json, json};
 use tokio::sync::mpsc;
 
 use crate::mcp::{Message, RpcError};
-use crate::session::{RouteSpec, Session, SessionTable, response};
+use crate::session::{
+    IDENTITY_HEADER, Identity, Refused, RouteSpec, Session, SessionTable, response, short,
+};
 
 pub const ROUTE_HEADER: &str = "x-mcp-route";
 pub const SESSION_HEADER: &str = "mcp-session-id";
@@ -38,6 +45,9 @@ pub const VERSION_HEADER: &str = "mcp-protocol-version";
 /// Revisions whose HTTP transport this module implements. The revision itself is negotiated
 /// between the client and the MCP servers; the shim passes it through.
 pub const KNOWN_VERSIONS: &[&str] = &["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+/// How often an event stream carries a comment when it has nothing to say: well inside Envoy's
+/// stream idle timeout, so a quiet SSE stream is not cut.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// Everything a request handler needs.
 pub struct App {
@@ -110,17 +120,21 @@ async fn handle(
         Ok(route) => route,
         Err(rejection) => return rejection.into_response(),
     };
+    let identity = match identity(&headers) {
+        Ok(identity) => identity,
+        Err(rejection) => return rejection.into_response(),
+    };
     let path = uri.path();
     if path.ends_with("/sse") && method == Method::GET {
-        return legacy_stream(&app, route, path);
+        return legacy_stream(&app, route, identity, path);
     }
     if (path.ends_with("/message") || path.ends_with("/messages")) && method == Method::POST {
-        return legacy_post(&app, &route, uri.query(), &body);
+        return legacy_post(&app, &route, &identity, uri.query(), &body);
     }
     match method {
-        Method::POST => post(&app, route, &headers, &body).await,
-        Method::GET => get(&app, &route, &headers),
-        Method::DELETE => delete(&app, &route, &headers).await,
+        Method::POST => post(&app, route, identity, &headers, &body).await,
+        Method::GET => get(&app, &route, &identity, &headers),
+        Method::DELETE => delete(&app, &route, &identity, &headers).await,
         _ => (
             StatusCode::METHOD_NOT_ALLOWED,
             [(header::ALLOW, "GET, POST, DELETE")],
@@ -156,6 +170,57 @@ fn error(status: StatusCode, code: i64, message: &str) -> Rejection {
     }
 }
 
+/// The caller's identity as the filter named it. Twice is refused: the filter sets it once,
+/// and with two values there is no telling which one it meant.
+fn identity(headers: &HeaderMap) -> Result<Identity, Rejection> {
+    let mut values = headers.get_all(IDENTITY_HEADER).iter();
+    let first = values.next().cloned();
+    if values.next().is_some() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            RpcError::INVALID_REQUEST,
+            "the identity header appears more than once",
+        ));
+    }
+    Ok(first)
+}
+
+/// The answer to a session that could not be created.
+fn refused(refused: &Refused, route: &RouteSpec) -> Rejection {
+    match refused {
+        Refused::Stopping => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            RpcError::SERVER,
+            &refused.to_string(),
+        ),
+        Refused::Total(_) | Refused::PerIdentity(_) => error(
+            StatusCode::TOO_MANY_REQUESTS,
+            RpcError::SERVER,
+            &format!(
+                "{refused}: end a session with DELETE and its Mcp-Session-Id (a legacy one by \
+                 closing its /sse stream), or wait until one has been idle for the session TTL \
+                 ({}s)",
+                route.ttl.as_secs()
+            ),
+        ),
+    }
+}
+
+/// What an id that names no session of this caller gets, logged: with several shims, this line
+/// is how a lost session (stickiness broken, or a forged id) shows up in the operator's logs.
+/// A session of someone else is answered exactly as an unknown one, and its owner is not named.
+fn unknown_session(id: &str, other_identity: bool, message: &str) -> Rejection {
+    if other_identity {
+        eprintln!(
+            "session {}: the caller's identity did not match the session's: 404",
+            short(id)
+        );
+    } else {
+        eprintln!("session {id}: unknown here (ended, expired, or not issued by this shim): 404");
+    }
+    error(StatusCode::NOT_FOUND, -32001, message)
+}
+
 fn accepts(headers: &HeaderMap, wanted: &str, wildcard: bool) -> bool {
     let mut values = headers.get_all(header::ACCEPT).iter().peekable();
     if values.peek().is_none() {
@@ -171,10 +236,12 @@ fn accepts(headers: &HeaderMap, wanted: &str, wildcard: bool) -> bool {
         })
 }
 
-/// The request's session, as long as it is alive, on this route and of this transport.
+/// The request's session, as long as it is alive, on this route, of this transport and of
+/// this caller.
 fn session_for(
     app: &App,
     route: &RouteSpec,
+    identity: &Identity,
     headers: &HeaderMap,
 ) -> Result<Arc<Session>, Rejection> {
     let Some(id) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
@@ -185,7 +252,11 @@ fn session_for(
         ));
     };
     match app.table.get(id) {
-        Some(session) if session.route.name == route.name && !session.legacy => {
+        Some(session)
+            if session.route.name == route.name
+                && !session.legacy
+                && session.belongs_to(identity) =>
+        {
             if let Some(version) = headers.get(VERSION_HEADER) {
                 let version = version.to_str().unwrap_or("");
                 if !KNOWN_VERSIONS.contains(&version) && version != session.protocol_version() {
@@ -201,18 +272,11 @@ fn session_for(
             }
             Ok(session)
         }
-        _ => {
-            // Logged: with several shims, this line is how a lost session (stickiness broken,
-            // or a forged id) shows up in the operator's logs.
-            eprintln!(
-                "session {id}: unknown here (ended, expired, or not issued by this shim): 404"
-            );
-            Err(error(
-                StatusCode::NOT_FOUND,
-                -32001,
-                "session not found (it ended or expired): initialize a new one",
-            ))
-        }
+        found => Err(unknown_session(
+            id,
+            found.is_some_and(|s| !s.belongs_to(identity)),
+            "session not found (it ended or expired): initialize a new one",
+        )),
     }
 }
 
@@ -244,7 +308,13 @@ fn parse_body(body: &[u8]) -> Result<(Vec<Message>, bool), Rejection> {
     Ok((messages, batch))
 }
 
-async fn post(app: &App, route: Arc<RouteSpec>, headers: &HeaderMap, body: &[u8]) -> Response {
+async fn post(
+    app: &App,
+    route: Arc<RouteSpec>,
+    identity: Identity,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
     let sse = accepts(headers, "text/event-stream", false);
     if !sse && !accepts(headers, "application/json", true) {
         return error(
@@ -273,9 +343,9 @@ async fn post(app: &App, route: Arc<RouteSpec>, headers: &HeaderMap, body: &[u8]
             )
             .into_response();
         }
-        return initialize_session(app, route, id, params, sse).await;
+        return initialize_session(app, route, identity, id, params, sse).await;
     }
-    let session = match session_for(app, &route, headers) {
+    let session = match session_for(app, &route, &identity, headers) {
         Ok(session) => session,
         Err(rejection) => return rejection.into_response(),
     };
@@ -327,19 +397,23 @@ async fn post(app: &App, route: Arc<RouteSpec>, headers: &HeaderMap, body: &[u8]
 async fn initialize_session(
     app: &App,
     route: Arc<RouteSpec>,
+    identity: Identity,
     id: Json,
     params: Option<Json>,
     sse: bool,
 ) -> Response {
-    let Some(session) = app.table.create(route, false) else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            RpcError::SERVER,
-            "the shim is shutting down",
-        )
-        .into_response();
+    let session = match app.table.create(route.clone(), false, identity) {
+        Ok(session) => session,
+        Err(why) => {
+            eprintln!("initialize on route '{}': refused: {why}", route.name);
+            return refused(&why, &route).into_response();
+        }
     };
-    let answer = match session.initialize(params).await {
+    // Starting the children can take longer than a short TTL: the session is not idle meanwhile.
+    let busy = session.begin();
+    let initialized = session.initialize(params).await;
+    drop(busy);
+    let answer = match initialized {
         Ok(result) => Ok(result),
         Err(e) => {
             eprintln!("session {}: initialize failed: {e}", session.id);
@@ -363,7 +437,7 @@ async fn initialize_session(
     (headers, axum::Json(message)).into_response()
 }
 
-fn get(app: &App, route: &RouteSpec, headers: &HeaderMap) -> Response {
+fn get(app: &App, route: &RouteSpec, identity: &Identity, headers: &HeaderMap) -> Response {
     if !accepts(headers, "text/event-stream", false) {
         return error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -372,7 +446,7 @@ fn get(app: &App, route: &RouteSpec, headers: &HeaderMap) -> Response {
         )
         .into_response();
     }
-    match session_for(app, route, headers) {
+    match session_for(app, route, identity, headers) {
         Ok(session) => event_stream(
             session.outbound.open_standalone(),
             None,
@@ -383,8 +457,13 @@ fn get(app: &App, route: &RouteSpec, headers: &HeaderMap) -> Response {
     }
 }
 
-async fn delete(app: &App, route: &RouteSpec, headers: &HeaderMap) -> Response {
-    let session = match session_for(app, route, headers) {
+async fn delete(
+    app: &App,
+    route: &RouteSpec,
+    identity: &Identity,
+    headers: &HeaderMap,
+) -> Response {
+    let session = match session_for(app, route, identity, headers) {
         Ok(session) => session,
         Err(rejection) => return rejection.into_response(),
     };
@@ -395,14 +474,13 @@ async fn delete(app: &App, route: &RouteSpec, headers: &HeaderMap) -> Response {
     StatusCode::OK.into_response()
 }
 
-fn legacy_stream(app: &App, route: Arc<RouteSpec>, path: &str) -> Response {
-    let Some(session) = app.table.create(route, true) else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            RpcError::SERVER,
-            "the shim is shutting down",
-        )
-        .into_response();
+fn legacy_stream(app: &App, route: Arc<RouteSpec>, identity: Identity, path: &str) -> Response {
+    let session = match app.table.create(route.clone(), true, identity) {
+        Ok(session) => session,
+        Err(why) => {
+            eprintln!("GET /sse on route '{}': refused: {why}", route.name);
+            return refused(&why, &route).into_response();
+        }
     };
     let base = path.strip_suffix("sse").unwrap_or("/");
     let endpoint = Event::default()
@@ -416,7 +494,13 @@ fn legacy_stream(app: &App, route: Arc<RouteSpec>, path: &str) -> Response {
     event_stream(rx, Some(endpoint), Some(hang_up), HeaderMap::new())
 }
 
-fn legacy_post(app: &App, route: &RouteSpec, query: Option<&str>, body: &[u8]) -> Response {
+fn legacy_post(
+    app: &App,
+    route: &RouteSpec,
+    identity: &Identity,
+    query: Option<&str>,
+    body: &[u8],
+) -> Response {
     let id = query
         .into_iter()
         .flat_map(|q| q.split('&'))
@@ -430,11 +514,17 @@ fn legacy_post(app: &App, route: &RouteSpec, query: Option<&str>, body: &[u8]) -
         .into_response();
     };
     let session = match app.table.get(id) {
-        Some(session) if session.legacy && session.route.name == route.name => session,
-        _ => {
-            return error(
-                StatusCode::NOT_FOUND,
-                -32001,
+        Some(session)
+            if session.legacy
+                && session.route.name == route.name
+                && session.belongs_to(identity) =>
+        {
+            session
+        }
+        found => {
+            return unknown_session(
+                id,
+                found.is_some_and(|s| !s.belongs_to(identity)),
                 "session not found (it ended or expired): open /sse again",
             )
             .into_response();
@@ -488,7 +578,7 @@ fn event_stream(
     });
     let events = stream::iter(first.map(Ok)).chain(messages);
     let mut response = Sse::new(events)
-        .keep_alive(KeepAlive::default())
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
         .into_response();
     response.headers_mut().extend(headers);
     response

@@ -5,6 +5,7 @@
 //! `envoy` renders the Envoy bootstrap; `up` starts the whole stack; `oci` packages the module
 //! as an OCI image for Istio's `WasmPlugin`.
 
+mod address;
 #[allow(dead_code)] // the session and stdio fields are read by `serve`
 mod config;
 mod envoy_config;

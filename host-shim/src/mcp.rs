@@ -6,8 +6,9 @@
 //! `initialize` goes to every child and the answers are merged; the lists (`tools/list`,
 //! `prompts/list`, `resources/list`, `resources/templates/list`) are fanned out, every page of
 //! every target fetched and merged, names prefixed `<target>_<name>`; calls are routed back by
-//! that prefix (which is unambiguous: target names have no `_`), resources by the URI map the
-//! lists built, else by asking each target in turn.
+//! that prefix, resources by the URI map the lists built, else by asking each target in turn.
+//! The prefix is split by the filter's own function (the longest target name wins when one
+//! prefixes another), so the tool the filter judged is the tool the shim calls.
 //!
 //! Ids are always remapped, in both directions: the shim makes its own calls to a child (so
 //! fan-out, cancellation and a child's death are handled per call), and a child's requests to
@@ -27,6 +28,8 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use serde_json::{Map, Value as Json, json};
+
+use mcp_auth_filter::mcp::split_target;
 
 use crate::config::Target;
 use crate::stdio::{OnMessage, StdioError, StdioServer};
@@ -141,6 +144,8 @@ struct Upstream {
 /// The MCP server one session sees: its children and the state to route between them.
 pub struct Fanout {
     upstreams: Vec<Upstream>,
+    /// The upstreams' names, in order, as the filter's `split_target` takes them.
+    names: Vec<String>,
     prefixed: bool,
     server_requests: Arc<ServerRequests>,
     /// Resource URI → target, learnt from `resources/list`.
@@ -170,7 +175,7 @@ impl Fanout {
         sink: Arc<dyn ClientSink>,
     ) -> Result<Fanout, RpcError> {
         let server_requests = Arc::new(ServerRequests::default());
-        let short_id = session_id.get(..8).unwrap_or(session_id);
+        let short_id = crate::session::short(session_id);
         let mut servers = Vec::new();
         for (index, target) in targets.iter().enumerate() {
             let Some(spec) = &target.stdio else {
@@ -254,8 +259,10 @@ impl Fanout {
             .and_then(Json::as_str)
             .unwrap_or_default()
             .to_string();
+        let names = upstreams.iter().map(|u| u.name.clone()).collect();
         Ok(Fanout {
             upstreams,
+            names,
             prefixed,
             server_requests,
             resources: Mutex::default(),
@@ -474,7 +481,19 @@ impl Fanout {
                     lock(&self.resources).insert(uri.to_string(), index);
                 }
                 if let Some(Json::String(name)) = item.get_mut("name") {
-                    *name = format!("{}_{name}", upstream.name);
+                    let prefixed = format!("{}_{name}", upstream.name);
+                    // Tools and prompts are called back by name; one that would reach another
+                    // target (`a`'s `b_c` is `a_b`'s `c`) is not offered. Resources go by URI.
+                    if matches!(key, "tools" | "prompts")
+                        && split_target(&prefixed, &self.names).0 != upstream.name
+                    {
+                        eprintln!(
+                            "{method}: {prefixed:?} of target '{}' would call another target; left out",
+                            upstream.name
+                        );
+                        continue;
+                    }
+                    *name = prefixed;
                 }
                 merged.push(item);
             }
@@ -485,11 +504,11 @@ impl Fanout {
     }
 
     fn by_prefix(&self, name: &str) -> Result<(usize, String), RpcError> {
-        name.split_once('_')
-            .and_then(|(target, rest)| {
-                let index = self.upstreams.iter().position(|u| u.name == target)?;
-                Some((index, rest.to_string()))
-            })
+        let (target, rest) = split_target(name, &self.names);
+        self.names
+            .iter()
+            .position(|n| !target.is_empty() && n == target)
+            .map(|index| (index, rest.to_string()))
             .ok_or_else(|| {
                 let targets: Vec<&str> = self.upstreams.iter().map(|u| u.name.as_str()).collect();
                 RpcError::new(

@@ -2,12 +2,17 @@
 //! (through [`Fanout`]), the streams its server-to-client messages travel on, and its end —
 //! `DELETE`, idle for longer than the route's `sessionTtl`, a legacy SSE client hanging up, or
 //! the shim stopping. Ending a session stops and reaps its children before it is forgotten.
+//!
+//! A session belongs to the identity that opened it (the filter names it in
+//! [`IDENTITY_HEADER`]): for anyone else its id names nothing. The table also caps how many
+//! sessions live at once, in total and per identity, since each one holds child processes.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use axum::http::HeaderValue;
 use serde_json::Value as Json;
 use tokio::sync::{OnceCell, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -19,6 +24,47 @@ use crate::mcp::{ClientSink, Fanout, Message, RpcError};
 /// Messages kept for a client that has no stream open yet (bounded: a client that never opens
 /// one must not grow the shim's memory).
 const BACKLOG: usize = 256;
+
+/// The header in which the filter names the verified identity (issuer and subject, as an opaque
+/// token) of the caller; absent for anonymous callers. The filter strips it from clients.
+pub const IDENTITY_HEADER: &str = "x-mcp-auth-identity";
+
+/// Who opened a session: the filter's token for the caller, `None` for an anonymous one.
+/// Compared as bytes: the shim never needs to read it, and must not log it.
+pub type Identity = Option<HeaderValue>;
+
+pub const DEFAULT_MAX_SESSIONS: usize = 256;
+pub const DEFAULT_MAX_SESSIONS_PER_IDENTITY: usize = 16;
+
+/// How many sessions may live at once. Anonymous callers count as one identity: the shim cannot
+/// tell them apart.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub total: usize,
+    pub per_identity: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            total: DEFAULT_MAX_SESSIONS,
+            per_identity: DEFAULT_MAX_SESSIONS_PER_IDENTITY,
+        }
+    }
+}
+
+/// Why no session was created.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("the shim is shutting down")]
+    Stopping,
+    #[error("this shim already holds {0} sessions, its limit (--max-sessions)")]
+    Total(usize),
+    #[error(
+        "this identity already holds {0} sessions, the limit per identity (--max-sessions-per-identity)"
+    )]
+    PerIdentity(usize),
+}
 
 /// What the shim serves for one route of the config.
 #[derive(Debug, Clone)]
@@ -38,6 +84,7 @@ pub struct Session {
     pub route: Arc<RouteSpec>,
     /// Made by `GET /sse` (the 2024-11-05 transport): everything goes on that one stream.
     pub legacy: bool,
+    identity: Identity,
     pub outbound: Arc<Outbound>,
     mcp: OnceCell<Fanout>,
     last_active: Mutex<Instant>,
@@ -56,17 +103,23 @@ impl Drop for Busy {
 }
 
 impl Session {
-    fn new(route: Arc<RouteSpec>, legacy: bool) -> Session {
+    fn new(route: Arc<RouteSpec>, legacy: bool, identity: Identity) -> Session {
         Session {
             id: format!("{:032x}", rand::random::<u128>()),
             route,
             legacy,
+            identity,
             outbound: Arc::new(Outbound::default()),
             mcp: OnceCell::new(),
             last_active: Mutex::new(Instant::now()),
             busy: AtomicUsize::new(0),
             ended: CancellationToken::new(),
         }
+    }
+
+    /// Whether `identity` opened this session.
+    pub fn belongs_to(&self, identity: &Identity) -> bool {
+        self.identity == *identity
     }
 
     pub fn begin(self: &Arc<Self>) -> Busy {
@@ -157,6 +210,12 @@ impl Session {
             mcp.shutdown().await;
         }
     }
+}
+
+/// The first 8 characters of a session id (all of it when shorter): enough to follow a session
+/// through the log, too little to use it.
+pub fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
 }
 
 fn not_initialized() -> RpcError {
@@ -317,20 +376,68 @@ fn keep(state: &mut Streams, message: Json) {
 #[derive(Default)]
 pub struct SessionTable {
     sessions: Mutex<HashMap<String, Arc<Session>>>,
+    limits: Limits,
     /// Sessions being closed in the background; shutdown waits for them.
     closing: TaskTracker,
     stopped: CancellationToken,
 }
 
 impl SessionTable {
-    /// A new session, or `None` once the shim is stopping.
-    pub fn create(&self, route: Arc<RouteSpec>, legacy: bool) -> Option<Arc<Session>> {
-        if self.stopped.is_cancelled() {
-            return None;
+    pub fn new(limits: Limits) -> SessionTable {
+        SessionTable {
+            limits,
+            ..SessionTable::default()
         }
-        let session = Arc::new(Session::new(route, legacy));
-        lock(&self.sessions).insert(session.id.clone(), session.clone());
-        Some(session)
+    }
+
+    /// A new session of `identity`, unless the shim is stopping or a limit is reached. Sessions
+    /// idle past their TTL are ended first, so they do not hold a place the reaper has not
+    /// freed yet.
+    pub fn create(
+        &self,
+        route: Arc<RouteSpec>,
+        legacy: bool,
+        identity: Identity,
+    ) -> Result<Arc<Session>, Refused> {
+        if self.stopped.is_cancelled() {
+            return Err(Refused::Stopping);
+        }
+        let now = Instant::now();
+        let mut sessions = lock(&self.sessions);
+        let expired: Vec<Arc<Session>> = sessions
+            .values()
+            .filter(|s| s.expired(now))
+            .cloned()
+            .collect();
+        for session in &expired {
+            sessions.remove(&session.id);
+        }
+        let refused = if sessions.len() >= self.limits.total {
+            Some(Refused::Total(self.limits.total))
+        } else if sessions
+            .values()
+            .filter(|s| s.belongs_to(&identity))
+            .count()
+            >= self.limits.per_identity
+        {
+            Some(Refused::PerIdentity(self.limits.per_identity))
+        } else {
+            None
+        };
+        let created = match refused {
+            Some(refused) => Err(refused),
+            None => {
+                let session = Arc::new(Session::new(route, legacy, identity));
+                sessions.insert(session.id.clone(), session.clone());
+                Ok(session)
+            }
+        };
+        drop(sessions);
+        for session in expired {
+            eprintln!("session {}: idle past its TTL", session.id);
+            self.closing.spawn(async move { session.close().await });
+        }
+        created
     }
 
     /// The live session `id`; an idle one past its TTL is ended here rather than served.

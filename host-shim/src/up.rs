@@ -3,8 +3,11 @@
 //! Any of them exiting, or SIGINT/SIGTERM, stops all of them: every child runs in its own
 //! process group and the whole group is ended, so nothing (not even `npx`'s grandchildren) is
 //! left behind.
+//!
+//! The shims listen on owner-only Unix sockets in a private directory of `up`'s own, so Envoy
+//! is the only way to them.
 
-use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -15,8 +18,10 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::address::Address;
 use crate::config::Config;
 use crate::envoy_config::{self, DEFAULT_CA_FILE, DEFAULT_WASM, RenderOptions};
+use crate::session::{DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_IDENTITY};
 
 #[derive(Debug, clap::Args)]
 pub struct UpArgs {
@@ -48,6 +53,17 @@ pub struct UpArgs {
     /// The CAs that https JWKS endpoints are verified against.
     #[arg(long, default_value = DEFAULT_CA_FILE)]
     pub ca_file: PathBuf,
+    /// Sessions each shim holds at once (`host-shim serve --max-sessions`).
+    #[arg(long, default_value_t = DEFAULT_MAX_SESSIONS, value_parser = crate::serve::at_least_one)]
+    pub max_sessions: usize,
+    /// Sessions one identity holds at once on each shim
+    /// (`host-shim serve --max-sessions-per-identity`).
+    #[arg(
+        long,
+        default_value_t = DEFAULT_MAX_SESSIONS_PER_IDENTITY,
+        value_parser = crate::serve::at_least_one
+    )]
+    pub max_sessions_per_identity: usize,
 }
 
 /// A child in its own process group, ended with its group.
@@ -158,13 +174,32 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         bail!("no Envoy at {} (run `make envoy`)", args.envoy.display());
     }
 
+    // Private to this user: the shims' sockets live here.
+    let dir = std::env::temp_dir().join(format!("host-shim-up-{}", std::process::id()));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| dir.display().to_string())?;
+    let result = run_in(&args, &config, &me, &dir, shutdown).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn run_in(
+    args: &UpArgs,
+    config: &Config,
+    me: &std::path::Path,
+    dir: &std::path::Path,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
     let mut children: Vec<Supervised> = Vec::new();
     let mut issuer_url = None;
     if args.local_issuer {
-        let (port, path, url) = local_issuer(&config)?;
+        let (port, path, url) = local_issuer(config)?;
         let mut issuer = Supervised::spawn(
             "issuer",
-            Command::new(&me)
+            Command::new(me)
                 .args([
                     "issuer",
                     "--port",
@@ -180,22 +215,26 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
 
     let mut shims = Vec::new();
-    for _ in 0..args.shims {
+    for i in 0..args.shims {
+        let socket = Address::Unix(dir.join(format!("shim-{i}.sock")));
         let mut serve = Supervised::spawn(
             "serve",
-            Command::new(&me)
+            Command::new(me)
                 .arg("serve")
                 .arg(&args.config)
-                .args(["--listen", "127.0.0.1:0"])
+                .arg("--listen")
+                .arg(socket.to_string())
+                .arg("--max-sessions")
+                .arg(args.max_sessions.to_string())
+                .arg("--max-sessions-per-identity")
+                .arg(args.max_sessions_per_identity.to_string())
                 .stdout(Stdio::piped()),
         )?;
-        let url = first_line(&mut serve, "host-shim serving on").await?;
+        let announced = first_line(&mut serve, "host-shim serving on").await?;
         children.push(serve);
-        let shim: SocketAddr = url
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
+        let shim: Address = announced
             .parse()
-            .with_context(|| format!("the shim's address {url:?}"))?;
+            .map_err(|e| anyhow::anyhow!("the shim's address: {e}"))?;
         shims.push(shim);
     }
 
@@ -206,9 +245,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         args.admin_port,
         args.ca_file.clone(),
     )?;
-    let bootstrap = envoy_config::render(&config, &options)?;
-    let dir = std::env::temp_dir().join(format!("host-shim-up-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    let bootstrap = envoy_config::render(config, &options)?;
     let bootstrap_path = dir.join("envoy.yaml");
     std::fs::write(&bootstrap_path, bootstrap)?;
     let envoy = Supervised::spawn(
@@ -223,7 +260,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     let ports: Vec<u16> = config.binds.iter().map(|b| b.port).collect();
     wait_for_ports(&args.listen_address, &ports).await?;
-    print_instructions(&config, issuer_url.as_deref(), &args.listen_address);
+    print_instructions(config, issuer_url.as_deref(), &args.listen_address);
 
     // Until a signal, or until a child exits whose loss breaks the stack: Envoy, the issuer,
     // or the last shim. A shim among several may go: Envoy sends its sessions a 503 and new
@@ -251,7 +288,6 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     for child in children.into_iter().rev() {
         child.stop(Duration::from_secs(10)).await;
     }
-    let _ = std::fs::remove_dir_all(&dir);
     match exited {
         Some((name, status)) => bail!("{name} exited ({status}); the gateway was stopped"),
         None => Ok(()),

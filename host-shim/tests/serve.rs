@@ -2,7 +2,7 @@
 //! serving the real `@modelcontextprotocol/server-everything` (installed by `npm ci`), spoken
 //! to over Streamable HTTP and the legacy SSE transport with a plain HTTP client. The process
 //! tree is checked through `/proc`: one child per session, none left after DELETE, TTL expiry
-//! or SIGTERM.
+//! or SIGTERM. Identities are sent as the filter would send them, in `x-mcp-auth-identity`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -65,18 +65,29 @@ struct Shim {
     log: Arc<Mutex<Vec<String>>>,
 }
 
+const IDENTITY: &str = "x-mcp-auth-identity";
+
+/// A fresh path in the temp dir, unique to this test run.
+fn temp_path(what: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "host-shim-serve-{}-{}-{what}",
+        std::process::id(),
+        CONFIGS.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
 impl Shim {
     fn start(config: &str) -> Shim {
-        let path = std::env::temp_dir().join(format!(
-            "host-shim-serve-{}-{}.yaml",
-            std::process::id(),
-            CONFIGS.fetch_add(1, Ordering::Relaxed)
-        ));
+        Shim::start_with(config, &["--listen", "127.0.0.1:0"])
+    }
+
+    fn start_with(config: &str, args: &[&str]) -> Shim {
+        let path = temp_path("config.yaml");
         std::fs::write(&path, config).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_host-shim"))
             .arg("serve")
             .arg(&path)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
             .current_dir(repo_root())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -126,6 +137,17 @@ impl Shim {
         accept: &str,
         body: &Json,
     ) -> (u16, Option<String>, Vec<Json>) {
+        self.post_as(None, session, accept, body)
+    }
+
+    /// [`Shim::post`] by `identity` (`None`: anonymous).
+    fn post_as(
+        &self,
+        identity: Option<&str>,
+        session: Option<&str>,
+        accept: &str,
+        body: &Json,
+    ) -> (u16, Option<String>, Vec<Json>) {
         let mut request = self
             .agent
             .post(self.url())
@@ -133,6 +155,9 @@ impl Shim {
             .header("accept", accept);
         if let Some(session) = session {
             request = request.header("mcp-session-id", session);
+        }
+        if let Some(identity) = identity {
+            request = request.header(IDENTITY, identity);
         }
         let mut response = request.send(body.to_string()).unwrap();
         let status = response.status().as_u16();
@@ -160,15 +185,24 @@ impl Shim {
 
     /// A new initialized session (`notifications/initialized` sent).
     fn session(&self) -> String {
-        let (status, session, answer) =
-            self.post(None, "application/json, text/event-stream", &initialize(1));
+        self.session_as(None)
+    }
+
+    fn session_as(&self, identity: Option<&str>) -> String {
+        let (status, session, answer) = self.post_as(
+            identity,
+            None,
+            "application/json, text/event-stream",
+            &initialize(1),
+        );
         assert_eq!(status, 200, "{answer:?}");
         assert!(
             answer[0]["result"]["protocolVersion"].is_string(),
             "{answer:?}"
         );
         let session = session.expect("Mcp-Session-Id");
-        let (status, _, _) = self.post(
+        let (status, _, _) = self.post_as(
+            identity,
             Some(&session),
             "application/json, text/event-stream",
             &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
@@ -179,7 +213,18 @@ impl Shim {
 
     /// The answer to request `method`, as JSON (not SSE).
     fn call(&self, session: &str, method: &str, params: Json) -> (u16, Json) {
-        let (status, _, mut answer) = self.post(
+        self.call_as(None, session, method, params)
+    }
+
+    fn call_as(
+        &self,
+        identity: Option<&str>,
+        session: &str,
+        method: &str,
+        params: Json,
+    ) -> (u16, Json) {
+        let (status, _, mut answer) = self.post_as(
+            identity,
             Some(session),
             "application/json",
             &json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": params}),
@@ -188,13 +233,40 @@ impl Shim {
     }
 
     fn delete(&self, session: &str) -> u16 {
-        self.agent
+        self.delete_as(None, session).0
+    }
+
+    /// The status and body of a DELETE of `session` by `identity`.
+    fn delete_as(&self, identity: Option<&str>, session: &str) -> (u16, String) {
+        let mut request = self
+            .agent
             .delete(self.url())
-            .header("mcp-session-id", session)
-            .call()
-            .unwrap()
-            .status()
-            .as_u16()
+            .header("mcp-session-id", session);
+        if let Some(identity) = identity {
+            request = request.header(IDENTITY, identity);
+        }
+        let mut response = request.call().unwrap();
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_to_string().unwrap())
+    }
+
+    /// The status and body of a GET of the standalone stream of `session` by `identity`; for a
+    /// 200, only the status (the stream stays open).
+    fn get_as(&self, identity: Option<&str>, session: &str) -> (u16, String) {
+        let mut request = self
+            .agent
+            .get(self.url())
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", session);
+        if let Some(identity) = identity {
+            request = request.header(IDENTITY, identity);
+        }
+        let mut response = request.call().unwrap();
+        let status = response.status().as_u16();
+        if status == 200 {
+            return (status, String::new());
+        }
+        (status, response.body_mut().read_to_string().unwrap())
     }
 
     fn pid(&self) -> u32 {
@@ -745,4 +817,420 @@ fn the_guides_npx_target_runs_and_sigterm_leaves_nothing_behind() {
         .collect();
     assert!(left.is_empty(), "processes left behind: {left:?}");
     assert!(shim.log_contains("serve: stopped"));
+}
+
+#[test]
+fn names_split_at_the_longest_target_as_the_filter_splits_them() {
+    // `a_b_echo` is `a_b`'s echo: the filter judges it so, and the shim must call that one,
+    // not `a`'s `b_echo`.
+    let targets = format!("{}{}", node_target("a"), node_target("a_b"));
+    let shim = Shim::start(&config(&targets, None));
+    let session = shim.session();
+    let (_, tools) = shim.call(&session, "tools/list", json!({}));
+    let names: BTreeSet<&str> = tools["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains("a_echo") && names.contains("a_b_echo"),
+        "{names:?}"
+    );
+    for name in ["a_b_echo", "a_echo"] {
+        let (status, echoed) = shim.call(
+            &session,
+            "tools/call",
+            json!({"name": name, "arguments": {"message": name}}),
+        );
+        assert_eq!(status, 200);
+        assert_eq!(text_of(&echoed), format!("Echo: {name}"), "{echoed}");
+    }
+    let (_, unknown) = shim.call(
+        &session,
+        "tools/call",
+        json!({"name": "b_echo", "arguments": {}}),
+    );
+    assert_eq!(unknown["error"]["code"], -32602, "{unknown}");
+}
+
+#[test]
+fn a_listed_name_that_would_reach_another_target_is_left_out() {
+    // `a`'s tool `b_echo` would be listed as `a_b_echo`, which is `a_b`'s `echo`: offering it
+    // would name a tool that calls another server.
+    let fake = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-mcp.mjs");
+    let target = |name: &str, tool: &str| {
+        format!(
+            "          - name: {name}\n            stdio:\n              cmd: node\n              args: [\"{}\", \"ok\", \"{tool}\"]\n",
+            fake.display()
+        )
+    };
+    let targets = format!("{}{}", target("a", "b_echo"), target("a_b", "echo"));
+    let shim = Shim::start(&config(&targets, None));
+    let session = shim.session();
+    let (_, tools) = shim.call(&session, "tools/list", json!({}));
+    let names: Vec<&str> = tools["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a_b_echo"], "{tools}");
+    assert!(shim.log_contains("\"a_b_echo\" of target 'a' would call another target"));
+}
+
+fn tools_call_echo(message: &str) -> Json {
+    json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"message": message}}})
+}
+
+#[test]
+fn a_session_answers_only_the_identity_that_opened_it() {
+    let shim = Shim::start(&config(&node_target("my-server"), None));
+    let (alice, bob) = (Some("token-of-alice"), Some("token-of-bob"));
+    let session = shim.session_as(alice);
+    let unknown = "0123456789abcdef0123456789abcdef";
+    let (status, _, not_found) = shim.post_as(
+        bob,
+        Some(unknown),
+        "application/json",
+        &tools_call_echo("x"),
+    );
+    assert_eq!(status, 404);
+    let (_, delete_not_found) = shim.delete_as(bob, unknown);
+    let (_, get_not_found) = shim.get_as(bob, unknown);
+
+    // Another identity, or none, is told exactly what an unknown session id is told.
+    for intruder in [bob, None] {
+        let (status, header, answer) = shim.post_as(
+            intruder,
+            Some(&session),
+            "application/json, text/event-stream",
+            &tools_call_echo("not yours"),
+        );
+        assert_eq!((status, header), (404, None), "{answer:?}");
+        assert_eq!(answer, not_found);
+        assert_eq!(
+            shim.get_as(intruder, &session),
+            (404, get_not_found.clone())
+        );
+        assert_eq!(
+            shim.delete_as(intruder, &session),
+            (404, delete_not_found.clone())
+        );
+    }
+    assert!(shim.log_contains(&format!(
+        "session {}: the caller's identity did not match the session's: 404",
+        &session[..8]
+    )));
+    assert!(
+        !shim.log_contains("token-of-alice") && !shim.log_contains("token-of-bob"),
+        "identities are never logged"
+    );
+
+    // The DELETEs ended nothing: alice's session and its child go on.
+    let child = children(shim.pid());
+    assert_eq!(child.len(), 1);
+    let (status, echoed) = shim.call_as(
+        alice,
+        &session,
+        "tools/call",
+        json!({"name": "echo", "arguments": {"message": "still mine"}}),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(text_of(&echoed), "Echo: still mine");
+    assert_eq!(shim.get_as(alice, &session).0, 200);
+    assert_eq!(children(shim.pid()), child);
+
+    // An anonymous session is no one else's either.
+    let anonymous = shim.session();
+    let (status, _) = shim.call_as(alice, &anonymous, "tools/list", json!({}));
+    assert_eq!(status, 404);
+    let (status, _) = shim.call(&anonymous, "tools/list", json!({}));
+    assert_eq!(status, 200);
+    assert_eq!(shim.delete_as(alice, &session).0, 200);
+}
+
+#[test]
+fn a_legacy_session_answers_only_the_identity_that_opened_it() {
+    let shim = Shim::start(&config(&node_target("my-server"), None));
+    let response = shim
+        .agent
+        .get(format!("{}/sse", shim.base))
+        .header("accept", "text/event-stream")
+        .header(IDENTITY, "token-of-alice")
+        .call()
+        .unwrap();
+    let mut reader = BufReader::new(response.into_body().into_reader());
+    let (_, endpoint) = next_event(&mut reader);
+    let post = |identity: Option<&str>, path: &str, body: Json| {
+        let mut request = shim
+            .agent
+            .post(format!("{}{path}", shim.base))
+            .header("content-type", "application/json");
+        if let Some(identity) = identity {
+            request = request.header(IDENTITY, identity);
+        }
+        let mut response = request.send(body.to_string()).unwrap();
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_to_string().unwrap())
+    };
+    let not_found = post(
+        Some("token-of-bob"),
+        "/message?sessionId=0123456789abcdef0123456789abcdef",
+        initialize(1),
+    );
+    assert_eq!(not_found.0, 404);
+    for intruder in [Some("token-of-bob"), None] {
+        assert_eq!(post(intruder, &endpoint, initialize(1)), not_found);
+    }
+    assert!(children(shim.pid()).is_empty(), "no child for an intruder");
+    assert_eq!(
+        post(Some("token-of-alice"), &endpoint, initialize(1)).0,
+        202
+    );
+    let answer = loop {
+        let (_, data) = next_event(&mut reader);
+        let message: Json = serde_json::from_str(&data).unwrap();
+        if message.get("id").is_some() {
+            break message;
+        }
+    };
+    assert!(answer["result"]["protocolVersion"].is_string(), "{answer}");
+}
+
+#[test]
+fn sessions_are_capped_per_identity_and_in_total() {
+    let shim = Shim::start_with(
+        &config(&node_target("my-server"), Some("10m")),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--max-sessions",
+            "3",
+            "--max-sessions-per-identity",
+            "2",
+        ],
+    );
+    let (alice, bob, carol) = (Some("alice"), Some("bob"), Some("carol"));
+    let first = shim.session_as(alice);
+    shim.session_as(alice);
+    let refused = |identity| {
+        let (status, session, answer) =
+            shim.post_as(identity, None, "application/json", &initialize(1));
+        assert_eq!((status, session), (429, None), "{answer:?}");
+        assert_eq!(answer[0]["error"]["code"], -32000, "{answer:?}");
+        answer[0]["error"]["message"].as_str().unwrap().to_string()
+    };
+    let message = refused(alice);
+    for part in [
+        "2 sessions",
+        "--max-sessions-per-identity",
+        "DELETE",
+        "idle for the session TTL (600s)",
+    ] {
+        assert!(message.contains(part), "{part:?} in {message:?}");
+    }
+    assert_eq!(
+        children(shim.pid()).len(),
+        2,
+        "no child for a refused session"
+    );
+
+    shim.session_as(bob);
+    let message = refused(carol);
+    assert!(
+        message.contains("3 sessions") && message.contains("(--max-sessions)"),
+        "{message}"
+    );
+    // The legacy transport is refused the same way.
+    let mut response = shim
+        .agent
+        .get(format!("{}/sse", shim.base))
+        .header("accept", "text/event-stream")
+        .header(IDENTITY, "carol")
+        .call()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 429);
+    let answer: Json =
+        serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(answer["error"]["code"], -32000);
+    assert_eq!(children(shim.pid()).len(), 3);
+
+    // Ending a session frees its place, for anyone.
+    assert_eq!(shim.delete_as(alice, &first).0, 200);
+    shim.session_as(carol);
+    refused(alice);
+}
+
+#[test]
+fn legacy_sessions_count_against_the_caps() {
+    let shim = Shim::start_with(
+        &config(&node_target("my-server"), None),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--max-sessions-per-identity",
+            "1",
+        ],
+    );
+    let response = shim
+        .agent
+        .get(format!("{}/sse", shim.base))
+        .header("accept", "text/event-stream")
+        .header(IDENTITY, "alice")
+        .call()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let mut reader = BufReader::new(response.into_body().into_reader());
+    let (event, _) = next_event(&mut reader);
+    assert_eq!(event, "endpoint");
+    let (status, _, _) = shim.post_as(Some("alice"), None, "application/json", &initialize(1));
+    assert_eq!(status, 429, "the open /sse stream is alice's one session");
+    shim.session_as(Some("bob"));
+    // Hanging up ends the legacy session, and alice may start another.
+    drop(reader);
+    eventually("alice's place to be freed", Duration::from_secs(10), || {
+        shim.post_as(Some("alice"), None, "application/json", &initialize(1))
+            .0
+            == 200
+    });
+}
+
+/// One HTTP/1.1 request over a Unix socket: the status, the headers (lower-cased names) and
+/// the body.
+fn unix_request(
+    socket: &std::path::Path,
+    method: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, Vec<(String, String)>, String) {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut request = format!(
+        "{method} /mcp HTTP/1.1\r\nhost: shim\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers, body.to_string())
+}
+
+#[test]
+fn a_unix_socket_is_owner_only_serves_mcp_and_is_removed_at_exit() {
+    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+    let socket = temp_path("shim.sock");
+    // What a killed shim leaves behind: a socket file nobody listens on. It is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    assert!(socket.exists());
+    let listen = format!("unix:{}", socket.display());
+    let shim = Shim::start_with(
+        &config(&node_target("my-server"), None),
+        &["--listen", &listen],
+    );
+    assert_eq!(shim.base, listen, "the first line names the socket");
+    let meta = std::fs::metadata(&socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+
+    let (status, headers, body) = unix_request(
+        &socket,
+        "POST",
+        &[
+            ("content-type", "application/json"),
+            ("accept", "application/json"),
+        ],
+        &initialize(1).to_string(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let session = headers
+        .iter()
+        .find(|(n, _)| n == "mcp-session-id")
+        .map(|(_, v)| v.clone())
+        .expect("a session id");
+    let answer: Json = serde_json::from_str(&body).unwrap();
+    assert!(answer["result"]["protocolVersion"].is_string(), "{answer}");
+    let (status, _, _) = unix_request(&socket, "DELETE", &[("mcp-session-id", &session)], "");
+    assert_eq!(status, 200);
+
+    drop(shim);
+    assert!(
+        !socket.exists(),
+        "the socket is removed when the shim stops"
+    );
+}
+
+#[test]
+fn a_file_in_the_sockets_place_is_left_alone() {
+    let path = temp_path("not-a-socket");
+    std::fs::write(&path, "keep me").unwrap();
+    let config_path = temp_path("config.yaml");
+    std::fs::write(&config_path, config(&node_target("my-server"), None)).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_host-shim"))
+        .arg("serve")
+        .arg(&config_path)
+        .arg("--listen")
+        .arg(format!("unix:{}", path.display()))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("is not a socket"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "keep me");
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn quiet_event_streams_carry_keep_alive_comments() {
+    let shim = Shim::start(&config(&node_target("my-server"), None));
+    let session = shim.session();
+    let response = shim
+        .agent
+        .get(shim.url())
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &session)
+        .call()
+        .unwrap();
+    let mut reader = BufReader::new(response.into_body().into_reader());
+    let started = Instant::now();
+    loop {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "the stream ended");
+        if line == ": keep-alive\n" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no keep-alive within 20 s"
+        );
+    }
+    // Every 15 s, not at once: a comment as soon as the stream opened would prove nothing.
+    assert!(
+        started.elapsed() >= Duration::from_secs(14),
+        "{:?}",
+        started.elapsed()
+    );
 }
