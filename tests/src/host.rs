@@ -599,6 +599,7 @@ struct Exports {
     queue_ready: F<(i32, i32), ()>,
     request_headers: F<(i32, i32, i32), i32>,
     request_body: F<(i32, i32, i32), i32>,
+    request_trailers: F<(i32, i32), i32>,
     response_headers: F<(i32, i32, i32), i32>,
     response_body: F<(i32, i32, i32), i32>,
     http_call_response: F<(i32, i32, i32, i32, i32), ()>,
@@ -623,6 +624,9 @@ impl Exports {
                 .get_typed_func(&mut *store, "proxy_on_request_headers")
                 .ok(),
             request_body: i.get_typed_func(&mut *store, "proxy_on_request_body").ok(),
+            request_trailers: i
+                .get_typed_func(&mut *store, "proxy_on_request_trailers")
+                .ok(),
             response_headers: i
                 .get_typed_func(&mut *store, "proxy_on_response_headers")
                 .ok(),
@@ -842,6 +846,10 @@ impl VmInner {
             );
         s.local_details = Some(local.details);
         s.response_headers = headers;
+        s.response_frames = vec![local.body.clone()];
+        s.response_frame = 0;
+        s.response_held.clear();
+        s.response_sent = local.body.clone();
         s.response_body = local.body;
         s.request_headers_visible = false;
         s.request_body_visible = false;
@@ -854,6 +862,8 @@ impl VmInner {
         s.stage = if in_response {
             Stage::Log
         } else {
+            // It runs through the response callbacks from the start.
+            s.response_sent.clear();
             Stage::ResponseHeaders
         };
         true
@@ -875,7 +885,9 @@ impl VmInner {
                 Stage::RequestHeaders => {
                     s.request_headers_visible = true;
                     let n = s.request_headers.len() as i32;
-                    let eos = s.request.body.is_none() as i32;
+                    let has_body = s.request.body.is_some();
+                    let has_trailers = !s.request.trailers.is_empty();
+                    let eos = (!has_body && !has_trailers) as i32;
                     let action =
                         self.invoke(store, &e.request_headers, id, (id as i32, n, eos), CONTINUE)?;
                     let Some(s) = store.data_mut().streams.get_mut(&id) else {
@@ -887,9 +899,12 @@ impl VmInner {
                     if action == CONTINUE || std::mem::take(&mut s.continue_request) {
                         s.headers_continued = true;
                         s.request_headers_visible = false;
+                        s.upstream_started_early = has_body || has_trailers;
                     }
-                    s.stage = if s.request.body.is_some() {
+                    s.stage = if has_body {
                         Stage::RequestBody
+                    } else if has_trailers {
+                        Stage::RequestTrailers
                     } else if s.headers_continued {
                         Stage::Upstream
                     } else {
@@ -897,26 +912,86 @@ impl VmInner {
                     };
                 }
                 Stage::RequestBody => {
-                    s.request_body = s.request.body.clone().unwrap_or_default();
+                    // Envoy's semantics: while the filter pauses the body, each callback sees
+                    // everything held so far plus the new frame; a Continue sends it all on.
+                    let frames = s.request.frames();
+                    let index = s.request_frame;
+                    let frame = frames.get(index).cloned().unwrap_or_default();
+                    let last = index + 1 >= frames.len();
+                    let has_trailers = !s.request.trailers.is_empty();
+                    let eos = (last && !has_trailers) as i32;
+                    s.request_body = [std::mem::take(&mut s.request_held), frame].concat();
                     s.request_body_visible = true;
                     let n = s.request_body.len() as i32;
                     let action =
-                        self.invoke(store, &e.request_body, id, (id as i32, n, 1), CONTINUE)?;
+                        self.invoke(store, &e.request_body, id, (id as i32, n, eos), CONTINUE)?;
                     let Some(s) = store.data_mut().streams.get_mut(&id) else {
                         return Ok(());
                     };
                     if s.stage != Stage::RequestBody || s.pending_local.is_some() || s.reset {
                         continue;
                     }
-                    s.stage = if action == CONTINUE || std::mem::take(&mut s.continue_request) {
-                        Stage::Upstream
+                    s.request_body_visible = false;
+                    s.request_frame = index + 1;
+                    let go = action == CONTINUE || std::mem::take(&mut s.continue_request);
+                    let body = std::mem::take(&mut s.request_body);
+                    if go {
+                        if !s.headers_continued {
+                            s.headers_continued = true;
+                            s.upstream_started_early = !last || has_trailers;
+                        }
+                        s.request_sent.extend(body);
                     } else {
-                        Stage::WaitRequest
+                        s.request_held = body;
+                    }
+                    s.stage = match (last, has_trailers, go) {
+                        (false, _, _) => Stage::RequestBody,
+                        (true, true, _) => Stage::RequestTrailers,
+                        (true, false, true) => Stage::Upstream,
+                        (true, false, false) => Stage::WaitRequest,
                     };
+                }
+                Stage::RequestTrailers => {
+                    let n = s.request.trailers.len() as i32;
+                    s.trailers_delivered = true;
+                    let action =
+                        self.invoke(store, &e.request_trailers, id, (id as i32, n), CONTINUE)?;
+                    let Some(s) = store.data_mut().streams.get_mut(&id) else {
+                        return Ok(());
+                    };
+                    if s.stage != Stage::RequestTrailers || s.pending_local.is_some() || s.reset
+                    {
+                        continue;
+                    }
+                    if action == CONTINUE || std::mem::take(&mut s.continue_request) {
+                        s.headers_continued = true;
+                        let held = std::mem::take(&mut s.request_held);
+                        s.request_sent.extend(held);
+                        s.stage = Stage::Upstream;
+                    } else {
+                        s.stage = Stage::WaitRequest;
+                    }
                 }
                 Stage::WaitRequest => {
                     if std::mem::take(&mut s.continue_request) {
-                        s.stage = Stage::Upstream;
+                        let frames = s.request.frames().len();
+                        let more_body = s.request.body.is_some() && s.request_frame < frames;
+                        let more_trailers =
+                            !s.request.trailers.is_empty() && !s.trailers_delivered;
+                        if !s.headers_continued && (more_body || more_trailers) {
+                            s.upstream_started_early = true;
+                        }
+                        s.headers_continued = true;
+                        s.request_headers_visible = false;
+                        let held = std::mem::take(&mut s.request_held);
+                        s.request_sent.extend(held);
+                        s.stage = if more_body {
+                            Stage::RequestBody
+                        } else if more_trailers {
+                            Stage::RequestTrailers
+                        } else {
+                            Stage::Upstream
+                        };
                     } else {
                         return Ok(());
                     }
@@ -924,20 +999,26 @@ impl VmInner {
                 Stage::Upstream => {
                     s.request_headers_visible = false;
                     s.request_body_visible = false;
-                    if s.request.body.is_none() {
-                        s.request_body.clear();
-                    }
+                    s.request_body = std::mem::take(&mut s.request_sent);
                     s.upstream = Some((s.request_headers.clone(), s.request_body.clone()));
                     let up = &s.request.upstream;
                     let mut headers: HeaderMap =
                         vec![(":status".into(), up.status.to_string().into_bytes())];
                     headers.extend(up.headers.iter().cloned());
-                    if !up.body.is_empty() && !headers.iter().any(|(k, _)| k == "content-length") {
+                    if !up.body.is_empty()
+                        && up.chunks.is_none()
+                        && !headers.iter().any(|(k, _)| k == "content-length")
+                    {
                         headers.push((
                             "content-length".into(),
                             up.body.len().to_string().into_bytes(),
                         ));
                     }
+                    s.response_frames = match &up.chunks {
+                        Some(chunks) => chunks.clone(),
+                        None if up.body.is_empty() => Vec::new(),
+                        None => vec![up.body.clone()],
+                    };
                     s.response_headers = headers;
                     s.response_body = up.body.clone();
                     s.stage = Stage::ResponseHeaders;
@@ -945,8 +1026,10 @@ impl VmInner {
                 Stage::ResponseHeaders => {
                     s.response_headers_visible = true;
                     let n = s.response_headers.len() as i32;
-                    let has_body = !s.response_body.is_empty();
+                    let has_body = s.response_frames.iter().any(|f| !f.is_empty());
                     let args = (id as i32, n, (!has_body) as i32);
+                    s.response_frame = 0;
+                    s.response_sent.clear();
                     let action = self.invoke(store, &e.response_headers, id, args, CONTINUE)?;
                     let Some(s) = store.data_mut().streams.get_mut(&id) else {
                         return Ok(());
@@ -966,26 +1049,42 @@ impl VmInner {
                     };
                 }
                 Stage::ResponseBody => {
+                    let index = s.response_frame;
+                    let frame = s.response_frames.get(index).cloned().unwrap_or_default();
+                    let last = index + 1 >= s.response_frames.len();
+                    s.response_body = [std::mem::take(&mut s.response_held), frame].concat();
                     s.response_body_visible = true;
                     let n = s.response_body.len() as i32;
+                    let eos = last as i32;
                     let action =
-                        self.invoke(store, &e.response_body, id, (id as i32, n, 1), CONTINUE)?;
+                        self.invoke(store, &e.response_body, id, (id as i32, n, eos), CONTINUE)?;
                     let Some(s) = store.data_mut().streams.get_mut(&id) else {
                         return Ok(());
                     };
                     if s.stage != Stage::ResponseBody || s.pending_local.is_some() || s.reset {
                         continue;
                     }
-                    s.stage = if action == CONTINUE || std::mem::take(&mut s.continue_response) {
-                        Stage::Log
+                    s.response_body_visible = false;
+                    s.response_frame = index + 1;
+                    let go = action == CONTINUE || std::mem::take(&mut s.continue_response);
+                    let body = std::mem::take(&mut s.response_body);
+                    if go {
+                        s.response_sent.extend(body);
                     } else {
-                        Stage::WaitResponse { body_next: false }
+                        s.response_held = body;
+                    }
+                    s.stage = match (last, go) {
+                        (false, _) => Stage::ResponseBody,
+                        (true, true) => Stage::Log,
+                        (true, false) => Stage::WaitResponse { body_next: false },
                     };
                 }
                 Stage::WaitResponse { body_next } => {
                     if std::mem::take(&mut s.continue_response) {
                         s.response_headers_visible = false;
                         s.response_body_visible = false;
+                        let held = std::mem::take(&mut s.response_held);
+                        s.response_sent.extend(held);
                         s.stage = if body_next {
                             Stage::ResponseBody
                         } else {
@@ -997,6 +1096,7 @@ impl VmInner {
                 }
                 Stage::Log => {
                     s.stage = Stage::Done;
+                    s.response_body = std::mem::take(&mut s.response_sent);
                     s.request_headers_visible = false;
                     s.request_body_visible = false;
                     s.response_headers_visible = false;
@@ -1143,6 +1243,32 @@ impl Vm {
         Ok(StreamId(id))
     }
 
+    /// The client goes away (a reset): the stream ends wherever it was, as Envoy ends it.
+    pub fn cancel(&self, id: StreamId) {
+        let result = {
+            let mut store = self.inner.store.borrow_mut();
+            if let Some(s) = store.data_mut().streams.get_mut(&id.0) {
+                s.reset = true;
+            }
+            self.inner.drive(&mut store, id.0)
+        };
+        #[allow(clippy::panic)]
+        if let Err(trap) = result {
+            panic!("{trap}");
+        }
+    }
+
+    /// Whether the request's headers reached the upstream before the request was complete:
+    /// the upstream then saw a request start, whatever the filter decided about its body.
+    pub fn upstream_started_early(&self, id: StreamId) -> bool {
+        let store = self.inner.store.borrow();
+        store
+            .data()
+            .streams
+            .get(&id.0)
+            .is_some_and(|s| s.upstream_started_early)
+    }
+
     /// Where that stream is now ([`Outcome::Paused`] until something resumes it).
     #[allow(clippy::panic)]
     pub fn outcome(&self, id: StreamId) -> Outcome {
@@ -1218,5 +1344,14 @@ fn new_stream(request: Request, headers: HeaderMap) -> Stream {
         continue_response: false,
         reset: false,
         properties: HashMap::new(),
+        request_frame: 0,
+        request_held: Vec::new(),
+        request_sent: Vec::new(),
+        trailers_delivered: false,
+        upstream_started_early: false,
+        response_frames: Vec::new(),
+        response_frame: 0,
+        response_held: Vec::new(),
+        response_sent: Vec::new(),
     }
 }

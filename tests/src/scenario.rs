@@ -14,6 +14,11 @@ pub struct Request {
     pub(crate) scheme: String,
     pub(crate) headers: Vec<(String, Vec<u8>)>,
     pub(crate) body: Option<Vec<u8>>,
+    /// The body as the client's data frames split it (`None`: one frame).
+    pub(crate) chunks: Option<Vec<Vec<u8>>>,
+    /// Request trailers after the body (HTTP/2, gRPC): the last data frame then does not end
+    /// the stream, the trailers do.
+    pub(crate) trailers: Vec<(String, Vec<u8>)>,
     pub(crate) upstream: UpstreamResponse,
     pub(crate) properties: Vec<(String, Vec<u8>)>,
 }
@@ -24,6 +29,8 @@ pub(crate) struct UpstreamResponse {
     pub(crate) status: u16,
     pub(crate) headers: Vec<(String, Vec<u8>)>,
     pub(crate) body: Vec<u8>,
+    /// The body as the upstream's data frames split it (`None`: one frame).
+    pub(crate) chunks: Option<Vec<Vec<u8>>>,
 }
 
 impl Request {
@@ -36,10 +43,13 @@ impl Request {
             scheme: "http".to_string(),
             headers: Vec::new(),
             body: None,
+            chunks: None,
+            trailers: Vec::new(),
             upstream: UpstreamResponse {
                 status: 200,
                 headers: Vec::new(),
                 body: Vec::new(),
+                chunks: None,
             },
             properties: Vec::new(),
         }
@@ -62,7 +72,33 @@ impl Request {
     /// Sets a raw body; `content-length` is added as a client would.
     pub fn body(mut self, body: &[u8]) -> Request {
         self.body = Some(body.to_vec());
+        self.chunks = None;
         self
+    }
+
+    /// Sends the body in these data frames, one body callback each.
+    pub fn body_chunks(mut self, chunks: &[&[u8]]) -> Request {
+        self.body = Some(chunks.concat());
+        self.chunks = Some(chunks.iter().map(|c| c.to_vec()).collect());
+        self
+    }
+
+    /// Ends the request with trailers after its body (the trailers callback ends the stream).
+    pub fn trailers(mut self, trailers: &[(&str, &str)]) -> Request {
+        self.trailers = trailers
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.as_bytes().to_vec()))
+            .collect();
+        self
+    }
+
+    /// The body's data frames as the host delivers them.
+    pub(crate) fn frames(&self) -> Vec<Vec<u8>> {
+        match (&self.chunks, &self.body) {
+            (Some(chunks), _) => chunks.clone(),
+            (None, Some(body)) => vec![body.clone()],
+            (None, None) => Vec::new(),
+        }
     }
 
     /// Appends a header (names are lower-cased, as Envoy's codecs do).
@@ -114,8 +150,21 @@ impl Request {
                 .map(|(k, v)| (k.to_ascii_lowercase(), v.into_bytes()))
                 .collect(),
             body: body.to_vec(),
+            chunks: None,
         };
         self
+    }
+
+    /// Like [`Request::upstream_response`], the body sent in these data frames.
+    pub fn upstream_chunks(
+        self,
+        status: u16,
+        headers: Vec<(String, String)>,
+        chunks: &[&[u8]],
+    ) -> Request {
+        let mut out = self.upstream_response(status, headers, &chunks.concat());
+        out.upstream.chunks = Some(chunks.iter().map(|c| c.to_vec()).collect());
+        out
     }
 }
 

@@ -114,6 +114,7 @@ pub(crate) enum Stage {
     Created,
     RequestHeaders,
     RequestBody,
+    RequestTrailers,
     /// Paused on the request side, waiting for `proxy_continue_stream(HttpRequest)`.
     WaitRequest,
     Upstream,
@@ -155,6 +156,21 @@ pub(crate) struct Stream {
     pub continue_response: bool,
     pub reset: bool,
     pub properties: HashMap<String, Vec<u8>>,
+    /// The next request data frame to deliver; what the filter holds (paused) of the body;
+    /// what went upstream.
+    pub request_frame: usize,
+    pub request_held: Vec<u8>,
+    pub request_sent: Vec<u8>,
+    pub trailers_delivered: bool,
+    /// The request's headers went upstream before the request was complete (the upstream saw
+    /// a request start whatever the filter decided later).
+    pub upstream_started_early: bool,
+    /// The response body's data frames, the next one to deliver, what the filter holds and
+    /// what reached the client.
+    pub response_frames: Vec<Vec<u8>>,
+    pub response_frame: usize,
+    pub response_held: Vec<u8>,
+    pub response_sent: Vec<u8>,
 }
 
 /// The response of an HTTP call, visible only while `proxy_on_http_call_response` runs.
