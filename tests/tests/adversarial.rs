@@ -1,0 +1,344 @@
+//! The gateway attacked through the real module: each scenario is a way a client tried to get
+//! past the MCP layer (trailers, split bodies, headers that reach the upstream early, a wasted
+//! key refetch, forged claim and identity headers, the legacy transport, answers the filter
+//! cannot read) and what the filter must do instead. The Envoy-only classes (HTTP/2 framing,
+//! timeouts) are in `envoy_attacks.rs`.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use mcp_auth_filter_tests::tokens::{Key, OKTA_AUDIENCE, OKTA_ISSUER, TokenBuilder, jwks};
+use mcp_auth_filter_tests::{Host, Outcome, Request, Vm};
+use serde_json::{Value, json};
+
+const KEYS_URL: &str = "https://your-org.okta.com/oauth2/default/v1/keys";
+
+/// Group A may call `echo`; nobody else may call anything. `extra` goes into the root.
+fn config(key: &Key, mode: &str, extra: &str) -> String {
+    format!(
+        r#"
+{extra}
+mcpTargets: [everything]
+policies:
+  mcpAuthentication:
+    mode: {mode}
+    issuer: {OKTA_ISSUER}
+    audiences: [{OKTA_AUDIENCE}]
+    jwks: '{jwks}'
+  authorization:
+    rules:
+    - allow: '"A" in auth.claims.groups && mcp.tool.name == "echo"'
+"#,
+        jwks = jwks(&[key])
+    )
+}
+
+fn vm(key: &Key, mode: &str, extra: &str) -> (Host, Vm) {
+    let host = Host::new();
+    let vm = host.vm(&config(key, mode, extra)).unwrap();
+    (host, vm)
+}
+
+fn call(id: i64, tool: &str) -> Vec<u8> {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+           "params": {"name": tool, "arguments": {}}})
+    .to_string()
+    .into_bytes()
+}
+
+fn post() -> Request {
+    Request::post("/mcp")
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+}
+
+/// The filter answered with a JSON-RPC denial for `id` (the upstream never saw the body).
+#[track_caller]
+fn denied(out: &Outcome, id: i64) {
+    let Outcome::Local(r) = out else {
+        panic!("expected a JSON-RPC denial, got {out:?}")
+    };
+    let body = r.json();
+    assert_eq!(body["id"], id, "{body}");
+    assert!(body["error"]["code"].is_i64(), "{body}");
+}
+
+#[track_caller]
+fn forwarded_body(out: &Outcome) -> Value {
+    let Outcome::Forwarded { request_body, .. } = out else {
+        panic!("expected the request to go upstream, got {out:?}")
+    };
+    serde_json::from_slice(request_body).unwrap()
+}
+
+#[test]
+fn a_body_followed_by_trailers_is_judged_before_anything_goes_on() {
+    let key = Key::rsa();
+    let (_, vm) = vm(&key, "strict", "");
+    let b = TokenBuilder::new(&key).groups(&["B"]).sign();
+    let body = call(7, "get-env");
+    let (head, rest) = body.split_at(20);
+    let out = vm.request(
+        post()
+            .bearer(&b)
+            .body_chunks(&[head, rest])
+            .trailers(&[("x-checksum", "1")]),
+    );
+    denied(&out, 7);
+
+    // The same call from group A's echo goes on whole.
+    let a = TokenBuilder::new(&key).groups(&["A"]).sign();
+    let echo = call(8, "echo");
+    let (head, rest) = echo.split_at(30);
+    let out = vm.request(
+        post()
+            .bearer(&a)
+            .body_chunks(&[head, rest, b""])
+            .trailers(&[("x-checksum", "1")]),
+    );
+    assert_eq!(forwarded_body(&out)["params"]["name"], "echo");
+}
+
+#[test]
+fn on_an_optional_route_trailers_do_not_let_an_anonymous_call_through() {
+    let key = Key::rsa();
+    let (_, vm) = vm(&key, "optional", "");
+    let out = vm.request(
+        post()
+            .body_chunks(&[&call(1, "get-env")])
+            .trailers(&[("grpc-status", "0")]),
+    );
+    assert_eq!(out.status(), 401, "{out:?}");
+    assert!(!out.is_forwarded());
+}
+
+#[test]
+fn a_name_split_across_data_frames_is_judged_whole() {
+    let key = Key::rsa();
+    let (_, vm) = vm(&key, "strict", "");
+    let a = TokenBuilder::new(&key).groups(&["A"]).sign();
+    let body = call(3, "echo-but-not-really");
+    let at = body.windows(4).position(|w| w == b"echo").unwrap() + 2;
+    let frames: Vec<&[u8]> = vec![&body[..at], &body[at..at + 3], &body[at + 3..]];
+    denied(&vm.request(post().bearer(&a).body_chunks(&frames)), 3);
+}
+
+#[test]
+fn with_headers_held_a_denied_request_never_reaches_the_upstream() {
+    let key = Key::rsa();
+    let b = TokenBuilder::new(&key).groups(&["B"]).sign();
+    let a = TokenBuilder::new(&key).groups(&["A"]).sign();
+
+    let (_, held) = vm(&key, "strict", "holdHeaders: true");
+    let id = held.start(post().bearer(&b).body_chunks(&[&call(1, "get-env")[..10], &call(1, "get-env")[10..]]));
+    denied(&held.outcome(id), 1);
+    assert!(!held.upstream_started_early(id), "the upstream saw the request start");
+    let id = held.start(post().bearer(&a).body_chunks(&[&call(2, "echo")[..10], &call(2, "echo")[10..]]));
+    assert_eq!(forwarded_body(&held.outcome(id))["id"], 2);
+
+    // Without the hold (hosts that cannot pause headers) the headers go on first: the
+    // upstream sees a request start and then a reset, never the body.
+    let (_, plain) = vm(&key, "strict", "");
+    let id = plain.start(post().bearer(&b).body_chunks(&[&call(1, "get-env")]));
+    denied(&plain.outcome(id), 1);
+    assert!(plain.upstream_started_early(id));
+}
+
+#[test]
+fn a_body_on_any_method_is_judged_on_routes_with_mcp_rules() {
+    let key = Key::rsa();
+    let (_, vm) = vm(&key, "strict", "");
+    let b = TokenBuilder::new(&key).groups(&["B"]).sign();
+    for method in ["PUT", "PATCH", "GET", "DELETE"] {
+        let out = vm.request(
+            Request::new(method, "/mcp")
+                .header("content-type", "application/json")
+                .bearer(&b)
+                .body(&call(4, "get-env")),
+        );
+        assert!(!out.is_forwarded(), "{method}: {out:?}");
+    }
+    // A GET without a body (the server's event stream) is judged by HTTP-level rules only.
+    assert!(vm.request(Request::get("/mcp").bearer(&b)).is_forwarded());
+}
+
+#[test]
+fn a_refetch_outlives_the_request_that_asked_for_it() {
+    let host = Host::new();
+    let old = Key::rsa_n(0);
+    let new = Key::rsa_n(1);
+    let config = format!(
+        r#"
+policies:
+  mcpAuthentication:
+    issuer: {OKTA_ISSUER}
+    audiences: [{OKTA_AUDIENCE}]
+    jwks:
+      url: {KEYS_URL}
+"#
+    );
+    let vm = host.vm(&config).unwrap();
+    host.advance(Duration::from_millis(100));
+    let first = host.pending_calls().remove(0);
+    host.respond_call(&first, 200, vec![], jwks(&[&old]).to_string().as_bytes());
+
+    // The issuer rotates. An attacker sends a token with a kid nobody knows and hangs up at
+    // once: the one refetch the rate limit allows is spent on it.
+    let stranger = Key::rsa_n(2).with_kid("random-kid-4711");
+    let forged = TokenBuilder::at(&stranger, host.now_unix()).sign();
+    let id = vm.start(Request::get("/mcp").bearer(&forged));
+    vm.cancel(id);
+    host.advance(Duration::from_millis(100));
+    let calls = host.pending_calls();
+    assert_eq!(calls.len(), 1, "the refetch still happens: {calls:?}");
+    host.respond_call(&calls[0], 200, vec![], jwks(&[&old, &new]).to_string().as_bytes());
+
+    // A person with a token from the new key gets in: the refetch's answer was kept.
+    let valid = TokenBuilder::at(&new, host.now_unix()).sign();
+    let out = vm.request(Request::get("/mcp").bearer(&valid));
+    assert!(out.is_forwarded(), "{out:?}");
+    assert_eq!(host.metric("mcp_auth.jwks.refetch_unknown_kid"), Some(1));
+}
+
+#[test]
+fn a_refetch_slower_than_a_tick_keeps_its_request_waiting() {
+    let host = Host::new();
+    let old = Key::rsa_n(0);
+    let new = Key::rsa_n(1);
+    let config = format!(
+        r#"
+policies:
+  mcpAuthentication:
+    issuer: {OKTA_ISSUER}
+    audiences: [{OKTA_AUDIENCE}]
+    jwks:
+      url: {KEYS_URL}
+"#
+    );
+    let vm = host.vm(&config).unwrap();
+    host.advance(Duration::from_millis(100));
+    let first = host.pending_calls().remove(0);
+    host.respond_call(&first, 200, vec![], jwks(&[&old]).to_string().as_bytes());
+    let rotated = TokenBuilder::at(&new, host.now_unix()).sign();
+    let id = vm.start(Request::get("/mcp").bearer(&rotated));
+    // The issuer takes a second to answer; the root ticks ten times meanwhile.
+    for _ in 0..10 {
+        host.advance(Duration::from_millis(100));
+        assert!(matches!(vm.outcome(id), Outcome::Paused), "{:?}", vm.outcome(id));
+    }
+    let call = host.pending_calls().remove(0);
+    host.respond_call(&call, 200, vec![], jwks(&[&old, &new]).to_string().as_bytes());
+    assert!(vm.outcome(id).is_forwarded());
+}
+
+#[test]
+fn claim_headers_are_stripped_on_every_route_and_identity_comes_from_the_token() {
+    let key = Key::rsa();
+    let jwks = jwks(&[&key]);
+    let config = format!(
+        r#"
+routes:
+  tools:
+    policies:
+      mcpAuthentication:
+        issuer: {OKTA_ISSUER}
+        audiences: [{OKTA_AUDIENCE}]
+        jwks: '{jwks}'
+        claimsToHeaders:
+          sub: x-user
+  public:
+    policies:
+      mcpAuthentication:
+        mode: optional
+        issuer: {OKTA_ISSUER}
+        audiences: [{OKTA_AUDIENCE}]
+        jwks: '{jwks}'
+"#
+    );
+    let host = Host::new();
+    let vm = host.vm(&config).unwrap();
+    let forged = |route: &str| {
+        Request::get("/mcp")
+            .property("xds.route_name", route)
+            .header("x-user", "admin")
+            .header("x-mcp-auth-identity", "forged.identity")
+    };
+    // A route without claimsToHeaders: the header another route sets is never passed on.
+    let out = vm.request(forged("public"));
+    assert!(out.is_forwarded(), "{out:?}");
+    assert_eq!(out.upstream_header("x-user"), None);
+    assert_eq!(out.upstream_header("x-mcp-auth-identity"), None);
+    // A route this configuration does not know: stripped too.
+    let out = vm.request(forged("elsewhere"));
+    assert_eq!(out.upstream_header("x-user"), None);
+    assert_eq!(out.upstream_header("x-mcp-auth-identity"), None);
+    // With a token: the headers carry the verified values only.
+    let token = TokenBuilder::new(&key).sub("alice@example.com").sign();
+    let out = vm.request(forged("tools").bearer(&token));
+    assert_eq!(out.upstream_header("x-user").as_deref(), Some("alice@example.com"));
+    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    assert_eq!(
+        out.upstream_header("x-mcp-auth-identity"),
+        Some(format!("{}.{}", b64(OKTA_ISSUER), b64("alice@example.com")))
+    );
+}
+
+#[test]
+fn the_legacy_sse_transport_is_refused_where_rules_hide_items() {
+    let key = Key::rsa();
+    let (_, vm) = vm(&key, "strict", "");
+    let a = TokenBuilder::new(&key).groups(&["A"]).sign();
+    let out = vm.request(
+        Request::get("/mcp/sse")
+            .header("accept", "text/event-stream")
+            .bearer(&a),
+    );
+    assert_eq!(out.status(), 400, "{out:?}");
+    assert!(out.response().unwrap().text().contains("Streamable HTTP"));
+    let out = vm.request(post().bearer(&a).body(&call(1, "echo")));
+    assert!(out.is_forwarded());
+    let legacy = Request::post("/mcp/message?sessionId=abc")
+        .header("content-type", "application/json")
+        .bearer(&a)
+        .body(&call(1, "echo"));
+    assert_eq!(vm.request(legacy).status(), 400);
+}
+
+#[test]
+fn a_list_answer_the_filter_cannot_read_never_passes_as_it_came() {
+    let key = Key::rsa();
+    let (_, vm) = vm(&key, "strict", "");
+    let a = TokenBuilder::new(&key).groups(&["A"]).sign();
+    let list = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/list"}).to_string();
+    let answer = json!({"jsonrpc": "2.0", "id": 9,
+        "result": {"tools": [{"name": "echo"}, {"name": "get-env"}]}})
+    .to_string();
+    let ask = |headers: Vec<(String, String)>, body: &[u8]| {
+        vm.request(post().bearer(&a).body(list.as_bytes()).upstream_response(200, headers, body))
+    };
+    let ct = |v: &str| ("content-type".to_string(), v.to_string());
+    // Compressed: refused, not passed on.
+    let out = ask(
+        vec![ct("application/json"), ("content-encoding".into(), "gzip".into())],
+        answer.as_bytes(),
+    );
+    assert_eq!(out.status(), 502, "{out:?}");
+    // A content type the filter does not read.
+    let out = ask(vec![ct("text/plain")], answer.as_bytes());
+    assert_eq!(out.status(), 502, "{out:?}");
+    assert!(!out.response().unwrap().text().contains("get-env"));
+    // JSON that does not parse.
+    let out = ask(vec![ct("application/json")], b"{\"jsonrpc\":\"2.0\",\"id\":9,\"result\":{\"tools\":[{\"name\":\"get-env\"}]");
+    assert!(!out.response().unwrap().text().contains("get-env"), "{out:?}");
+    // Readable: filtered.
+    let out = ask(vec![ct("application/json")], answer.as_bytes());
+    let body = out.response().unwrap().json();
+    assert_eq!(body["result"]["tools"], json!([{"name": "echo"}]), "{body}");
+}
