@@ -959,8 +959,7 @@ impl VmInner {
                     let Some(s) = store.data_mut().streams.get_mut(&id) else {
                         return Ok(());
                     };
-                    if s.stage != Stage::RequestTrailers || s.pending_local.is_some() || s.reset
-                    {
+                    if s.stage != Stage::RequestTrailers || s.pending_local.is_some() || s.reset {
                         continue;
                     }
                     if action == CONTINUE || std::mem::take(&mut s.continue_request) {
@@ -976,8 +975,7 @@ impl VmInner {
                     if std::mem::take(&mut s.continue_request) {
                         let frames = s.request.frames().len();
                         let more_body = s.request.body.is_some() && s.request_frame < frames;
-                        let more_trailers =
-                            !s.request.trailers.is_empty() && !s.trailers_delivered;
+                        let more_trailers = !s.request.trailers.is_empty() && !s.trailers_delivered;
                         if !s.headers_continued && (more_body || more_trailers) {
                             s.upstream_started_early = true;
                         }

@@ -137,10 +137,21 @@ fn with_headers_held_a_denied_request_never_reaches_the_upstream() {
     let a = TokenBuilder::new(&key).groups(&["A"]).sign();
 
     let (_, held) = vm(&key, "strict", "holdHeaders: true");
-    let id = held.start(post().bearer(&b).body_chunks(&[&call(1, "get-env")[..10], &call(1, "get-env")[10..]]));
+    let id = held.start(
+        post()
+            .bearer(&b)
+            .body_chunks(&[&call(1, "get-env")[..10], &call(1, "get-env")[10..]]),
+    );
     denied(&held.outcome(id), 1);
-    assert!(!held.upstream_started_early(id), "the upstream saw the request start");
-    let id = held.start(post().bearer(&a).body_chunks(&[&call(2, "echo")[..10], &call(2, "echo")[10..]]));
+    assert!(
+        !held.upstream_started_early(id),
+        "the upstream saw the request start"
+    );
+    let id = held.start(
+        post()
+            .bearer(&a)
+            .body_chunks(&[&call(2, "echo")[..10], &call(2, "echo")[10..]]),
+    );
     assert_eq!(forwarded_body(&held.outcome(id))["id"], 2);
 
     // Without the hold (hosts that cannot pause headers) the headers go on first: the
@@ -198,7 +209,12 @@ policies:
     host.advance(Duration::from_millis(100));
     let calls = host.pending_calls();
     assert_eq!(calls.len(), 1, "the refetch still happens: {calls:?}");
-    host.respond_call(&calls[0], 200, vec![], jwks(&[&old, &new]).to_string().as_bytes());
+    host.respond_call(
+        &calls[0],
+        200,
+        vec![],
+        jwks(&[&old, &new]).to_string().as_bytes(),
+    );
 
     // A person with a token from the new key gets in: the refetch's answer was kept.
     let valid = TokenBuilder::at(&new, host.now_unix()).sign();
@@ -231,10 +247,19 @@ policies:
     // The issuer takes a second to answer; the root ticks ten times meanwhile.
     for _ in 0..10 {
         host.advance(Duration::from_millis(100));
-        assert!(matches!(vm.outcome(id), Outcome::Paused), "{:?}", vm.outcome(id));
+        assert!(
+            matches!(vm.outcome(id), Outcome::Paused),
+            "{:?}",
+            vm.outcome(id)
+        );
     }
     let call = host.pending_calls().remove(0);
-    host.respond_call(&call, 200, vec![], jwks(&[&old, &new]).to_string().as_bytes());
+    host.respond_call(
+        &call,
+        200,
+        vec![],
+        jwks(&[&old, &new]).to_string().as_bytes(),
+    );
     assert!(vm.outcome(id).is_forwarded());
 }
 
@@ -282,7 +307,10 @@ routes:
     // With a token: the headers carry the verified values only.
     let token = TokenBuilder::new(&key).sub("alice@example.com").sign();
     let out = vm.request(forged("tools").bearer(&token));
-    assert_eq!(out.upstream_header("x-user").as_deref(), Some("alice@example.com"));
+    assert_eq!(
+        out.upstream_header("x-user").as_deref(),
+        Some("alice@example.com")
+    );
     let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
     assert_eq!(
         out.upstream_header("x-mcp-auth-identity"),
@@ -321,12 +349,20 @@ fn a_list_answer_the_filter_cannot_read_never_passes_as_it_came() {
         "result": {"tools": [{"name": "echo"}, {"name": "get-env"}]}})
     .to_string();
     let ask = |headers: Vec<(String, String)>, body: &[u8]| {
-        vm.request(post().bearer(&a).body(list.as_bytes()).upstream_response(200, headers, body))
+        vm.request(
+            post()
+                .bearer(&a)
+                .body(list.as_bytes())
+                .upstream_response(200, headers, body),
+        )
     };
     let ct = |v: &str| ("content-type".to_string(), v.to_string());
     // Compressed: refused, not passed on.
     let out = ask(
-        vec![ct("application/json"), ("content-encoding".into(), "gzip".into())],
+        vec![
+            ct("application/json"),
+            ("content-encoding".into(), "gzip".into()),
+        ],
         answer.as_bytes(),
     );
     assert_eq!(out.status(), 502, "{out:?}");
@@ -335,8 +371,14 @@ fn a_list_answer_the_filter_cannot_read_never_passes_as_it_came() {
     assert_eq!(out.status(), 502, "{out:?}");
     assert!(!out.response().unwrap().text().contains("get-env"));
     // JSON that does not parse.
-    let out = ask(vec![ct("application/json")], b"{\"jsonrpc\":\"2.0\",\"id\":9,\"result\":{\"tools\":[{\"name\":\"get-env\"}]");
-    assert!(!out.response().unwrap().text().contains("get-env"), "{out:?}");
+    let out = ask(
+        vec![ct("application/json")],
+        b"{\"jsonrpc\":\"2.0\",\"id\":9,\"result\":{\"tools\":[{\"name\":\"get-env\"}]",
+    );
+    assert!(
+        !out.response().unwrap().text().contains("get-env"),
+        "{out:?}"
+    );
     // Readable: filtered.
     let out = ask(vec![ct("application/json")], answer.as_bytes());
     let body = out.response().unwrap().json();
