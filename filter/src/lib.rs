@@ -16,6 +16,7 @@ pub mod mcp;
 pub mod policy;
 pub mod response;
 pub mod rsa_verify;
+pub mod sse;
 
 #[cfg(test)]
 mod testing;
