@@ -17,6 +17,7 @@ pub mod policy;
 pub mod response;
 pub mod rsa_verify;
 pub mod sse;
+pub mod uri;
 
 #[cfg(test)]
 mod testing;
