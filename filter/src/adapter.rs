@@ -141,6 +141,8 @@ struct StreamData {
     /// List requests whose responses are filtered for this caller.
     lists: Vec<(serde_json::Value, String)>,
     response: ResponseMode,
+    /// The SSE answer's parser and filter, kept from chunk to chunk.
+    sse: Option<crate::mcp::SseAnswers>,
 }
 
 /// Everything one VM knows, shared by its root context and its streams.
@@ -440,8 +442,8 @@ impl State {
         let Some(config) = &self.config else {
             return Action::Continue;
         };
-        let streams = self.streams.borrow();
-        let Some(data) = streams.get(&context_id) else {
+        let mut streams = self.streams.borrow_mut();
+        let Some(data) = streams.get_mut(&context_id) else {
             return Action::Continue;
         };
         let Some(policy) = config.policy_for(data.route.as_deref()) else {
@@ -450,7 +452,7 @@ impl State {
         if data.response == ResponseMode::Untouched {
             return Action::Continue;
         }
-        if body_size > MAX_FILTERED_RESPONSE {
+        if data.response == ResponseMode::Json && body_size > MAX_FILTERED_RESPONSE {
             log::warn!("mcp-auth: a list response of {body_size} bytes is passed on unfiltered");
             self.host.count("mcp_auth.list_unfiltered_too_large", 1);
             return Action::Continue;
@@ -469,21 +471,36 @@ impl State {
         };
         match data.response {
             ResponseMode::Json => {
-                if let Some(new) =
-                    crate::mcp::filter_json_body(&body, &data.lists, &policy.targets, &mut keep)
-                {
-                    set_buffer_bytes(BufferType::HttpResponseBody, 0, body_size, &new);
+                use crate::mcp::JsonAnswer;
+                match crate::mcp::filter_json_body(&body, &data.lists, &policy.targets, &mut keep) {
+                    JsonAnswer::Unchanged => {}
+                    JsonAnswer::Filtered(new) => {
+                        set_buffer_bytes(BufferType::HttpResponseBody, 0, body_size, &new);
+                    }
+                    JsonAnswer::Refused { body: new, reasons } => {
+                        log::warn!("mcp-auth: a list answer is refused: {}", reasons.join("; "));
+                        self.host.count("mcp_auth.list_unreadable", 1);
+                        set_buffer_bytes(BufferType::HttpResponseBody, 0, body_size, &new);
+                    }
                 }
                 Action::Continue
             }
             ResponseMode::Sse => {
-                let (mut out, consumed) =
-                    crate::mcp::filter_sse(&body, &data.lists, &policy.targets, &mut keep);
-                if consumed < body.len() && !end_of_stream {
-                    // An event is still arriving: hold everything until it is complete.
-                    return Action::Pause;
+                // Each chunk goes on as soon as it is read: the filter holds a partial event.
+                let Some(sse) = data.sse.as_mut() else {
+                    return Action::Continue;
+                };
+                let out = sse.push(&body, end_of_stream, &policy.targets, &mut keep);
+                let counts = sse.take_counts();
+                for (name, n) in [
+                    ("mcp_auth.sse_events_dropped", counts.dropped),
+                    ("mcp_auth.list_unreadable", counts.unreadable),
+                    ("mcp_auth.answers_outside_stream", counts.outside),
+                ] {
+                    if n > 0 {
+                        self.host.count(name, n);
+                    }
                 }
-                out.extend_from_slice(body.get(consumed..).unwrap_or_default());
                 if out != body {
                     set_buffer_bytes(BufferType::HttpResponseBody, 0, body_size, &out);
                 }
@@ -515,6 +532,9 @@ impl State {
         } else {
             ResponseMode::Untouched
         };
+        if data.response == ResponseMode::Sse {
+            data.sse = Some(crate::mcp::SseAnswers::new(data.lists.clone()));
+        }
         if data.response != ResponseMode::Untouched {
             // The body's length changes when items are removed.
             let _ = hostcalls::remove_map_value(MapType::HttpResponseHeaders, "content-length");

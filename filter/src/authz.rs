@@ -543,6 +543,7 @@ mod tests {
             method: "prompts/get".into(),
             kind: Kind::Prompt,
             name: "greet".into(),
+            raw: "greet".into(),
             target: String::new(),
             arguments: j!({}),
         };
