@@ -487,9 +487,10 @@ impl State {
             }
             ResponseMode::Sse => {
                 // Each chunk goes on as soon as it is read: the filter holds a partial event.
-                let Some(sse) = data.sse.as_mut() else {
-                    return Action::Continue;
-                };
+                let lists = &data.lists;
+                let sse = data
+                    .sse
+                    .get_or_insert_with(|| crate::mcp::SseAnswers::new(lists.clone()));
                 let out = sse.push(&body, end_of_stream, &policy.targets, &mut keep);
                 let counts = sse.take_counts();
                 for (name, n) in [
@@ -532,9 +533,6 @@ impl State {
         } else {
             ResponseMode::Untouched
         };
-        if data.response == ResponseMode::Sse {
-            data.sse = Some(crate::mcp::SseAnswers::new(data.lists.clone()));
-        }
         if data.response != ResponseMode::Untouched {
             // The body's length changes when items are removed.
             let _ = hostcalls::remove_map_value(MapType::HttpResponseHeaders, "content-length");
