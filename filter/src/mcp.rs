@@ -687,11 +687,14 @@ fn judge_event(
     keep: &mut dyn FnMut(&McpView) -> bool,
     counts: &mut SseCounts,
 ) -> Fate {
-    // The legacy transport's first event carries a URL path, not JSON.
-    if event.data.is_empty() || event.kind() == "endpoint" {
+    if event.data.is_empty() {
         return Fate::Pass;
     }
     let Ok(mut json) = strict_json(event.data.as_bytes()) else {
+        // The legacy transport's first event carries a URL path, not JSON.
+        if event.kind() == "endpoint" {
+            return Fate::Pass;
+        }
         counts.dropped += 1;
         return Fate::Drop;
     };
@@ -1239,6 +1242,15 @@ mod tests {
             error_response(&json!(3), OUTSIDE_CODE, OUTSIDE_STREAM)
         );
         assert_eq!(counts.outside, 1);
+        // Whatever its event type: a client that reads every event's data finds no list either.
+        let (out, _) = stream(
+            Vec::new(),
+            &[&format!("event: endpoint\ndata: {TOOLS}\n\n")],
+        );
+        assert_eq!(
+            data_lines(&out),
+            [error_response(&json!(3), OUTSIDE_CODE, OUTSIDE_STREAM)]
+        );
         // An error answer to another id is refused alike; a report without an id passes.
         let (out, _) = stream(
             tools_list(json!(1)),
