@@ -5,12 +5,19 @@
 //! `allow` rules the request is allowed. A rule whose evaluation fails (a missing claim, a type
 //! error) counts as not matched, so it can never open a door: an erroring `deny` does not deny,
 //! an erroring `require` denies, an erroring `allow` does not allow.
+//!
+//! A message names one thing, so a rule reading several of `mcp.tool`, `mcp.prompt` and
+//! `mcp.resource` applies to a message naming any of them, judged with the others absent: a
+//! condition on an absent kind neither holds nor fails, and `||` / `&&` absorb it as CEL
+//! absorbs errors (`absent || true` holds, `absent || false` does not). Absence is not an
+//! error to report. A rule that could never hold for one of the kinds it reads (`mcp.tool.name
+//! == "a" && mcp.prompt.name == "b"`) fails the configuration instead of lying dead.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use cel::common::ast::{EntryExpr, Expr, IdedExpr};
+use cel::common::ast::{EntryExpr, Expr, IdedExpr, operators};
 use cel::objects::{Key, Map as CelMap};
 use cel::{Context, Program, Value};
 use serde_json::Value as Json;
@@ -43,7 +50,7 @@ pub struct Rule {
     /// Whether the rule reads `mcp` at all: such a rule is judged per JSON-RPC message.
     reads_mcp: bool,
     /// The `mcp.tool` / `mcp.prompt` / `mcp.resource` it reads: it applies only to messages
-    /// that name such a thing, so a rule about tools never hides prompts by accident.
+    /// that name one of them, so a rule about tools never hides prompts by accident.
     kinds: BTreeSet<Kind>,
 }
 
@@ -113,12 +120,30 @@ impl Rule {
         let mut fields = BTreeSet::new();
         let mut reads_mcp = false;
         mcp_fields(program.expression(), &mut fields, &mut reads_mcp);
+        let kinds = crate::mcp::kinds_of(&fields);
+        if kinds.len() > 1
+            && let Some(dead) = kinds
+                .iter()
+                .find(|k| !possible(program.expression(), **k).holds)
+        {
+            let read: Vec<String> = kinds.iter().map(|k| format!("mcp.{}", k.field())).collect();
+            return Err(CompileError {
+                source_text: source.to_string(),
+                message: format!(
+                    "it reads {}, but can never hold for a message naming a {}: a message names one \
+                     thing, and the fields of the others are absent then (write one rule per \
+                     kind, or join the kinds' conditions with || outside any !)",
+                    read.join(" and "),
+                    dead.field()
+                ),
+            });
+        }
         Ok(Rule {
             kind,
             source: source.to_string(),
             program,
             reads_mcp,
-            kinds: crate::mcp::kinds_of(&fields),
+            kinds,
         })
     }
 
@@ -127,8 +152,188 @@ impl Rule {
     fn applies(&self, view: Option<&McpView>) -> bool {
         match view {
             None => !self.reads_mcp,
-            Some(v) => !self.reads_mcp || self.kinds.iter().all(|k| *k == v.kind),
+            Some(v) => !self.reads_mcp || self.kinds.is_empty() || self.kinds.contains(&v.kind),
         }
+    }
+
+    fn holds(&self, context: &Context<'_, '_>, view: Option<&McpView>) -> Holds {
+        match view {
+            Some(v) if self.kinds.len() > 1 => {
+                across_kinds(self.program.expression(), v.kind, context)
+            }
+            _ => Holds::from(self.program.execute(context)),
+        }
+    }
+}
+
+/// A rule's (or a part of it's) outcome on one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Holds {
+    Yes,
+    No,
+    /// It reads a kind the message does not name.
+    Absent,
+    /// Evaluation failed, for this reason.
+    Error(String),
+}
+
+impl From<cel::ResolveResult> for Holds {
+    fn from(result: cel::ResolveResult) -> Holds {
+        match result {
+            Ok(Value::Bool(true)) => Holds::Yes,
+            Ok(Value::Bool(false)) => Holds::No,
+            Ok(other) => Holds::Error(format!("returned {:?}, not a bool", other.type_of())),
+            Err(e) => Holds::Error(format!("failed: {e}")),
+        }
+    }
+}
+
+/// Evaluates a rule that reads several kinds for a message naming `present`: the connectives
+/// here, as the CEL interpreter does them, with each other part given to the interpreter
+/// unless it reads an absent kind.
+fn across_kinds(expr: &IdedExpr, present: Kind, context: &Context<'_, '_>) -> Holds {
+    let part = |e: &IdedExpr| across_kinds(e, present, context);
+    if let Expr::Call(call) = &expr.expr
+        && call.target.is_none()
+    {
+        match (call.func_name.as_str(), call.args.as_slice()) {
+            (operators::LOGICAL_OR, [a, b]) => {
+                return match part(a) {
+                    Holds::Yes => Holds::Yes,
+                    left => match (left, part(b)) {
+                        (_, Holds::Yes) => Holds::Yes,
+                        (Holds::No, right) => right,
+                        (left, Holds::No) => left,
+                        (Holds::Error(e), _) | (_, Holds::Error(e)) => Holds::Error(e),
+                        _ => Holds::Absent,
+                    },
+                };
+            }
+            (operators::LOGICAL_AND, [a, b]) => {
+                return match part(a) {
+                    Holds::No => Holds::No,
+                    left => match (left, part(b)) {
+                        (_, Holds::No) => Holds::No,
+                        (Holds::Yes, right) => right,
+                        (left, Holds::Yes) => left,
+                        (Holds::Error(e), _) | (_, Holds::Error(e)) => Holds::Error(e),
+                        _ => Holds::Absent,
+                    },
+                };
+            }
+            (operators::LOGICAL_NOT, [a]) => {
+                return match part(a) {
+                    Holds::Yes => Holds::No,
+                    Holds::No => Holds::Yes,
+                    other => other,
+                };
+            }
+            (operators::CONDITIONAL, [c, a, b]) => {
+                return match part(c) {
+                    Holds::Yes => part(a),
+                    Holds::No => part(b),
+                    other => other,
+                };
+            }
+            _ => {}
+        }
+    }
+    if possible(expr, present) == Outcomes::ABSENT {
+        return Holds::Absent;
+    }
+    Holds::from(Value::resolve(expr, context))
+}
+
+/// The outcomes an expression can have for a message naming `present`, the other kinds absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Outcomes {
+    holds: bool,
+    fails: bool,
+    /// Errs, or is absent.
+    errs: bool,
+}
+
+impl Outcomes {
+    const ANY: Outcomes = Outcomes {
+        holds: true,
+        fails: true,
+        errs: true,
+    };
+    const ABSENT: Outcomes = Outcomes {
+        holds: false,
+        fails: false,
+        errs: true,
+    };
+}
+
+fn possible(expr: &IdedExpr, present: Kind) -> Outcomes {
+    let of = |e: &IdedExpr| possible(e, present);
+    let absent = |e: &IdedExpr| possible(e, present) == Outcomes::ABSENT;
+    let entry_absent = |entry: &EntryExpr| match entry {
+        EntryExpr::MapEntry(e) => absent(&e.key) || absent(&e.value),
+        EntryExpr::StructField(f) => absent(&f.value),
+    };
+    let surely = match &expr.expr {
+        Expr::Call(call) if call.target.is_none() => {
+            match (call.func_name.as_str(), call.args.as_slice()) {
+                (operators::LOGICAL_OR, [a, b]) => {
+                    let (a, b) = (of(a), of(b));
+                    return Outcomes {
+                        holds: a.holds || b.holds,
+                        fails: a.fails && b.fails,
+                        errs: (a.fails && b.errs) || (a.errs && (b.fails || b.errs)),
+                    };
+                }
+                (operators::LOGICAL_AND, [a, b]) => {
+                    let (a, b) = (of(a), of(b));
+                    return Outcomes {
+                        holds: a.holds && b.holds,
+                        fails: a.fails || b.fails,
+                        errs: (a.holds && b.errs) || (a.errs && (b.holds || b.errs)),
+                    };
+                }
+                (operators::LOGICAL_NOT, [a]) => {
+                    let a = of(a);
+                    return Outcomes {
+                        holds: a.fails,
+                        fails: a.holds,
+                        errs: a.errs,
+                    };
+                }
+                (operators::CONDITIONAL, [c, a, b]) => {
+                    let (c, a, b) = (of(c), of(a), of(b));
+                    return Outcomes {
+                        holds: (c.holds && a.holds) || (c.fails && b.holds),
+                        fails: (c.holds && a.fails) || (c.fails && b.fails),
+                        errs: c.errs || (c.holds && a.errs) || (c.fails && b.errs),
+                    };
+                }
+                (_, args) => args.iter().any(absent),
+            }
+        }
+        Expr::Call(call) => call
+            .target
+            .iter()
+            .map(|t| &**t)
+            .chain(&call.args)
+            .any(absent),
+        Expr::Select(select) => match &select.operand.expr {
+            // `has(mcp.prompt)` is false, not an error, when no prompt is named.
+            Expr::Ident(name) if name == "mcp" && !select.test => {
+                Kind::from_field(&select.field).is_some_and(|k| k != present)
+            }
+            _ => absent(&select.operand),
+        },
+        Expr::Comprehension(c) => absent(&c.iter_range),
+        Expr::List(list) => list.elements.iter().any(absent),
+        Expr::Map(map) => map.entries.iter().any(|e| entry_absent(&e.expr)),
+        Expr::Struct(st) => st.entries.iter().any(|e| entry_absent(&e.expr)),
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => false,
+    };
+    if surely {
+        Outcomes::ABSENT
+    } else {
+        Outcomes::ANY
     }
 }
 
@@ -268,23 +473,12 @@ impl RuleSet {
         let mut any_allow = false;
         let mut allowed = false;
         for rule in self.rules.iter().filter(|r| r.applies(input.mcp)) {
-            let holds = match rule.program.execute(&context) {
-                Ok(Value::Bool(b)) => b,
-                Ok(other) => {
-                    eval.errors.push(format!(
-                        "{} rule {:?} returned {:?}, not a bool",
-                        rule.kind.name(),
-                        rule.source,
-                        other.type_of()
-                    ));
-                    false
-                }
-                Err(e) => {
-                    eval.errors.push(format!(
-                        "{} rule {:?} failed: {e}",
-                        rule.kind.name(),
-                        rule.source
-                    ));
+            let holds = match rule.holds(&context, input.mcp) {
+                Holds::Yes => true,
+                Holds::No | Holds::Absent => false,
+                Holds::Error(e) => {
+                    eval.errors
+                        .push(format!("{} rule {:?} {e}", rule.kind.name(), rule.source));
                     false
                 }
             };
@@ -536,6 +730,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(nested.kinds, BTreeSet::from([Kind::Tool, Kind::Prompt]));
+        assert!(nested.applies(Some(&named(Kind::Prompt, "p"))));
+        assert!(!nested.applies(Some(&named(Kind::Resource, "r"))));
         let http = Rule::compile(RuleKind::Allow, "'a' in jwt.groups").unwrap();
         assert!(!http.reads_mcp);
 
@@ -543,6 +739,7 @@ mod tests {
             method: "prompts/get".into(),
             kind: Kind::Prompt,
             name: "greet".into(),
+            raw: "greet".into(),
             target: String::new(),
             arguments: j!({}),
         };
@@ -553,6 +750,155 @@ mod tests {
         assert!(method_rule.applies(Some(&prompt)));
         assert!(http.applies(Some(&prompt)) && http.applies(None));
         assert!(!tool_rule.applies(None) && !method_rule.applies(None));
+    }
+
+    fn named(kind: Kind, name: &str) -> McpView {
+        McpView {
+            method: match kind {
+                Kind::Tool => "tools/call",
+                Kind::Prompt => "prompts/get",
+                Kind::Resource => "resources/read",
+            }
+            .into(),
+            kind,
+            name: name.into(),
+            raw: name.into(),
+            target: String::new(),
+            arguments: j!({}),
+        }
+    }
+
+    fn judge(rules: &RuleSet, claims: Json, view: &McpView) -> (Verdict, Evaluation) {
+        let claims = claims.as_object().cloned();
+        let input = Input {
+            claims: claims.as_ref(),
+            prebuilt: None,
+            mcp: Some(view),
+            method: "POST",
+            path: "/mcp",
+            host: "gw",
+            headers: &[],
+        };
+        let mut eval = Evaluation::default();
+        (rules.evaluate(&input, &mut eval), eval)
+    }
+
+    /// Whether each message is allowed, checking that absence was never reported as an error.
+    fn allowed(rules: &RuleSet, messages: &[(Kind, &str)]) -> Vec<bool> {
+        messages
+            .iter()
+            .map(|(kind, name)| {
+                let (verdict, eval) = judge(rules, j!({}), &named(*kind, name));
+                assert!(eval.errors.is_empty(), "{name}: {:?}", eval.errors);
+                verdict == Verdict::Allow
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_deny_reading_two_kinds_denies_each_by_its_own_condition() {
+        let rules = set(&[(
+            RuleKind::Deny,
+            r#"mcp.tool.name == "a" || mcp.prompt.name == "b""#,
+        )]);
+        let messages = [
+            (Kind::Tool, "a"),
+            (Kind::Prompt, "b"),
+            (Kind::Tool, "b"),
+            (Kind::Prompt, "a"),
+            (Kind::Tool, "x"),
+            (Kind::Resource, "a"),
+        ];
+        assert_eq!(
+            allowed(&rules, &messages),
+            [false, false, true, true, true, true]
+        );
+    }
+
+    #[test]
+    fn a_require_reading_two_kinds_holds_each_kind_to_its_condition() {
+        let rules = set(&[(
+            RuleKind::Require,
+            r#"mcp.tool.name == "echo" || mcp.prompt.name == "greet""#,
+        )]);
+        let messages = [
+            (Kind::Tool, "echo"),
+            (Kind::Tool, "rm"),
+            (Kind::Prompt, "greet"),
+            (Kind::Prompt, "other"),
+            // A resource is not named by the rule: it does not apply.
+            (Kind::Resource, "file:///x"),
+        ];
+        assert_eq!(allowed(&rules, &messages), [true, false, true, false, true]);
+    }
+
+    #[test]
+    fn an_allow_reading_two_kinds_opens_each_by_its_own_condition() {
+        let rules = set(&[(
+            RuleKind::Allow,
+            r#"mcp.tool.name.startsWith("read_") || (has(mcp.resource) ? mcp.resource.uri.startsWith("file:///public/") : false)"#,
+        )]);
+        let messages = [
+            (Kind::Tool, "read_file"),
+            (Kind::Tool, "write_file"),
+            (Kind::Resource, "file:///public/a"),
+            (Kind::Resource, "file:///private/a"),
+            (Kind::Prompt, "greet"),
+        ];
+        assert_eq!(allowed(&rules, &messages), [true, false, true, false, true]);
+    }
+
+    #[test]
+    fn a_real_error_in_a_rule_reading_two_kinds_is_still_reported() {
+        let rules = set(&[(
+            RuleKind::Deny,
+            r#"(mcp.tool.name == "a" && jwt.level > 3) || mcp.prompt.name == "b""#,
+        )]);
+        let (verdict, eval) = judge(&rules, j!({}), &named(Kind::Tool, "a"));
+        assert_eq!(verdict, Verdict::Allow);
+        assert_eq!(eval.errors.len(), 1, "{:?}", eval.errors);
+        let (verdict, _) = judge(&rules, j!({"level": 5}), &named(Kind::Tool, "a"));
+        assert!(matches!(verdict, Verdict::Deny(_)));
+        let (verdict, eval) = judge(&rules, j!({"level": 5}), &named(Kind::Prompt, "b"));
+        assert!(matches!(verdict, Verdict::Deny(_)));
+        assert!(eval.errors.is_empty());
+    }
+
+    #[test]
+    fn a_rule_that_could_never_hold_for_a_kind_it_reads_fails_to_compile() {
+        for (source, kind) in [
+            (r#"mcp.tool.name == "a" && mcp.prompt.name == "b""#, "tool"),
+            ("mcp.tool.name == mcp.prompt.name", "tool"),
+            (
+                r#"[mcp.tool.name, mcp.prompt.name].exists(n, n == "x")"#,
+                "tool",
+            ),
+            (
+                r#"!(mcp.prompt.name == "b") && mcp.resource.uri == "x""#,
+                "prompt",
+            ),
+            (
+                r#"size(mcp.resource.uri) > 0 ? true : mcp.tool.name == "a""#,
+                "tool",
+            ),
+        ] {
+            for rule in [RuleKind::Allow, RuleKind::Deny, RuleKind::Require] {
+                let e = Rule::compile(rule, source).unwrap_err().to_string();
+                assert!(e.contains(&format!("{source:?}")), "{e}");
+                assert!(
+                    e.contains(&format!("can never hold for a message naming a {kind}")),
+                    "{e}"
+                );
+            }
+        }
+        for fine in [
+            r#"mcp.tool.name == "a" || mcp.prompt.name == "b""#,
+            r#"has(mcp.tool) ? mcp.tool.name == "a" : mcp.prompt.name == "b""#,
+            r#"!(mcp.tool.name == "a") || !(mcp.prompt.name == "b")"#,
+            r#"mcp.tool.arguments.paths.all(p, p.startsWith("/tmp")) || size(mcp.prompt.name) > 0"#,
+        ] {
+            assert!(Rule::compile(RuleKind::Deny, fine).is_ok(), "{fine}");
+        }
     }
 
     #[test]

@@ -99,7 +99,9 @@ pub struct Forward {
 /// What to do with a complete request body.
 #[derive(Debug)]
 pub enum BodyDecision {
-    /// Forward it; responses to these list requests (id, method) are filtered per caller.
+    /// Forward it. These are all its requests (id, method): the answers to the lists among
+    /// them are filtered per caller, and on an SSE answer a response to any other id is
+    /// refused (it cannot belong to this request's stream).
     Forward {
         lists: Vec<(Json, String)>,
     },
@@ -320,7 +322,19 @@ pub fn decide_body(
     let mut lists = Vec::new();
     let mut denied = Vec::new();
     for message in &parsed.messages {
-        let view = mcp::view(message, &policy.targets);
+        let view = match mcp::view(message, &policy.targets) {
+            Ok(view) => view,
+            Err(e) => {
+                host.count(metric::DENIED_BODY, 1);
+                log::debug!("mcp-auth: request body refused: {e}");
+                let id = message.id.clone().unwrap_or(Json::Null);
+                return BodyDecision::Respond(response::jsonrpc(
+                    400,
+                    &mcp::error_response(&id, e.code(), &e.to_string()),
+                    "mcp_auth_bad_jsonrpc",
+                ));
+            }
+        };
         if let Verdict::Deny(reason) = judge(policy, identity, view.as_ref(), request, host) {
             log::debug!(
                 "mcp-auth: {} {} denied: {reason}",
@@ -328,9 +342,7 @@ pub fn decide_body(
                 view.as_ref().map_or("", |v| v.name.as_str())
             );
             denied.push(message);
-        } else if let (Some(id), Some(method)) = (&message.id, &message.method)
-            && mcp::list_kind(method).is_some()
-        {
+        } else if let (Some(id), Some(method)) = (&message.id, &message.method) {
             lists.push((id.clone(), method.clone()));
         }
     }
@@ -357,8 +369,8 @@ pub fn decide_body(
     const DENIED: i64 = -32001;
     let refusal = |m: &mcp::Message| {
         let what = match mcp::view(m, &policy.targets) {
-            Some(v) => format!("{} {:?}", v.method, v.name),
-            None => m.method.clone().unwrap_or_else(|| "this message".into()),
+            Ok(Some(v)) => format!("{} {:?}", v.method, v.name),
+            _ => m.method.clone().unwrap_or_else(|| "this message".into()),
         };
         format!("access denied: the gateway's authorization policy does not allow {what}")
     };

@@ -17,6 +17,8 @@ pub mod mcp;
 pub mod policy;
 pub mod response;
 pub mod rsa_verify;
+pub mod sse;
+pub mod uri;
 
 #[cfg(test)]
 mod testing;

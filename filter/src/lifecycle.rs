@@ -37,6 +37,10 @@ pub mod metric {
     pub const RESPONSE_REFUSED: &str = "mcp_auth.denied.unreadable_response";
     /// Requests of the legacy HTTP+SSE transport refused on routes that hide items.
     pub const LEGACY_REFUSED: &str = "mcp_auth.denied.legacy_transport";
+    /// Events of an answer stream that were not JSON-RPC (or too large to read): dropped.
+    pub const SSE_DROPPED: &str = "mcp_auth.sse_events_dropped";
+    /// Responses on an answer stream to ids that stream never asked: replaced by an error.
+    pub const OUTSIDE_STREAM: &str = "mcp_auth.denied.answer_outside_stream";
 }
 
 /// What the proxy does after a request callback.
@@ -128,7 +132,7 @@ enum ResponseMode {
     /// A JSON answer to list requests: buffered whole, then filtered.
     Json,
     /// An event stream, filtered event by event.
-    Sse(Box<SseState>),
+    Sse(Box<mcp::SseAnswers>),
     /// The answer was refused: whatever else comes is dropped.
     Refused,
 }
@@ -248,9 +252,14 @@ impl Filter {
         let guard_streams = policy.rules.reads_mcp();
         if guard_streams {
             let view = RequestView { headers: &headers };
-            let method = view.first(":method").unwrap_or_default();
-            let path = view.first(":path").unwrap_or_default();
-            if legacy_transport(method, path) {
+            // The legacy HTTP+SSE transport (2024-11-05) answers on a `GET …/sse` stream, apart
+            // from the `POST …/message` that asked: those answers cannot be filtered per request.
+            let text = |name: &str| {
+                view.first(name)
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .unwrap_or_default()
+            };
+            if mcp::legacy_transport(text(":method"), text(":path")) {
                 host.count(metric::LEGACY_REFUSED, 1);
                 let mut step = Step::respond(response::jsonrpc(
                     400,
@@ -369,7 +378,10 @@ impl Filter {
         if stream.phase != Phase::Forwarded {
             return keep;
         }
-        let filtered = !stream.lists.is_empty();
+        let filtered = stream
+            .lists
+            .iter()
+            .any(|(_, method)| mcp::list_kind(method).is_some());
         if !filtered && !stream.guard_streams {
             return keep;
         }
@@ -421,7 +433,7 @@ impl Filter {
             };
         }
         stream.response = if sse {
-            ResponseMode::Sse(Box::default())
+            ResponseMode::Sse(Box::new(mcp::SseAnswers::new(stream.lists.clone())))
         } else {
             ResponseMode::Json
         };
@@ -478,34 +490,39 @@ impl Filter {
                 pause: true,
             },
             ResponseMode::Json => {
-                match filter_json(body, &stream.lists, &policy.targets, &mut keep) {
-                    Ok(replace) => BodyStep {
-                        replace,
+                match mcp::filter_json_body(body, &stream.lists, &policy.targets, &mut keep) {
+                    mcp::JsonAnswer::Unchanged => BodyStep::pass(),
+                    mcp::JsonAnswer::Filtered(bytes) => BodyStep {
+                        replace: Some(bytes),
                         pause: false,
                     },
-                    Err(e) => {
+                    mcp::JsonAnswer::Refused { body, reasons } => {
                         host.count(metric::RESPONSE_REFUSED, 1);
-                        log::warn!("mcp-auth: a list answer could not be read ({e}): refused");
+                        log::warn!(
+                            "mcp-auth: a list answer could not be read ({}): refused",
+                            reasons.join("; ")
+                        );
                         BodyStep {
-                            replace: Some(refused_lists(&stream.lists)),
+                            replace: Some(body),
                             pause: false,
                         }
                     }
                 }
             }
-            ResponseMode::Sse(state) => {
-                let out = state.push(
-                    body,
-                    end_of_stream,
-                    &stream.lists,
-                    &policy.targets,
-                    &mut keep,
-                );
-                if out.refused > 0 {
-                    host.count(metric::RESPONSE_REFUSED, out.refused);
+            ResponseMode::Sse(answers) => {
+                let bytes = answers.push(body, end_of_stream, &policy.targets, &mut keep);
+                let counts = answers.take_counts();
+                for (name, n) in [
+                    (metric::SSE_DROPPED, counts.dropped),
+                    (metric::RESPONSE_REFUSED, counts.unreadable),
+                    (metric::OUTSIDE_STREAM, counts.outside),
+                ] {
+                    if n > 0 {
+                        host.count(name, n);
+                    }
                 }
                 BodyStep {
-                    replace: (out.bytes != body).then_some(out.bytes),
+                    replace: (bytes != body).then_some(bytes),
                     pause: false,
                 }
             }
@@ -816,15 +833,6 @@ fn merge(first: Step, then: Step) -> Step {
     }
 }
 
-/// The legacy HTTP+SSE transport (2024-11-05): its answers travel on a `GET …/sse` stream,
-/// apart from the `POST …/message` that asked, so they cannot be filtered per request. The
-/// paths are the ones the shim serves that transport on.
-fn legacy_transport(method: &[u8], path: &[u8]) -> bool {
-    let path = path.split(|b| *b == b'?').next().unwrap_or_default();
-    (method == b"GET" && path.ends_with(b"/sse"))
-        || (method == b"POST" && (path.ends_with(b"/message") || path.ends_with(b"/messages")))
-}
-
 /// The answer for list requests whose answer could not be read: a JSON-RPC error each.
 fn refused_lists(lists: &[(Json, String)]) -> Vec<u8> {
     let errors: Vec<Json> = lists
@@ -857,46 +865,3 @@ pub fn internal_error(reason: &str) -> LocalResponse {
     }
 }
 
-/// Placeholder until the spec-complete SSE reader lands: whole events only.
-#[derive(Debug, Default)]
-pub struct SseState {
-    pending: Vec<u8>,
-}
-
-pub struct SseOut {
-    pub bytes: Vec<u8>,
-    pub refused: u64,
-}
-
-impl SseState {
-    fn push(
-        &mut self,
-        chunk: &[u8],
-        end_of_stream: bool,
-        asked: &[(Json, String)],
-        targets: &[String],
-        keep: &mut dyn FnMut(&mcp::McpView) -> bool,
-    ) -> SseOut {
-        self.pending.extend_from_slice(chunk);
-        let (mut out, consumed) = mcp::filter_sse(&self.pending, asked, targets, keep);
-        let rest = self.pending.split_off(consumed.min(self.pending.len()));
-        self.pending = rest;
-        if end_of_stream {
-            out.append(&mut self.pending);
-        }
-        SseOut {
-            bytes: out,
-            refused: 0,
-        }
-    }
-}
-
-fn filter_json(
-    body: &[u8],
-    asked: &[(Json, String)],
-    targets: &[String],
-    keep: &mut dyn FnMut(&mcp::McpView) -> bool,
-) -> Result<Option<Vec<u8>>, String> {
-    serde_json::from_slice::<Json>(body).map_err(|e| e.to_string())?;
-    Ok(mcp::filter_json_body(body, asked, targets, keep))
-}

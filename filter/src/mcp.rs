@@ -16,6 +16,8 @@ use cel::objects::{Key, Map as CelMap};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value as Json, json};
 
+use crate::sse::{Event, Fate, SseFilter};
+
 /// Request bodies larger than this are refused (413) on routes with MCP-level rules.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 
@@ -57,6 +59,10 @@ pub enum BodyError {
     NotJsonRpc(&'static str),
     #[error("an empty batch")]
     EmptyBatch,
+    /// Two requests of a batch with one id: the answers could not be told apart, so only
+    /// one of them would be filtered.
+    #[error("the batch repeats the request id {0}")]
+    DuplicateId(String),
 }
 
 impl BodyError {
@@ -101,7 +107,18 @@ pub fn parse_body(bytes: &[u8]) -> Result<Body, BodyError> {
             if items.is_empty() {
                 return Err(BodyError::EmptyBatch);
             }
-            let messages = items.into_iter().map(message).collect::<Result<_, _>>()?;
+            let messages: Vec<Message> =
+                items.into_iter().map(message).collect::<Result<_, _>>()?;
+            let requests: Vec<&Json> = messages
+                .iter()
+                .filter(|m| m.method.is_some())
+                .filter_map(|m| m.id.as_ref())
+                .collect();
+            for (i, id) in requests.iter().enumerate() {
+                if requests.iter().skip(i + 1).any(|other| same_id(id, other)) {
+                    return Err(BodyError::DuplicateId(id.to_string()));
+                }
+            }
             Ok(Body {
                 messages,
                 batch: true,
@@ -140,6 +157,15 @@ fn message(json: Json) -> Result<Message, BodyError> {
         method,
         params: fields.remove("params"),
     })
+}
+
+/// Whether a server may take two JSON-RPC ids for one. Numbers compare by value, as a
+/// JavaScript server reads them (`1`, `1.0` and `1e0` are one id there, and it answers `1`).
+pub fn same_id(a: &Json, b: &Json) -> bool {
+    match (a, b) {
+        (Json::Number(x), Json::Number(y)) => x == y || x.as_f64() == y.as_f64(),
+        _ => a == b,
+    }
 }
 
 /// JSON with every object's keys unique.
@@ -225,8 +251,12 @@ impl<'de> Visitor<'de> for StrictVisitor {
 pub struct McpView {
     pub method: String,
     pub kind: Kind,
-    /// The tool or prompt name without the target prefix, or the resource URI.
+    /// The tool or prompt name without the target prefix, or the resource URI as the server
+    /// resolves it: WHATWG URL's serialisation ([`crate::uri::normalize`]). A resource template
+    /// (listed, or completed) is as written: the server matches it as text.
     pub name: String,
+    /// The name or URI exactly as the message wrote it (`mcp.resource.rawUri`).
+    pub raw: String,
     /// The target (stdio server) that serves it, when the route names its targets.
     pub target: String,
     pub arguments: Json,
@@ -237,7 +267,10 @@ impl McpView {
     pub fn to_cel(&self) -> Value {
         let mut thing: Vec<(&str, Value)> = vec![("target", Value::from(self.target.as_str()))];
         match self.kind {
-            Kind::Resource => thing.push(("uri", Value::from(self.name.as_str()))),
+            Kind::Resource => {
+                thing.push(("uri", Value::from(self.name.as_str())));
+                thing.push(("rawUri", Value::from(self.raw.as_str())));
+            }
             _ => {
                 thing.push(("name", Value::from(self.name.as_str())));
                 thing.push(("arguments", crate::authz::json(&self.arguments)));
@@ -279,35 +312,121 @@ pub fn split_target<'a>(name: &'a str, targets: &'a [String]) -> (&'a str, &'a s
     }
 }
 
-/// The view of a message, or `None` when it names nothing (initialize, ping, notifications,
-/// responses, lists): then only the rules that do not read `mcp` apply.
-pub fn view(message: &Message, targets: &[String]) -> Option<McpView> {
-    let method = message.method.as_deref()?;
-    message.id.as_ref()?;
-    let params = message.params.as_ref();
-    let text = |key: &str| params.and_then(|p| p.get(key)).and_then(Json::as_str);
-    let (kind, name) = match method {
-        "tools/call" => (Kind::Tool, text("name")?),
-        "prompts/get" => (Kind::Prompt, text("name")?),
-        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
-            (Kind::Resource, text("uri")?)
+/// Why a message that uses a tool, prompt or resource cannot be judged. Judging it by the
+/// rules that do not read `mcp` alone would pass it through an allow-list of names, so it is
+/// refused as an invalid request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ViewError {
+    #[error("{0}: \"params\" must be an object naming what it uses")]
+    Params(&'static str),
+    #[error("{method}: \"params.{key}\" must be a string")]
+    Name {
+        method: &'static str,
+        key: &'static str,
+    },
+    #[error(
+        "completion/complete: \"params.ref\" must be {{\"type\": \"ref/prompt\", \"name\": …}} or {{\"type\": \"ref/resource\", \"uri\": …}}"
+    )]
+    Ref,
+    #[error(transparent)]
+    Uri(#[from] crate::uri::UriError),
+}
+
+impl ViewError {
+    /// The JSON-RPC error code: invalid request.
+    pub fn code(&self) -> i64 {
+        -32600
+    }
+}
+
+/// The methods that use a tool, prompt or resource by name.
+const NAMING: [&str; 6] = [
+    "tools/call",
+    "prompts/get",
+    "resources/read",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "completion/complete",
+];
+
+/// The view of a message: `Ok(None)` when its method names nothing (initialize, ping, lists,
+/// notifications, responses), and then only the rules that do not read `mcp` apply to it.
+/// `completion/complete` is judged as a use of the prompt or resource template it completes.
+pub fn view(message: &Message, targets: &[String]) -> Result<Option<McpView>, ViewError> {
+    let Some(method) = message
+        .method
+        .as_deref()
+        .and_then(|m| NAMING.into_iter().find(|n| *n == m))
+    else {
+        return Ok(None);
+    };
+    let Some(Json::Object(params)) = &message.params else {
+        return Err(ViewError::Params(method));
+    };
+    let text = |from: &'_ Map<String, Json>, key| {
+        from.get(key)
+            .and_then(Json::as_str)
+            .map(str::to_string)
+            .ok_or(ViewError::Name { method, key })
+    };
+    // (kind, as written, whether a resource URI is a template, arguments)
+    let (kind, raw, template, arguments) = match method {
+        "tools/call" => (
+            Kind::Tool,
+            text(params, "name")?,
+            false,
+            params.get("arguments"),
+        ),
+        "prompts/get" => (
+            Kind::Prompt,
+            text(params, "name")?,
+            false,
+            params.get("arguments"),
+        ),
+        "completion/complete" => {
+            let reference = params
+                .get("ref")
+                .and_then(Json::as_object)
+                .ok_or(ViewError::Ref)?;
+            let field = |key| {
+                reference
+                    .get(key)
+                    .and_then(Json::as_str)
+                    .map(str::to_string)
+                    .ok_or(ViewError::Ref)
+            };
+            match reference.get("type").and_then(Json::as_str) {
+                // The arguments already chosen are the closest to a use's arguments.
+                Some("ref/prompt") => (
+                    Kind::Prompt,
+                    field("name")?,
+                    false,
+                    params.get("context").and_then(|c| c.get("arguments")),
+                ),
+                Some("ref/resource") => (Kind::Resource, field("uri")?, true, None),
+                _ => return Err(ViewError::Ref),
+            }
         }
-        _ => return None,
+        _ => (Kind::Resource, text(params, "uri")?, false, None),
     };
     let (target, name) = match kind {
-        Kind::Resource => (single_target(targets), name),
-        _ => split_target(name, targets),
+        Kind::Resource if template => (single_target(targets), raw.clone()),
+        Kind::Resource => (single_target(targets), crate::uri::normalize(&raw)?),
+        _ => {
+            let (target, name) = split_target(&raw, targets);
+            (target, name.to_string())
+        }
     };
-    Some(McpView {
+    Ok(Some(McpView {
         method: method.to_string(),
         kind,
-        name: name.to_string(),
+        name,
         target: target.to_string(),
-        arguments: params
-            .and_then(|p| p.get("arguments"))
+        arguments: arguments
             .cloned()
             .unwrap_or_else(|| Json::Object(Map::new())),
-    })
+        raw,
+    }))
 }
 
 fn single_target(targets: &[String]) -> &str {
@@ -334,23 +453,38 @@ pub fn list_kind(method: &str) -> Option<(Kind, &'static str, &'static str, &'st
     }
 }
 
-/// Removes from a JSON-RPC list response the items `keep` refuses; `nextCursor` and every
-/// other member stay. Returns whether anything was removed.
-pub fn filter_list(
+/// The code and message of a list answer the gateway could not read and so did not pass.
+pub const UNREADABLE_CODE: i64 = -32603;
+pub const UNREADABLE: &str = "the gateway could not read the server's list answer";
+
+/// The code and message of a response that came on a stream which did not ask for it.
+pub const OUTSIDE_CODE: i64 = -32600;
+pub const OUTSIDE_STREAM: &str = "this route hides tools, prompts or resources per caller; answers sent outside their request's stream (the legacy HTTP+SSE transport, or a resumed stream) cannot be filtered: use Streamable HTTP";
+
+/// Removes from a JSON-RPC response to `method` the items `keep` refuses; `nextCursor` and
+/// every other member stay. `Ok(true)` when something was removed; an error (the reason) when
+/// the response is neither a list result nor a JSON-RPC error.
+fn filter_list(
     response: &mut Json,
     method: &str,
     targets: &[String],
     keep: &mut dyn FnMut(&McpView) -> bool,
-) -> bool {
+) -> Result<bool, String> {
     let Some((kind, field, key, call)) = list_kind(method) else {
-        return false;
+        return Ok(false);
     };
-    let Some(items) = response
-        .get_mut("result")
-        .and_then(|r| r.get_mut(field))
-        .and_then(Json::as_array_mut)
-    else {
-        return false;
+    let Some(result) = response.get_mut("result") else {
+        return match response.get("error") {
+            Some(_) => Ok(false),
+            None => Err(format!(
+                "the answer to {method} has neither a result nor an error"
+            )),
+        };
+    };
+    let Some(items) = result.get_mut(field).and_then(Json::as_array_mut) else {
+        return Err(format!(
+            "result.{field} of {method} is missing or not an array"
+        ));
     };
     let before = items.len();
     items.retain(|item| {
@@ -359,129 +493,295 @@ pub fn filter_list(
             return false;
         };
         let (target, name) = match kind {
-            Kind::Resource => (single_target(targets), raw),
-            _ => split_target(raw, targets),
+            Kind::Resource if key == "uri" => match crate::uri::normalize(raw) {
+                Ok(uri) => (single_target(targets), uri),
+                // Nor one whose URI does not parse: a client could still read it as written.
+                Err(_) => return false,
+            },
+            Kind::Resource => (single_target(targets), raw.to_string()),
+            _ => {
+                let (target, name) = split_target(raw, targets);
+                (target, name.to_string())
+            }
         };
         keep(&McpView {
             method: call.to_string(),
             kind,
-            name: name.to_string(),
+            name,
+            raw: raw.to_string(),
             target: target.to_string(),
             arguments: Json::Object(Map::new()),
         })
     });
-    items.len() != before
+    Ok(items.len() != before)
 }
 
-/// Filters a JSON response body (one response or a batch of them) for the list `methods`
-/// asked by id. Returns the new body, or `None` to leave it untouched.
+/// What becomes of a JSON answer to a request whose list answers are filtered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JsonAnswer {
+    /// Sent as it came: no list was asked, or nothing was hidden.
+    Unchanged,
+    /// Items were hidden: send this body instead.
+    Filtered(Vec<u8>),
+    /// A list answer could not be read: send this body instead, in which each such answer is
+    /// a JSON-RPC error ([`UNREADABLE`]). The reasons are for the log.
+    Refused { body: Vec<u8>, reasons: Vec<String> },
+}
+
+/// Filters a JSON response body (one response or a batch of them) for the requests `asked`
+/// (id, method) by its request. A list answer that cannot be read never passes as it came: a
+/// body that is not strict JSON (a repeated key is how a second `tools` hides behind the
+/// first) becomes an error for every id asked, an answer without a readable list an error for
+/// its id.
 pub fn filter_json_body(
     body: &[u8],
     asked: &[(Json, String)],
     targets: &[String],
     keep: &mut dyn FnMut(&McpView) -> bool,
-) -> Option<Vec<u8>> {
-    let mut json: Json = serde_json::from_slice(body).ok()?;
-    let changed = match &mut json {
-        Json::Array(items) => {
-            let mut changed = false;
-            for item in items {
-                changed |= filter_one(item, asked, targets, keep);
-            }
-            changed
-        }
-        one => filter_one(one, asked, targets, keep),
+) -> JsonAnswer {
+    if !asked.iter().any(|(_, m)| list_kind(m).is_some()) {
+        return JsonAnswer::Unchanged;
+    }
+    let mut json = match strict_json(body) {
+        Ok(json @ (Json::Object(_) | Json::Array(_))) => json,
+        Ok(_) => return refuse_all(asked, "the answer is not a JSON-RPC response".into()),
+        Err(e) => return refuse_all(asked, format!("the answer is not strict JSON: {e}")),
     };
-    changed.then(|| json.to_string().into_bytes())
+    let mut changed = false;
+    let mut reasons = Vec::new();
+    let mut one = |response: &mut Json| match answer(response, asked, targets, keep) {
+        Answered::Untouched => {}
+        Answered::Filtered => changed = true,
+        Answered::Refused(reason) => reasons.push(reason),
+    };
+    match &mut json {
+        Json::Array(items) => items.iter_mut().for_each(&mut one),
+        single => one(single),
+    }
+    let body = json.to_string().into_bytes();
+    match (reasons.is_empty(), changed) {
+        (false, _) => JsonAnswer::Refused { body, reasons },
+        (true, true) => JsonAnswer::Filtered(body),
+        (true, false) => JsonAnswer::Unchanged,
+    }
 }
 
-fn filter_one(
+/// Every id asked answered with [`UNREADABLE`]: one response, or a batch for several.
+fn refuse_all(asked: &[(Json, String)], reason: String) -> JsonAnswer {
+    let mut errors: Vec<Json> = asked
+        .iter()
+        .map(|(id, _)| error_response(id, UNREADABLE_CODE, UNREADABLE))
+        .collect();
+    let json = match errors.len() {
+        1 => errors.pop().unwrap_or_default(),
+        _ => Json::Array(errors),
+    };
+    JsonAnswer::Refused {
+        body: json.to_string().into_bytes(),
+        reasons: vec![reason],
+    }
+}
+
+enum Answered {
+    Untouched,
+    Filtered,
+    Refused(String),
+}
+
+/// Filters one message of a JSON answer when it answers a list asked; one that cannot be read
+/// becomes an error for its id.
+fn answer(
     response: &mut Json,
     asked: &[(Json, String)],
     targets: &[String],
     keep: &mut dyn FnMut(&McpView) -> bool,
-) -> bool {
-    let Some(id) = response.get("id") else {
-        return false;
+) -> Answered {
+    let Some(fields) = response.as_object() else {
+        return Answered::Untouched;
     };
-    let Some((_, method)) = asked.iter().find(|(asked_id, _)| asked_id == id) else {
-        return false;
+    let is_request = fields.contains_key("method")
+        && !fields.contains_key("result")
+        && !fields.contains_key("error");
+    let Some(id) = fields.get("id").filter(|_| !is_request).cloned() else {
+        return Answered::Untouched;
     };
-    let method = method.clone();
-    filter_list(response, &method, targets, keep)
+    let Some((_, method)) = asked.iter().find(|(a, _)| same_id(a, &id)) else {
+        return Answered::Untouched;
+    };
+    match filter_list(response, method, targets, keep) {
+        Ok(true) => Answered::Filtered,
+        Ok(false) => Answered::Untouched,
+        Err(reason) => {
+            *response = error_response(&id, UNREADABLE_CODE, UNREADABLE);
+            Answered::Refused(reason)
+        }
+    }
 }
 
-/// Filters the complete events of an SSE body. Returns `(rewritten, consumed)`: the bytes to
-/// send for the first `consumed` input bytes; the rest is an incomplete event to wait for.
-pub fn filter_sse(
-    body: &[u8],
+/// What an SSE answer's filter did since it was last asked, for the caller's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SseCounts {
+    /// Events not passed on: data that is not strict JSON or not a JSON-RPC message, or an
+    /// event too large to read.
+    pub dropped: u64,
+    /// List answers that could not be read, replaced by [`UNREADABLE`].
+    pub unreadable: u64,
+    /// Responses to ids the stream did not ask about, replaced by [`OUTSIDE_STREAM`].
+    pub outside: u64,
+}
+
+/// An SSE response stream on a route whose list answers are filtered per caller. Every event
+/// is parsed as the client will parse it ([`SseFilter`]) and judged: a list answer is
+/// filtered (or refused when unreadable), a response to an id the stream did not ask is
+/// refused (that is how the legacy transport and resumed streams carry lists), data that is
+/// not JSON-RPC is dropped; notifications, server requests and the legacy `endpoint` event
+/// pass.
+#[derive(Debug)]
+pub struct SseAnswers {
+    events: SseFilter,
+    asked: Vec<(Json, String)>,
+    counts: SseCounts,
+    oversized: u64,
+}
+
+impl SseAnswers {
+    /// `asked`: every request (id, method) whose answers this stream carries; none for a
+    /// stream opened by a GET.
+    pub fn new(asked: Vec<(Json, String)>) -> SseAnswers {
+        SseAnswers {
+            events: SseFilter::default(),
+            asked,
+            counts: SseCounts::default(),
+            oversized: 0,
+        }
+    }
+
+    /// The next bytes of the stream in; the bytes to send now out (whole events only).
+    pub fn push(
+        &mut self,
+        chunk: &[u8],
+        end_of_stream: bool,
+        targets: &[String],
+        keep: &mut dyn FnMut(&McpView) -> bool,
+    ) -> Vec<u8> {
+        let (asked, counts) = (&self.asked, &mut self.counts);
+        let out = self.events.push(chunk, end_of_stream, &mut |event| {
+            judge_event(event, asked, targets, keep, counts)
+        });
+        let oversized = self.events.oversized();
+        self.counts.dropped += oversized - self.oversized;
+        self.oversized = oversized;
+        out
+    }
+
+    /// The counts since the last call.
+    pub fn take_counts(&mut self) -> SseCounts {
+        std::mem::take(&mut self.counts)
+    }
+}
+
+fn judge_event(
+    event: &Event,
     asked: &[(Json, String)],
     targets: &[String],
     keep: &mut dyn FnMut(&McpView) -> bool,
-) -> (Vec<u8>, usize) {
-    let mut out = Vec::with_capacity(body.len());
-    let mut start = 0;
-    while let Some(end) = event_end(body, start) {
-        let event = body.get(start..end).unwrap_or_default();
-        out.extend_from_slice(&filter_event(event, asked, targets, keep));
-        start = end;
+    counts: &mut SseCounts,
+) -> Fate {
+    if event.data.is_empty() {
+        return Fate::Pass;
     }
-    (out, start)
-}
-
-/// The end (exclusive, after the blank line) of the event starting at `from`.
-fn event_end(body: &[u8], from: usize) -> Option<usize> {
-    let rest = body.get(from..)?;
-    let mut i = 0;
-    while i < rest.len() {
-        for sep in [&b"\r\n\r\n"[..], b"\n\n", b"\r\r"] {
-            if rest.get(i..i + sep.len()) == Some(sep) {
-                return Some(from + i + sep.len());
-            }
+    let Ok(mut json) = strict_json(event.data.as_bytes()) else {
+        // The legacy transport's first event carries a URL path, not JSON.
+        if event.kind() == "endpoint" {
+            return Fate::Pass;
         }
-        i += 1;
+        counts.dropped += 1;
+        return Fate::Drop;
+    };
+    let mut seen = |message: &mut Json| stream_message(message, asked, targets, keep, counts);
+    let outcome = match &mut json {
+        Json::Array(items) if !items.is_empty() => items
+            .iter_mut()
+            .map(&mut seen)
+            .fold(Seen::Pass, Seen::worst),
+        Json::Array(_) => Seen::Invalid,
+        single => seen(single),
+    };
+    match outcome {
+        Seen::Pass => Fate::Pass,
+        Seen::Changed => Fate::Replace(json.to_string()),
+        Seen::Invalid => {
+            counts.dropped += 1;
+            Fate::Drop
+        }
     }
-    None
 }
 
-fn filter_event(
-    event: &[u8],
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Seen {
+    Pass,
+    Changed,
+    Invalid,
+}
+
+impl Seen {
+    fn worst(self, other: Seen) -> Seen {
+        self.max(other)
+    }
+}
+
+/// Judges one JSON-RPC message of an SSE event (rewriting it in place when it changes).
+fn stream_message(
+    message: &mut Json,
     asked: &[(Json, String)],
     targets: &[String],
     keep: &mut dyn FnMut(&McpView) -> bool,
-) -> Vec<u8> {
-    let Ok(text) = std::str::from_utf8(event) else {
-        return event.to_vec();
+    counts: &mut SseCounts,
+) -> Seen {
+    let Some(fields) = message.as_object() else {
+        return Seen::Invalid;
     };
-    let mut data = String::new();
-    let mut other = Vec::new();
-    for line in text.lines() {
-        match line.strip_prefix("data:") {
-            Some(d) => {
-                if !data.is_empty() {
-                    data.push('\n');
-                }
-                data.push_str(d.strip_prefix(' ').unwrap_or(d));
-            }
-            None if !line.is_empty() => other.push(line),
-            None => {}
+    let answers = fields.contains_key("result") || fields.contains_key("error");
+    match (fields.contains_key("method"), answers) {
+        (true, false) => return Seen::Pass,
+        // Both a request and a response: clients differ on which they take it for.
+        (true, true) | (false, false) => return Seen::Invalid,
+        (false, true) => {}
+    }
+    let Some(id) = fields.get("id").cloned() else {
+        return Seen::Invalid;
+    };
+    let Some((_, method)) = asked.iter().find(|(a, _)| same_id(a, &id)) else {
+        if id.is_null() && !fields.contains_key("result") {
+            // A server's report of a message it could not read answers no request.
+            return Seen::Pass;
+        }
+        counts.outside += 1;
+        *message = error_response(&id, OUTSIDE_CODE, OUTSIDE_STREAM);
+        return Seen::Changed;
+    };
+    match filter_list(message, method, targets, keep) {
+        Ok(true) => Seen::Changed,
+        Ok(false) => Seen::Pass,
+        Err(_) => {
+            counts.unreadable += 1;
+            *message = error_response(&id, UNREADABLE_CODE, UNREADABLE);
+            Seen::Changed
         }
     }
-    let Ok(mut json) = serde_json::from_str::<Json>(&data) else {
-        return event.to_vec();
-    };
-    if !filter_one(&mut json, asked, targets, keep) {
-        return event.to_vec();
+}
+
+/// Whether a request uses the legacy HTTP+SSE transport, by the shim's rule: a GET whose path
+/// ends with `/sse` opens its stream, a POST to `…/message` or `…/messages` sends into it.
+/// Its answers travel on the GET stream, apart from their request, so a route that filters
+/// answers per caller refuses it.
+pub fn legacy_transport(method: &str, path: &str) -> bool {
+    let path = path.split('?').next().unwrap_or_default();
+    match method {
+        "GET" => path.ends_with("/sse"),
+        "POST" => path.ends_with("/message") || path.ends_with("/messages"),
+        _ => false,
     }
-    let mut rebuilt = String::new();
-    for line in other {
-        rebuilt.push_str(line);
-        rebuilt.push('\n');
-    }
-    rebuilt.push_str("data: ");
-    rebuilt.push_str(&json.to_string());
-    rebuilt.push_str("\n\n");
-    rebuilt.into_bytes()
 }
 
 /// A JSON-RPC error response for `id`.
@@ -527,22 +827,28 @@ mod tests {
         assert!(!batch.messages[1].is_request());
     }
 
+    fn one(body: &str) -> Message {
+        parse_body(body.as_bytes()).unwrap().messages.remove(0)
+    }
+
     #[test]
     fn views_split_the_target_prefix_only_for_several_targets() {
-        let call = parse_body(br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"files_read","arguments":{"paths":["a","b"]}}}"#).unwrap();
+        let call = one(
+            r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"files_read","arguments":{"paths":["a","b"]}}}"#,
+        );
         let many = vec!["files".to_string(), "git".to_string()];
-        let v = view(&call.messages[0], &many).unwrap();
+        let v = view(&call, &many).unwrap().unwrap();
         assert_eq!((v.target.as_str(), v.name.as_str()), ("files", "read"));
+        assert_eq!(v.raw, "files_read");
         assert_eq!(v.arguments["paths"][1], "b");
-        let one = vec!["files".to_string()];
-        let v = view(&call.messages[0], &one).unwrap();
+        let only = vec!["files".to_string()];
+        let v = view(&call, &only).unwrap().unwrap();
         assert_eq!(
             (v.target.as_str(), v.name.as_str()),
             ("files", "files_read")
         );
-        let init =
-            parse_body(br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#).unwrap();
-        assert!(view(&init.messages[0], &many).is_none());
+        let init = one(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#);
+        assert_eq!(view(&init, &many), Ok(None));
         assert_eq!(
             split_target("a_b_c", &["a".into(), "a_b".into()]),
             ("a_b", "c")
@@ -550,28 +856,472 @@ mod tests {
     }
 
     #[test]
-    fn list_responses_are_filtered_in_json_and_sse_keeping_the_cursor() {
-        let asked = vec![(json!(3), "tools/list".to_string())];
-        let body = br#"{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"echo"},{"name":"add"}],"nextCursor":"c2"}}"#;
-        let mut keep = |v: &McpView| v.name == "echo";
-        let out = filter_json_body(body, &asked, &[], &mut keep).unwrap();
+    fn a_batch_that_repeats_a_request_id_is_refused() {
+        let twice = br#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":1,"method":"tools/list"}]"#;
+        let e = parse_body(twice).unwrap_err();
+        assert_eq!(e, BodyError::DuplicateId("1".into()));
+        assert_eq!(e.code(), -32600);
+        // A JavaScript server reads 1.0 as 1, and answers both as 1.
+        let by_value = br#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":1.0,"method":"ping"}]"#;
+        assert!(matches!(
+            parse_body(by_value),
+            Err(BodyError::DuplicateId(_))
+        ));
+        let strings = br#"[{"jsonrpc":"2.0","id":"a","method":"tools/list"},{"jsonrpc":"2.0","id":"a","method":"ping"}]"#;
+        assert!(parse_body(strings).is_err());
+        // Distinct ids, and a response (to the server's request 1) beside a request 1, are fine.
+        let fine = br#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":"1","method":"ping"},{"jsonrpc":"2.0","id":1,"result":{}}]"#;
+        assert_eq!(parse_body(fine).unwrap().messages.len(), 3);
+    }
+
+    #[test]
+    fn a_call_whose_target_cannot_be_named_is_refused() {
+        for (body, says) in [
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":5}}"#,
+                "\"params.name\" must be a string",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{}}}"#,
+                "\"params.name\" must be a string",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["echo"]}"#,
+                "\"params\" must be an object",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#,
+                "\"params\" must be an object",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":null}}"#,
+                "prompts/get: \"params.name\"",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":["x"]}}"#,
+                "\"params.uri\" must be a string",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"resources/subscribe","params":{"uri":"relative/x"}}"#,
+                "not an absolute URL",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":{"x":1}}}"#,
+                "\"params.name\" must be a string",
+            ),
+        ] {
+            let e = view(&one(body), &[]).unwrap_err();
+            assert_eq!(e.code(), -32600);
+            assert!(e.to_string().contains(says), "{body}: {e}");
+        }
+    }
+
+    #[test]
+    fn completion_is_judged_as_the_prompt_or_resource_it_completes() {
+        let prompt = one(
+            r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"git_commit"},"argument":{"name":"msg","value":"fi"},"context":{"arguments":{"repo":"x"}}}}"#,
+        );
+        let v = view(&prompt, &["files".into(), "git".into()])
+            .unwrap()
+            .unwrap();
+        assert_eq!(v.kind, Kind::Prompt);
+        assert_eq!((v.target.as_str(), v.name.as_str()), ("git", "commit"));
+        assert_eq!(v.method, "completion/complete");
+        assert_eq!(v.arguments, json!({"repo": "x"}));
+        // A template is matched by the server as text: it is judged as written, as listed.
+        let resource = one(
+            r#"{"jsonrpc":"2.0","id":2,"method":"completion/complete","params":{"ref":{"type":"ref/resource","uri":"file:///{path}"},"argument":{"name":"path","value":"a"}}}"#,
+        );
+        let v = view(&resource, &[]).unwrap().unwrap();
+        assert_eq!(
+            (v.kind, v.name.as_str()),
+            (Kind::Resource, "file:///{path}")
+        );
+        for bad in [
+            r#"{"ref":{"type":"ref/tool","name":"echo"}}"#,
+            r#"{"ref":{"type":"ref/prompt","uri":"x"}}"#,
+            r#"{"ref":{"type":"ref/resource","name":"x"}}"#,
+            r#"{"ref":"ref/prompt"}"#,
+            r#"{"argument":{}}"#,
+        ] {
+            let body = format!(
+                r#"{{"jsonrpc":"2.0","id":3,"method":"completion/complete","params":{bad}}}"#
+            );
+            assert_eq!(view(&one(&body), &[]), Err(ViewError::Ref), "{bad}");
+        }
+    }
+
+    #[test]
+    fn resource_uris_are_judged_as_the_server_resolves_them() {
+        for method in [
+            "resources/read",
+            "resources/subscribe",
+            "resources/unsubscribe",
+        ] {
+            let body = format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{{"uri":" DEMO://resource/a/../x"}}}}"#
+            );
+            let v = view(&one(&body), &[]).unwrap().unwrap();
+            assert_eq!(v.name, "demo://resource/x", "{method}");
+            assert_eq!(v.raw, " DEMO://resource/a/../x");
+            let cel = v.to_cel();
+            let Value::Map(m) = &cel else { panic!() };
+            let Some(Value::Map(r)) = m.map.get(&Key::from("resource")) else {
+                panic!()
+            };
+            assert_eq!(
+                r.map.get(&Key::from("uri")),
+                Some(&Value::from("demo://resource/x"))
+            );
+            assert_eq!(
+                r.map.get(&Key::from("rawUri")),
+                Some(&Value::from(" DEMO://resource/a/../x"))
+            );
+        }
+    }
+
+    #[test]
+    fn listed_resources_are_judged_by_their_normalised_uri_and_templates_as_written() {
+        let asked = vec![
+            (json!(1), "resources/list".to_string()),
+            (json!(2), "resources/templates/list".to_string()),
+        ];
+        let body = br#"[{"jsonrpc":"2.0","id":1,"result":{"resources":[{"uri":"DEMO://resource/./secret"},{"uri":"demo://resource/public"},{"uri":"not a uri"}]}},{"jsonrpc":"2.0","id":2,"result":{"resourceTemplates":[{"uriTemplate":"DEMO://resource/{id}"}]}}]"#;
+        let mut seen = Vec::new();
+        let mut keep = |v: &McpView| {
+            seen.push((v.name.clone(), v.raw.clone()));
+            v.name != "demo://resource/secret"
+        };
+        let JsonAnswer::Filtered(out) = filter_json_body(body, &asked, &[], &mut keep) else {
+            panic!()
+        };
+        let out: Json = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            out[0]["result"]["resources"],
+            json!([{"uri": "demo://resource/public"}])
+        );
+        assert_eq!(
+            out[1]["result"]["resourceTemplates"],
+            json!([{"uriTemplate": "DEMO://resource/{id}"}])
+        );
+        assert_eq!(
+            seen,
+            [
+                (
+                    "demo://resource/secret".to_string(),
+                    "DEMO://resource/./secret".to_string()
+                ),
+                (
+                    "demo://resource/public".to_string(),
+                    "demo://resource/public".to_string()
+                ),
+                (
+                    "DEMO://resource/{id}".to_string(),
+                    "DEMO://resource/{id}".to_string()
+                ),
+            ]
+        );
+    }
+
+    const TOOLS: &str = r#"{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"echo"},{"name":"add"}],"nextCursor":"c2"}}"#;
+
+    fn only_echo(v: &McpView) -> bool {
+        v.name == "echo"
+    }
+
+    fn tools_list(id: Json) -> Vec<(Json, String)> {
+        vec![(id, "tools/list".to_string())]
+    }
+
+    #[test]
+    fn list_responses_are_filtered_keeping_the_cursor() {
+        let JsonAnswer::Filtered(out) =
+            filter_json_body(TOOLS.as_bytes(), &tools_list(json!(3)), &[], &mut only_echo)
+        else {
+            panic!()
+        };
         let out: Json = serde_json::from_slice(&out).unwrap();
         assert_eq!(out["result"]["tools"], json!([{"name": "echo"}]));
         assert_eq!(out["result"]["nextCursor"], "c2");
+        // A response to something else is untouched, and nothing is hidden from an error.
+        let other = filter_json_body(TOOLS.as_bytes(), &tools_list(json!(4)), &[], &mut only_echo);
+        assert_eq!(other, JsonAnswer::Unchanged);
+        let error = br#"{"jsonrpc":"2.0","id":3,"error":{"code":-32601,"message":"no"}}"#;
+        assert_eq!(
+            filter_json_body(error, &tools_list(json!(3)), &[], &mut only_echo),
+            JsonAnswer::Unchanged
+        );
+    }
 
-        let sse = format!(
-            "event: message\nid: 1\ndata: {}\n\ndata: {{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}}\n\nevent: message\ndata: {{\"par",
-            std::str::from_utf8(body).unwrap()
+    #[test]
+    fn a_list_answer_is_matched_by_id_as_the_server_reads_it() {
+        // Asked as 1.0, answered as 1 by a JavaScript server.
+        let body = TOOLS.replace("\"id\":3", "\"id\":1");
+        let out = filter_json_body(
+            body.as_bytes(),
+            &tools_list(json!(1.0)),
+            &[],
+            &mut only_echo,
         );
-        let (out, consumed) = filter_sse(sse.as_bytes(), &asked, &[], &mut keep);
-        let out = String::from_utf8(out).unwrap();
-        assert!(out.starts_with("event: message\nid: 1\ndata: "), "{out}");
-        assert!(!out.contains("\"add\""), "{out}");
-        assert!(out.contains("notifications/progress"), "{out}");
-        assert_eq!(&sse[consumed..], "event: message\ndata: {\"par");
-        // A response to something else is untouched.
+        assert!(matches!(out, JsonAnswer::Filtered(_)), "{out:?}");
+    }
+
+    fn refused(answer: JsonAnswer) -> Json {
+        match answer {
+            JsonAnswer::Refused { body, reasons } => {
+                assert!(!reasons.is_empty());
+                serde_json::from_slice(&body).unwrap()
+            }
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_list_answer_that_is_not_strict_json_is_refused() {
+        let unreadable = error_response(&json!(3), UNREADABLE_CODE, UNREADABLE);
+        for body in [
+            // The second `result` is the one a last-wins client reads.
+            r#"{"jsonrpc":"2.0","id":3,"result":{"tools":[]},"result":{"tools":[{"name":"add"}]}}"#
+                .to_string(),
+            TOOLS.replace("\"tools\"", "\"tools\":[],\"tools\""),
+            TOOLS[..40].to_string(),
+            format!("{TOOLS} trailing"),
+            "\"just a string\"".to_string(),
+            String::new(),
+        ] {
+            let out = refused(filter_json_body(
+                body.as_bytes(),
+                &tools_list(json!(3)),
+                &[],
+                &mut only_echo,
+            ));
+            assert_eq!(out, unreadable, "{body}");
+        }
+        // Several asked: an error for each.
+        let asked = vec![
+            (json!(3), "tools/list".to_string()),
+            (json!(4), "tools/call".to_string()),
+        ];
+        let out = refused(filter_json_body(b"{", &asked, &[], &mut only_echo));
+        assert_eq!(out.as_array().unwrap().len(), 2);
+        assert_eq!(out[1]["id"], 4);
+        assert_eq!(out[1]["error"]["code"], UNREADABLE_CODE);
+    }
+
+    #[test]
+    fn an_answer_without_a_readable_list_is_refused() {
+        for body in [
+            r#"{"jsonrpc":"2.0","id":3,"result":{}}"#,
+            r#"{"jsonrpc":"2.0","id":3,"result":{"tools":{"name":"add"}}}"#,
+            r#"{"jsonrpc":"2.0","id":3,"result":{"Tools":[{"name":"add"}]}}"#,
+            r#"{"jsonrpc":"2.0","id":3,"result":null}"#,
+            r#"{"jsonrpc":"2.0","id":3,"result":[{"name":"add"}]}"#,
+            r#"{"jsonrpc":"2.0","id":3}"#,
+            r#"{"jsonrpc":"2.0","id":3,"method":"x","result":{"tools":"add"}}"#,
+        ] {
+            let out = refused(filter_json_body(
+                body.as_bytes(),
+                &tools_list(json!(3)),
+                &[],
+                &mut only_echo,
+            ));
+            assert_eq!(out["error"]["message"], UNREADABLE, "{body}");
+        }
+        // In a batch, only the unreadable answer is replaced.
+        let batch = format!(
+            r#"[{TOOLS},{{"jsonrpc":"2.0","id":4,"result":{{}}}},{{"jsonrpc":"2.0","id":5,"result":{{}}}}]"#
+        );
+        let asked = vec![
+            (json!(3), "tools/list".to_string()),
+            (json!(4), "prompts/list".to_string()),
+            (json!(5), "tools/call".to_string()),
+        ];
+        let out = refused(filter_json_body(
+            batch.as_bytes(),
+            &asked,
+            &[],
+            &mut only_echo,
+        ));
+        assert_eq!(out[0]["result"]["tools"], json!([{"name": "echo"}]));
+        assert_eq!(out[1]["error"]["code"], UNREADABLE_CODE);
+        assert_eq!(out[2], json!({"jsonrpc": "2.0", "id": 5, "result": {}}));
+    }
+
+    #[test]
+    fn nothing_is_read_when_no_list_was_asked() {
+        let asked = vec![(json!(1), "tools/call".to_string())];
+        assert_eq!(
+            filter_json_body(b"not json", &asked, &[], &mut only_echo),
+            JsonAnswer::Unchanged
+        );
+    }
+
+    fn stream(asked: Vec<(Json, String)>, chunks: &[&str]) -> (String, SseCounts) {
+        let mut sse = SseAnswers::new(asked);
+        let mut out = Vec::new();
+        for (i, chunk) in chunks.iter().enumerate() {
+            out.extend(sse.push(chunk.as_bytes(), i + 1 == chunks.len(), &[], &mut only_echo));
+        }
+        (String::from_utf8(out).unwrap(), sse.take_counts())
+    }
+
+    fn data_lines(text: &str) -> Vec<Json> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter_map(|d| serde_json::from_str(d).ok())
+            .collect()
+    }
+
+    #[test]
+    fn sse_list_answers_are_filtered_whatever_the_line_ends() {
+        for end in ["\n\n", "\r\n\r\n", "\r\r", "\r\n\n", "\n\r\n", "\r\n\r"] {
+            let text = format!(
+                "event: message\r\nid: 1\r\ndata: {TOOLS}{end}data: {{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}}\n\n"
+            );
+            let (out, counts) = stream(tools_list(json!(3)), &[&text]);
+            assert!(!out.contains("\"add\""), "{end:?}: {out}");
+            assert!(out.starts_with("event: message\ndata: "), "{out}");
+            assert!(out.contains("id: 1\n"), "{out}");
+            let data = data_lines(&out);
+            assert_eq!(data[0]["result"]["tools"], json!([{"name": "echo"}]));
+            assert_eq!(data[0]["result"]["nextCursor"], "c2");
+            assert_eq!(data[1]["method"], "notifications/progress");
+            assert_eq!(counts, SseCounts::default());
+        }
+    }
+
+    #[test]
+    fn an_sse_list_answer_split_anywhere_is_filtered() {
+        let text = format!("data: {TOOLS}\r\n\r\n");
+        let bytes: Vec<String> = text.chars().map(String::from).collect();
+        let chunks: Vec<&str> = bytes.iter().map(String::as_str).collect();
+        let (out, _) = stream(tools_list(json!(3)), &chunks);
+        assert_eq!(
+            data_lines(&out)[0]["result"]["tools"],
+            json!([{"name": "echo"}])
+        );
+    }
+
+    #[test]
+    fn an_incomplete_sse_event_at_the_end_is_not_passed() {
+        let (out, _) = stream(tools_list(json!(3)), &[&format!("data: {TOOLS}\n")]);
+        assert!(out.is_empty(), "{out}");
+    }
+
+    #[test]
+    fn sse_list_answers_that_cannot_be_read_are_refused() {
+        let dup =
+            r#"{"jsonrpc":"2.0","id":3,"result":{"tools":[]},"result":{"tools":[{"name":"add"}]}}"#;
+        let (out, counts) = stream(tools_list(json!(3)), &[&format!("data: {dup}\n\n")]);
+        // Not strict JSON: dropped (no client can act on it).
+        assert!(out.is_empty(), "{out}");
+        assert_eq!(counts.dropped, 1);
+        let missing = r#"{"jsonrpc":"2.0","id":3,"result":{"tool":[{"name":"add"}]}}"#;
+        let (out, counts) = stream(tools_list(json!(3)), &[&format!("data: {missing}\n\n")]);
+        assert_eq!(
+            data_lines(&out),
+            [error_response(&json!(3), UNREADABLE_CODE, UNREADABLE)]
+        );
+        assert_eq!(counts.unreadable, 1);
+    }
+
+    #[test]
+    fn sse_answers_to_ids_the_stream_did_not_ask_are_refused() {
+        // The legacy transport's GET stream: the list answer to a POST elsewhere comes here.
+        let text = format!(
+            "event: endpoint\ndata: /message?sessionId=abc\n\nevent: message\ndata: {TOOLS}\n\n"
+        );
+        let (out, counts) = stream(Vec::new(), &[&text]);
         assert!(
-            filter_json_body(body, &[(json!(4), "tools/list".into())], &[], &mut keep).is_none()
+            out.starts_with("event: endpoint\ndata: /message?sessionId=abc\n\n"),
+            "{out}"
         );
+        let data = data_lines(&out);
+        assert_eq!(
+            data[0],
+            error_response(&json!(3), OUTSIDE_CODE, OUTSIDE_STREAM)
+        );
+        assert_eq!(counts.outside, 1);
+        // Whatever its event type: a client that reads every event's data finds no list either.
+        let (out, _) = stream(
+            Vec::new(),
+            &[&format!("event: endpoint\ndata: {TOOLS}\n\n")],
+        );
+        assert_eq!(
+            data_lines(&out),
+            [error_response(&json!(3), OUTSIDE_CODE, OUTSIDE_STREAM)]
+        );
+        // An error answer to another id is refused alike; a report without an id passes.
+        let (out, _) = stream(
+            tools_list(json!(1)),
+            &[
+                r#"data: {"jsonrpc":"2.0","id":2,"error":{"code":1,"message":"m"}}
+
+data: {"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"parse error"}}
+
+"#,
+            ],
+        );
+        let data = data_lines(&out);
+        assert_eq!(data[0]["error"]["message"], OUTSIDE_STREAM);
+        assert_eq!(data[1]["error"]["code"], -32700);
+    }
+
+    #[test]
+    fn sse_answers_to_the_streams_other_requests_pass() {
+        let asked = vec![
+            (json!(3), "tools/list".to_string()),
+            (json!("c"), "tools/call".to_string()),
+        ];
+        let call = r#"{"jsonrpc":"2.0","id":"c","result":{"content":[]}}"#;
+        let (out, counts) = stream(asked, &[&format!("data: {call}\n\n")]);
+        assert_eq!(out, format!("data: {call}\n\n"));
+        assert_eq!(counts, SseCounts::default());
+    }
+
+    #[test]
+    fn sse_data_that_is_not_json_rpc_is_dropped_and_counted() {
+        let (out, counts) = stream(
+            tools_list(json!(3)),
+            &[
+                "id: 7\ndata: {\"tools\":\ndata: []}\n\ndata: not json\n\ndata: [1]\n\ndata: []\n\ndata: {\"jsonrpc\":\"2.0\"}\n\ndata: {\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"x\",\"result\":{\"tools\":[]}}\n\ndata: 5\n\n",
+            ],
+        );
+        // The id still reaches the client, so a resumed stream starts after it.
+        assert_eq!(out, "id: 7\n\n");
+        assert_eq!(counts.dropped, 7);
+    }
+
+    #[test]
+    fn sse_notifications_server_requests_empty_data_and_comments_pass() {
+        let text = ": keep-alive\n\nid: prime\ndata:\n\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}\n\ndata: {\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"sampling/createMessage\",\"params\":{}}\n\n";
+        let (out, counts) = stream(Vec::new(), &[text]);
+        assert_eq!(
+            out,
+            ": keep-alive\ndata: \nid: prime\n\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}\n\ndata: {\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"sampling/createMessage\",\"params\":{}}\n\n"
+        );
+        assert_eq!(counts, SseCounts::default());
+    }
+
+    #[test]
+    fn sse_batches_are_filtered_message_by_message() {
+        let batch = format!(r#"[{TOOLS},{{"jsonrpc":"2.0","method":"notifications/progress"}}]"#);
+        let (out, _) = stream(tools_list(json!(3)), &[&format!("data: {batch}\n\n")]);
+        let data = data_lines(&out);
+        assert_eq!(data[0][0]["result"]["tools"], json!([{"name": "echo"}]));
+        assert_eq!(data[0][1]["method"], "notifications/progress");
+    }
+
+    #[test]
+    fn the_legacy_transport_is_recognised_by_the_shims_rule() {
+        assert!(legacy_transport("GET", "/sse"));
+        assert!(legacy_transport("GET", "/github/sse?x=1"));
+        assert!(legacy_transport("POST", "/message?sessionId=1"));
+        assert!(legacy_transport("POST", "/a/messages"));
+        assert!(!legacy_transport("POST", "/sse"));
+        assert!(!legacy_transport("GET", "/message"));
+        assert!(!legacy_transport("GET", "/mcp"));
+        assert!(!legacy_transport("GET", "/ssex"));
+        assert!(!legacy_transport("DELETE", "/sse"));
     }
 }

@@ -294,6 +294,7 @@ fn deny_beats_allow_require_must_hold_and_errors_do_not_match() {
         method: "tools/call".into(),
         kind: Kind::Tool,
         name: name.into(),
+        raw: name.into(),
         target: String::new(),
         arguments,
     };

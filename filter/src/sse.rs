@@ -1,0 +1,625 @@
+//! Server-sent events read as the WHATWG HTML standard's "event stream interpretation" reads
+//! them, fed chunk by chunk, and written out again in one canonical form.
+//!
+//! The client must see exactly the events the filter judged. A reader that splits events
+//! differently from the client (only on `\n\n`, say, while the client also ends lines at a lone
+//! CR) lets an event through unjudged. So every event is parsed here as the standard says, and
+//! what goes on is not the server's bytes but the parsed event written again with `\n` line
+//! ends: whatever the server's framing, the client reads back the same fields.
+
+/// An event larger than this (its data, type and current line together) is discarded whole.
+pub const DEFAULT_MAX_EVENT: usize = 8 * 1024 * 1024;
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// One dispatched event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Event {
+    /// The `event` field; empty when the client will call it `message`.
+    pub event_type: String,
+    /// The `data` lines joined with `\n`.
+    pub data: String,
+    /// The `id` field, when this event's lines set one (empty resets the client's last id).
+    pub id: Option<String>,
+    /// The `retry` field, when this event's lines set one (ASCII digits only, as the client
+    /// accepts it).
+    pub retry: Option<String>,
+}
+
+impl Event {
+    /// The type the client dispatches the event as.
+    pub fn kind(&self) -> &str {
+        if self.event_type.is_empty() {
+            "message"
+        } else {
+            &self.event_type
+        }
+    }
+}
+
+/// What becomes of a dispatched event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fate {
+    Pass,
+    /// Sent with this data instead (type, id and retry kept).
+    Replace(String),
+    /// Not dispatched to the client. Its `id` and `retry` still go on (in a block without
+    /// data, which the client applies without dispatching), so the client resumes where the
+    /// server expects it to.
+    Drop,
+}
+
+/// Parses one event stream incrementally and writes back the events as each is complete.
+#[derive(Debug)]
+pub struct SseFilter {
+    /// The line being read, up to (not including) its end.
+    line: Vec<u8>,
+    /// The previous byte was a CR: a LF right after it ends no other line.
+    after_cr: bool,
+    /// The stream's first line, whose leading BOM is skipped, has not ended yet.
+    first_line: bool,
+    /// The event being read is too large and is being discarded up to its blank line.
+    discarding: bool,
+    /// The line being discarded has content (so its end is not a blank line).
+    discarded_line_content: bool,
+    event_type: String,
+    /// Each data line's value followed by `\n`, as the standard keeps it.
+    data: String,
+    id: Option<String>,
+    retry: Option<String>,
+    max_event: usize,
+    ended: bool,
+    oversized: u64,
+}
+
+impl Default for SseFilter {
+    fn default() -> Self {
+        SseFilter::new(DEFAULT_MAX_EVENT)
+    }
+}
+
+impl SseFilter {
+    pub fn new(max_event: usize) -> SseFilter {
+        SseFilter {
+            line: Vec::new(),
+            after_cr: false,
+            first_line: true,
+            discarding: false,
+            discarded_line_content: false,
+            event_type: String::new(),
+            data: String::new(),
+            id: None,
+            retry: None,
+            max_event,
+            ended: false,
+            oversized: 0,
+        }
+    }
+
+    /// Events discarded so far for being larger than the limit.
+    pub fn oversized(&self) -> u64 {
+        self.oversized
+    }
+
+    /// Bytes held for an event that is not complete yet.
+    pub fn held(&self) -> usize {
+        self.line.len() + self.data.len() + self.event_type.len()
+    }
+
+    /// Reads the next bytes of the stream and returns what to send now: the complete events
+    /// among them, each as `judge` decides, and comment lines (keep-alives). A partial event
+    /// is held until its blank line comes; at the end of the stream it is discarded, as the
+    /// standard says (the client would not dispatch it either).
+    pub fn push(
+        &mut self,
+        chunk: &[u8],
+        end_of_stream: bool,
+        judge: &mut dyn FnMut(&Event) -> Fate,
+    ) -> Vec<u8> {
+        let mut out = Vec::new();
+        if self.ended {
+            return out;
+        }
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            if self.after_cr {
+                self.after_cr = false;
+                if let Some(tail) = rest.strip_prefix(b"\n") {
+                    rest = tail;
+                    continue;
+                }
+            }
+            match rest.iter().position(|b| *b == b'\r' || *b == b'\n') {
+                Some(at) => {
+                    let (head, tail) = rest.split_at(at);
+                    self.take(head);
+                    self.after_cr = tail.first() == Some(&b'\r');
+                    rest = tail.get(1..).unwrap_or_default();
+                    self.end_line(&mut out, judge);
+                }
+                None => {
+                    self.take(rest);
+                    rest = &[];
+                }
+            }
+        }
+        if end_of_stream {
+            self.ended = true;
+            self.line.clear();
+            self.reset_event();
+        }
+        out
+    }
+
+    /// Adds bytes to the current line, or starts discarding the event when it grows too large.
+    fn take(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        if self.discarding {
+            self.discarded_line_content = true;
+            return;
+        }
+        if self.held().saturating_add(bytes.len()) > self.max_event {
+            self.oversized += 1;
+            self.discarding = true;
+            self.discarded_line_content = true;
+            self.line.clear();
+            self.reset_event();
+            return;
+        }
+        self.line.extend_from_slice(bytes);
+    }
+
+    fn end_line(&mut self, out: &mut Vec<u8>, judge: &mut dyn FnMut(&Event) -> Fate) {
+        if self.discarding {
+            if !std::mem::take(&mut self.discarded_line_content) {
+                // The blank line that ends the discarded event.
+                self.discarding = false;
+            }
+            self.first_line = false;
+            return;
+        }
+        let mut bytes = std::mem::take(&mut self.line);
+        if std::mem::take(&mut self.first_line) && bytes.starts_with(BOM) {
+            bytes.drain(..BOM.len());
+        }
+        // The standard decodes the stream as UTF-8 with replacement; line ends are ASCII, so
+        // decoding line by line reads the same text.
+        let line = String::from_utf8_lossy(&bytes);
+        if line.is_empty() {
+            self.dispatch(out, judge);
+            return;
+        }
+        if let Some(comment) = line.strip_prefix(':') {
+            out.push(b':');
+            out.extend_from_slice(comment.as_bytes());
+            out.push(b'\n');
+            return;
+        }
+        let (field, value) = match line.split_once(':') {
+            Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
+            None => (line.as_ref(), ""),
+        };
+        match field {
+            "event" => self.event_type = value.to_string(),
+            "data" => {
+                self.data.push_str(value);
+                self.data.push('\n');
+            }
+            "id" if !value.contains('\0') => self.id = Some(value.to_string()),
+            "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+                self.retry = Some(value.to_string());
+            }
+            _ => {}
+        }
+    }
+
+    /// The blank line: the event so far is dispatched (when it has data) and written out.
+    fn dispatch(&mut self, out: &mut Vec<u8>, judge: &mut dyn FnMut(&Event) -> Fate) {
+        let mut data = std::mem::take(&mut self.data);
+        // Without a data line the client dispatches nothing, but it still applies `id` and
+        // `retry`; the check is on the buffer before its last `\n` goes.
+        let dispatched = !data.is_empty();
+        data.pop();
+        let event = Event {
+            event_type: std::mem::take(&mut self.event_type),
+            data,
+            id: self.id.take(),
+            retry: self.retry.take(),
+        };
+        let fate = if dispatched {
+            judge(&event)
+        } else {
+            Fate::Drop
+        };
+        let data = match &fate {
+            Fate::Pass => Some(event.data.as_str()),
+            Fate::Replace(data) => Some(data.as_str()),
+            Fate::Drop => None,
+        };
+        write_event(out, &event, data);
+    }
+
+    fn reset_event(&mut self) {
+        self.event_type.clear();
+        self.data.clear();
+        self.id = None;
+        self.retry = None;
+    }
+}
+
+/// Writes an event in canonical form: `event`, each `data` line, `id`, `retry`, a blank line.
+/// Without data it is a block the client applies without dispatching (or nothing at all).
+fn write_event(out: &mut Vec<u8>, event: &Event, data: Option<&str>) {
+    let start = out.len();
+    if let Some(data) = data {
+        if !event.event_type.is_empty() {
+            field(out, "event", &event.event_type);
+        }
+        for line in data.split('\n') {
+            field(out, "data", line);
+        }
+    }
+    if let Some(id) = &event.id {
+        field(out, "id", id);
+    }
+    if let Some(retry) = &event.retry {
+        field(out, "retry", retry);
+    }
+    if out.len() > start {
+        out.push(b'\n');
+    }
+}
+
+fn field(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    // Values come from parsed lines and hold no line end; replacement data may, so any CR
+    // left in a line is dropped rather than let it end the line early.
+    out.extend(value.bytes().filter(|b| *b != b'\r'));
+    out.push(b'\n');
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )]
+    use super::*;
+
+    fn feed(filter: &mut SseFilter, chunks: &[&[u8]], seen: &mut Vec<Event>) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (i, chunk) in chunks.iter().enumerate() {
+            out.extend(filter.push(chunk, i + 1 == chunks.len(), &mut |e| {
+                seen.push(e.clone());
+                Fate::Pass
+            }));
+        }
+        out
+    }
+
+    /// The events of a stream fed in these chunks, checked to be the same fed whole and one
+    /// byte at a time, and to read back the same from the filter's own output.
+    fn chunked(chunks: &[&[u8]]) -> (Vec<Event>, String) {
+        let mut seen = Vec::new();
+        let out = feed(&mut SseFilter::default(), chunks, &mut seen);
+        let whole = chunks.concat();
+        let mut seen_whole = Vec::new();
+        let out_whole = feed(&mut SseFilter::default(), &[&whole], &mut seen_whole);
+        assert_eq!(seen, seen_whole, "chunked and whole differ");
+        assert_eq!(out, out_whole, "chunked and whole differ");
+        let bytes: Vec<&[u8]> = whole.chunks(1).collect();
+        let mut seen_bytes = Vec::new();
+        let out_bytes = feed(&mut SseFilter::default(), &bytes, &mut seen_bytes);
+        assert_eq!(seen, seen_bytes, "byte by byte differs");
+        assert_eq!(out, out_bytes, "byte by byte differs");
+        let mut again = Vec::new();
+        let out_again = feed(&mut SseFilter::default(), &[&out], &mut again);
+        assert_eq!(seen, again, "the output does not read back the same");
+        assert_eq!(out, out_again, "the output is not canonical");
+        (seen, String::from_utf8(out).unwrap())
+    }
+
+    fn events(stream: &str) -> Vec<Event> {
+        chunked(&[stream.as_bytes()]).0
+    }
+
+    fn data(events: &[Event]) -> Vec<&str> {
+        events.iter().map(|e| e.data.as_str()).collect()
+    }
+
+    #[test]
+    fn lf_ends_lines() {
+        assert_eq!(data(&events("data: a\n\ndata: b\n\n")), ["a", "b"]);
+    }
+
+    #[test]
+    fn crlf_ends_lines() {
+        assert_eq!(data(&events("data: a\r\n\r\ndata: b\r\n\r\n")), ["a", "b"]);
+    }
+
+    #[test]
+    fn a_lone_cr_ends_lines() {
+        assert_eq!(data(&events("data: a\r\rdata: b\r\r")), ["a", "b"]);
+    }
+
+    #[test]
+    fn an_event_ending_crlf_then_lf_or_lf_then_crlf_is_complete() {
+        assert_eq!(data(&events("data: a\r\n\n")), ["a"]);
+        assert_eq!(data(&events("data: a\n\r\n")), ["a"]);
+        assert_eq!(data(&events("data: a\r\n\rdata: b\n\r")), ["a", "b"]);
+    }
+
+    #[test]
+    fn all_three_endings_mix_in_one_stream() {
+        let e = events("event: x\rdata: 1\r\ndata: 2\n\r\ndata: 3\n\n");
+        assert_eq!(data(&e), ["1\n2", "3"]);
+        assert_eq!(e[0].event_type, "x");
+        assert_eq!(e[1].kind(), "message");
+    }
+
+    #[test]
+    fn a_crlf_split_across_chunks_is_one_line_end() {
+        // Were the LF read as a second line end, "a" and "b" would be two events.
+        let (e, _) = chunked(&[b"data: a\r", b"\ndata: b\r", b"\n\r", b"\n"]);
+        assert_eq!(data(&e), ["a\nb"]);
+    }
+
+    #[test]
+    fn a_cr_at_a_chunk_end_followed_by_text_ends_only_its_line() {
+        let (e, _) = chunked(&[b"data: a\r", b"data: b\r", b"\r"]);
+        assert_eq!(data(&e), ["a\nb"]);
+    }
+
+    #[test]
+    fn a_multibyte_character_split_across_chunks_is_read_whole() {
+        let (e, _) = chunked(&[b"data: \xC3", b"\xA9\n\n"]);
+        assert_eq!(data(&e), ["é"]);
+    }
+
+    #[test]
+    fn invalid_utf8_reads_as_the_replacement_character() {
+        let (e, out) = chunked(&[b"data: a\xFFb\n\n"]);
+        assert_eq!(data(&e), ["a\u{FFFD}b"]);
+        assert_eq!(out, "data: a\u{FFFD}b\n\n");
+    }
+
+    #[test]
+    fn data_lines_are_joined_with_lf() {
+        assert_eq!(data(&events("data: a\ndata: b\ndata: c\n\n")), ["a\nb\nc"]);
+    }
+
+    #[test]
+    fn only_one_leading_space_is_dropped() {
+        assert_eq!(data(&events("data:  two\n\n")), [" two"]);
+        assert_eq!(data(&events("data:\tx\n\n")), ["\tx"]);
+        assert_eq!(data(&events("data: x \n\n")), ["x "]);
+    }
+
+    #[test]
+    fn data_without_a_space_after_the_colon() {
+        assert_eq!(data(&events("data:x\n\n")), ["x"]);
+    }
+
+    #[test]
+    fn an_empty_data_line_dispatches_an_empty_event() {
+        assert_eq!(data(&events("data\n\n")), [""]);
+        assert_eq!(data(&events("data:\n\n")), [""]);
+        assert_eq!(data(&events("data: \n\n")), [""]);
+    }
+
+    #[test]
+    fn empty_data_lines_are_empty_lines_of_data() {
+        assert_eq!(data(&events("data\ndata\n\n")), ["\n"]);
+        assert_eq!(data(&events("data: a\ndata\n\n")), ["a\n"]);
+        assert_eq!(data(&events("data\ndata: a\n\n")), ["\na"]);
+    }
+
+    #[test]
+    fn a_block_without_data_dispatches_nothing_and_its_type_is_forgotten() {
+        assert!(events("event: x\n\n").is_empty());
+        assert!(events("id: 1\n\nretry: 5\n\n").is_empty());
+        let e = events("event: x\n\ndata: y\n\n");
+        assert_eq!(e[0].kind(), "message");
+    }
+
+    #[test]
+    fn comments_are_not_fields_and_go_on_as_keep_alives() {
+        let (e, out) = chunked(&[b": ping\n\n:\n:no space\r\n"]);
+        assert!(e.is_empty());
+        assert_eq!(out, ": ping\n:\n:no space\n");
+    }
+
+    #[test]
+    fn a_comment_inside_an_event_does_not_end_it() {
+        assert_eq!(data(&events("data: a\n: c\ndata: b\n\n")), ["a\nb"]);
+    }
+
+    #[test]
+    fn a_field_without_a_colon_has_an_empty_value() {
+        let e = events("event: x\nevent\nid\ndata: y\n\n");
+        assert_eq!(e[0].kind(), "message");
+        assert_eq!(e[0].id.as_deref(), Some(""));
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_and_not_passed_on() {
+        let (e, out) = chunked(&[b"foo: bar\ndata: x\nfoo\n\n"]);
+        assert_eq!(data(&e), ["x"]);
+        assert_eq!(out, "data: x\n\n");
+    }
+
+    #[test]
+    fn field_names_are_case_sensitive() {
+        assert!(events("Data: x\n\nDATA: y\n\n").is_empty());
+    }
+
+    #[test]
+    fn a_space_before_the_colon_makes_another_field() {
+        assert!(events("data : x\n\n").is_empty());
+        assert!(events(" data: x\n\n").is_empty());
+    }
+
+    #[test]
+    fn a_colon_in_the_value_stays() {
+        assert_eq!(data(&events("data: a: b\n\ndata::x\n\n")), ["a: b", ":x"]);
+    }
+
+    #[test]
+    fn the_event_type_resets_after_each_event_and_the_last_line_wins() {
+        let e = events("event: a\nevent: b\ndata: 1\n\ndata: 2\n\n");
+        assert_eq!(e[0].event_type, "b");
+        assert_eq!(e[1].event_type, "");
+    }
+
+    #[test]
+    fn an_id_with_nul_is_ignored() {
+        assert_eq!(events("id: 7\ndata: x\n\n")[0].id.as_deref(), Some("7"));
+        assert_eq!(events("id: a\0b\ndata: x\n\n")[0].id, None);
+        assert_eq!(
+            events("id: 1\nid: 2\ndata: x\n\n")[0].id.as_deref(),
+            Some("2")
+        );
+    }
+
+    #[test]
+    fn retry_takes_ascii_digits_only() {
+        assert_eq!(
+            events("retry: 1000\ndata: x\n\n")[0].retry.as_deref(),
+            Some("1000")
+        );
+        for bad in ["retry: 1e3", "retry: -1", "retry: ", "retry", "retry: 1 "] {
+            assert_eq!(
+                events(&format!("{bad}\ndata: x\n\n"))[0].retry,
+                None,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_leading_bom_is_skipped() {
+        assert_eq!(data(&events("\u{FEFF}data: x\n\n")), ["x"]);
+        assert_eq!(data(&events("\u{FEFF}\ndata: x\n\n")), ["x"]);
+    }
+
+    #[test]
+    fn a_bom_split_across_chunks_is_skipped() {
+        let (e, _) = chunked(&[b"\xEF", b"\xBB", b"\xBFdata: x\n\n"]);
+        assert_eq!(data(&e), ["x"]);
+    }
+
+    #[test]
+    fn only_the_streams_first_bom_is_skipped() {
+        // A second one is part of the field name, which then names no field.
+        assert!(events("\u{FEFF}\u{FEFF}data: x\n\n").is_empty());
+        assert_eq!(data(&events("data: a\n\n\u{FEFF}data: b\n\n")), ["a"]);
+    }
+
+    #[test]
+    fn an_incomplete_event_at_the_end_of_the_stream_is_discarded() {
+        let (e, out) = chunked(&[b"data: a\n\ndata: b\n"]);
+        assert_eq!(data(&e), ["a"]);
+        assert_eq!(out, "data: a\n\n");
+        let (e, _) = chunked(&[b"data: a\n\ndata: b"]);
+        assert_eq!(data(&e), ["a"]);
+        let (e, _) = chunked(&[b"data: a\r\n\r\ndata: b\r\n"]);
+        assert_eq!(data(&e), ["a"]);
+    }
+
+    #[test]
+    fn nothing_is_read_after_the_end_of_the_stream() {
+        let mut f = SseFilter::default();
+        let mut pass = |_: &Event| Fate::Pass;
+        assert!(f.push(b"", true, &mut pass).is_empty());
+        assert!(f.push(b"data: x\n\n", false, &mut pass).is_empty());
+    }
+
+    #[test]
+    fn blank_lines_alone_dispatch_nothing() {
+        let (e, out) = chunked(&[b"\n\n\r\n\r\r\n"]);
+        assert!(e.is_empty());
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_partial_event_is_held_until_its_blank_line() {
+        let mut f = SseFilter::default();
+        let mut pass = |_: &Event| Fate::Pass;
+        assert!(
+            f.push(b"event: message\ndata: a", false, &mut pass)
+                .is_empty()
+        );
+        assert!(f.held() > 0);
+        assert!(f.push(b"\n", false, &mut pass).is_empty());
+        assert_eq!(
+            f.push(b"\r\n", false, &mut pass),
+            b"event: message\ndata: a\n\n"
+        );
+        assert_eq!(f.held(), 0);
+    }
+
+    #[test]
+    fn the_output_is_written_in_one_canonical_form() {
+        let (_, out) = chunked(&[
+            b"\xEF\xBB\xBFretry: 10\r\nid: 4\r\nevent: message\r\ndata:a\r\ndata:  b\r\r",
+        ]);
+        assert_eq!(
+            out,
+            "event: message\ndata: a\ndata:  b\nid: 4\nretry: 10\n\n"
+        );
+    }
+
+    #[test]
+    fn a_replaced_event_keeps_its_type_id_and_retry() {
+        let mut f = SseFilter::default();
+        let out = f.push(b"event: m\nid: 9\ndata: old\n\n", false, &mut |_| {
+            Fate::Replace("new".into())
+        });
+        assert_eq!(out, b"event: m\ndata: new\nid: 9\n\n");
+    }
+
+    #[test]
+    fn a_replacement_cannot_add_fields() {
+        let mut f = SseFilter::default();
+        let out = f.push(b"data: x\n\n", false, &mut |_| {
+            Fate::Replace("a\r\nevent: evil\rb".into())
+        });
+        let mut seen = Vec::new();
+        feed(&mut SseFilter::default(), &[&out], &mut seen);
+        assert_eq!(data(&seen), ["a\nevent: evilb"]);
+        assert_eq!(seen[0].kind(), "message");
+    }
+
+    #[test]
+    fn a_dropped_event_still_passes_its_id_and_retry() {
+        let mut f = SseFilter::default();
+        let mut drop = |_: &Event| Fate::Drop;
+        assert_eq!(
+            f.push(b"id: 3\ndata: x\n\n", false, &mut drop),
+            b"id: 3\n\n"
+        );
+        assert!(
+            f.push(b"event: y\ndata: x\n\n", false, &mut drop)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn an_oversized_event_is_discarded_and_the_next_one_passes() {
+        for step in [1, 3, 100] {
+            let stream = b"data: 0123456789abcdef\n: c\ndata: more\r\n\r\ndata: ok\n\n";
+            let mut f = SseFilter::new(16);
+            let mut seen = Vec::new();
+            let chunks: Vec<&[u8]> = stream.chunks(step).collect();
+            let out = feed(&mut f, &chunks, &mut seen);
+            assert_eq!(data(&seen), ["ok"], "step {step}");
+            assert_eq!(out, b"data: ok\n\n", "step {step}");
+            assert_eq!(f.oversized(), 1);
+        }
+    }
+}
