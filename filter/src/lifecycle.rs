@@ -864,4 +864,3 @@ pub fn internal_error(reason: &str) -> LocalResponse {
         details: "mcp_auth_internal_error".into(),
     }
 }
-

@@ -384,3 +384,172 @@ fn a_list_answer_the_filter_cannot_read_never_passes_as_it_came() {
     let body = out.response().unwrap().json();
     assert_eq!(body["result"]["tools"], json!([{"name": "echo"}]), "{body}");
 }
+
+/// A route that hides what group A may not use: tools but `echo`, the `secret` prompt, and
+/// resources under `demo://resource/private/`.
+fn hiding_config(key: &Key) -> String {
+    format!(
+        r#"
+mcpTargets: [everything]
+policies:
+  mcpAuthentication:
+    issuer: {OKTA_ISSUER}
+    audiences: [{OKTA_AUDIENCE}]
+    jwks: '{jwks}'
+  authorization:
+    rules:
+    - allow: 'mcp.tool.name == "echo"'
+    - deny: 'mcp.prompt.name == "secret" || mcp.resource.uri.startsWith("demo://resource/private/")'
+    - allow: 'has(mcp.prompt) || has(mcp.resource)'
+"#,
+        jwks = jwks(&[key])
+    )
+}
+
+fn list_answer(id: i64) -> String {
+    json!({"jsonrpc": "2.0", "id": id,
+           "result": {"tools": [{"name": "echo"}, {"name": "get-env"}]}})
+    .to_string()
+}
+
+#[test]
+fn an_event_stream_ended_with_any_line_ending_is_filtered() {
+    let key = Key::rsa();
+    let host = Host::new();
+    let vm = host.vm(&hiding_config(&key)).unwrap();
+    let token = TokenBuilder::new(&key).sign();
+    let ask = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/list"}).to_string();
+    let answer = list_answer(5);
+    for ending in ["\r\n\n", "\n\r\n", "\r\r", "\r\n\r\n", "\r\n\r"] {
+        let event = format!("event: message\r\ndata: {answer}{ending}");
+        let (a, b) = event.as_bytes().split_at(event.len() - 2);
+        let out = vm.request(post().bearer(&token).body(ask.as_bytes()).upstream_chunks(
+            200,
+            vec![("content-type".into(), "text/event-stream".into())],
+            &[a, b],
+        ));
+        let text = out.response().unwrap().text();
+        assert!(!text.contains("get-env"), "{ending:?}: {text}");
+        assert!(text.contains("echo"), "{ending:?}: {text}");
+    }
+}
+
+#[test]
+fn resource_uris_are_judged_as_the_server_resolves_them() {
+    let key = Key::rsa();
+    let host = Host::new();
+    let vm = host.vm(&hiding_config(&key)).unwrap();
+    let token = TokenBuilder::new(&key).sign();
+    for uri in [
+        "demo://resource/private/keys",
+        "DEMO://resource/private/keys",
+        "demo://resource/public/../private/keys",
+        "demo://resource/./private/keys",
+        " demo://resource/private/keys",
+        "demo://resource/private/\tkeys",
+    ] {
+        let body = json!({"jsonrpc": "2.0", "id": 2, "method": "resources/read",
+                          "params": {"uri": uri}});
+        let out = vm.request(post().bearer(&token).body(body.to_string().as_bytes()));
+        assert!(!out.is_forwarded(), "{uri:?} reached the server");
+    }
+    let fine = json!({"jsonrpc": "2.0", "id": 3, "method": "resources/read",
+                      "params": {"uri": "demo://resource/public/readme"}});
+    assert!(
+        vm.request(post().bearer(&token).body(fine.to_string().as_bytes()))
+            .is_forwarded()
+    );
+    // A URI that does not parse cannot be judged: refused.
+    let bad = json!({"jsonrpc": "2.0", "id": 4, "method": "resources/read",
+                     "params": {"uri": "no scheme here"}});
+    assert_eq!(
+        vm.request(post().bearer(&token).body(bad.to_string().as_bytes()))
+            .status(),
+        400
+    );
+}
+
+#[test]
+fn a_batch_repeating_an_id_and_calls_without_a_name_are_refused() {
+    let key = Key::rsa();
+    let host = Host::new();
+    let vm = host.vm(&hiding_config(&key)).unwrap();
+    let token = TokenBuilder::new(&key).sign();
+    let batch = json!([
+        {"jsonrpc": "2.0", "id": 1, "method": "prompts/list"},
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+    ]);
+    let out = vm.request(post().bearer(&token).body(batch.to_string().as_bytes()));
+    assert_eq!(out.status(), 400, "{out:?}");
+    for params in [
+        json!({"name": ["echo"]}),
+        json!(["echo"]),
+        json!({}),
+        Value::Null,
+    ] {
+        let mut body = json!({"jsonrpc": "2.0", "id": 6, "method": "tools/call"});
+        if !params.is_null() {
+            body["params"] = params.clone();
+        }
+        let out = vm.request(post().bearer(&token).body(body.to_string().as_bytes()));
+        assert_eq!(out.status(), 400, "{params}: {out:?}");
+    }
+}
+
+#[test]
+fn a_rule_reading_two_kinds_applies_to_each() {
+    let key = Key::rsa();
+    let host = Host::new();
+    let vm = host.vm(&hiding_config(&key)).unwrap();
+    let token = TokenBuilder::new(&key).sign();
+    let get = |name: &str| {
+        json!({"jsonrpc": "2.0", "id": 8, "method": "prompts/get", "params": {"name": name}})
+            .to_string()
+    };
+    denied(
+        &vm.request(post().bearer(&token).body(get("secret").as_bytes())),
+        8,
+    );
+    assert!(
+        vm.request(post().bearer(&token).body(get("simple").as_bytes()))
+            .is_forwarded()
+    );
+    // A rule that could never hold for a kind it reads is refused with the reason.
+    let never = hiding_config(&key).replace(
+        "'has(mcp.prompt) || has(mcp.resource)'",
+        "'mcp.tool.name == \"a\" && mcp.prompt.name == \"b\"'",
+    );
+    assert!(Host::new().vm(&never).is_err());
+}
+
+#[test]
+fn answers_outside_their_request_stream_are_refused() {
+    let key = Key::rsa();
+    let host = Host::new();
+    let vm = host.vm(&hiding_config(&key)).unwrap();
+    let token = TokenBuilder::new(&key).sign();
+    // A list answer arriving on the GET stream (as the legacy transport, or a resumed stream,
+    // would carry it) cannot be filtered for the request that asked: refused.
+    let event = format!("event: message\ndata: {}\n\n", list_answer(12));
+    let out = vm.request(
+        Request::get("/mcp")
+            .header("accept", "text/event-stream")
+            .bearer(&token)
+            .upstream_chunks(
+                200,
+                vec![("content-type".into(), "text/event-stream".into())],
+                &[event.as_bytes()],
+            ),
+    );
+    let text = out.response().unwrap().text();
+    assert!(!text.contains("get-env"), "{text}");
+    assert!(text.contains("\"error\""), "{text}");
+    // The server's own requests and notifications on that stream pass.
+    let note = "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}\n\n";
+    let out = vm.request(Request::get("/mcp").bearer(&token).upstream_chunks(
+        200,
+        vec![("content-type".into(), "text/event-stream".into())],
+        &[note.as_bytes()],
+    ));
+    assert!(out.response().unwrap().text().contains("list_changed"));
+}
