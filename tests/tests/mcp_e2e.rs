@@ -639,3 +639,37 @@ fn two_shims_keep_each_session_on_its_own_shim() {
         assert_eq!(echo(&gw.url, &token, &session, 99).0, 200);
     }
 }
+
+/// A session belongs to the identity that opened it: through the whole stack, another person's
+/// valid token with that session id gets what an unknown session gets, and cannot end it.
+#[test]
+fn another_identity_cannot_use_or_end_a_session() {
+    let Some(gw) = Gateway::start(
+        GROUP_RULE,
+        &[
+            "alice-bot:alice-secret:AI-Users",
+            "bob-bot:bob-secret:AI-Users",
+        ],
+    ) else {
+        return;
+    };
+    let alice = gw.token("alice-bot", "alice-secret");
+    let bob = gw.token("bob-bot", "bob-secret");
+    let session = open_session(&gw.url, &alice);
+    let (status, body) = echo(&gw.url, &bob, &session, 2);
+    assert_eq!(status, 404, "{body}");
+    let (status, _) = echo(&gw.url, &alice, &session, 3);
+    assert_eq!(status, 200);
+    let ended = envoy_support::agent()
+        .delete(&gw.url)
+        .header("authorization", format!("Bearer {bob}"))
+        .header("mcp-session-id", &session)
+        .call()
+        .unwrap();
+    assert_eq!(ended.status().as_u16(), 404);
+    let (status, body) = echo(&gw.url, &alice, &session, 4);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("call 4"), "{body}");
+    let log = std::fs::read_to_string(&gw.log).unwrap_or_default();
+    assert!(log.contains("identity did not match"), "{log}");
+}
