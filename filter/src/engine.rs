@@ -5,7 +5,7 @@
 use serde_json::Value as Json;
 
 use crate::authz::{Evaluation, Input, Verdict};
-use crate::host::Host;
+use crate::host::{Host, Note};
 use crate::jwks::KeySet;
 use crate::jwt::{self, Credentials, Identity};
 use crate::mcp::{self, McpView};
@@ -162,7 +162,14 @@ pub fn decide(
             ));
         }
         match authenticate(authn, keys, request, raw_path, &origin, host) {
-            Authenticated::Yes(id) => identity = Some(id),
+            Authenticated::Yes(id) => {
+                let text = |c: &str| id.claims().get(c).and_then(Json::as_str).unwrap_or("");
+                host.note(Note::Identity {
+                    issuer: text("iss"),
+                    subject: text("sub"),
+                });
+                identity = Some(id)
+            }
             Authenticated::Anonymous => {}
             Authenticated::Stop(decision) => return decision,
         }
@@ -192,9 +199,12 @@ pub fn decide(
         return Decision::ReadBody(forward);
     }
     let verdict = judge(policy, forward.identity.as_ref(), None, request, host);
-    if let Verdict::Deny(reason) = verdict {
+    if let Verdict::Deny(denial) = verdict {
         host.count(metric::DENIED_AUTHZ, 1);
-        log::debug!("mcp-auth: {method} {path_only} denied: {reason}");
+        host.note(Note::Rule {
+            index: denial.rule,
+            source: &denial.source,
+        });
         return Decision::Respond(match (&policy.authn, &forward.identity) {
             // Without an identity the caller may still sign in: challenge instead of refusing.
             (Some(_), None) => response::unauthorized(
@@ -202,7 +212,10 @@ pub fn decide(
                 Challenge::Missing,
                 "authentication is required for this request",
             ),
-            _ => response::forbidden("the authorization policy does not allow this request"),
+            _ => response::forbidden(denial.message.as_deref().unwrap_or(
+                "access denied: the gateway's authorization policy does not allow this request \
+                 for this identity",
+            )),
         });
     }
     host.count(metric::ALLOWED, 1);
@@ -335,13 +348,18 @@ pub fn decide_body(
                 ));
             }
         };
-        if let Verdict::Deny(reason) = judge(policy, identity, view.as_ref(), request, host) {
-            log::debug!(
-                "mcp-auth: {} {} denied: {reason}",
-                message.method.as_deref().unwrap_or("(response)"),
-                view.as_ref().map_or("", |v| v.name.as_str())
-            );
-            denied.push(message);
+        if let Verdict::Deny(denial) = judge(policy, identity, view.as_ref(), request, host) {
+            if denied.is_empty() {
+                host.note(Note::Rule {
+                    index: denial.rule,
+                    source: &denial.source,
+                });
+                host.note(Note::Message {
+                    method: message.method.as_deref().unwrap_or("(response)"),
+                    name: view.as_ref().map_or("", |v| v.name.as_str()),
+                });
+            }
+            denied.push((message, denial.message));
         } else if let (Some(id), Some(method)) = (&message.id, &message.method) {
             lists.push((id.clone(), method.clone()));
         }
@@ -368,6 +386,13 @@ pub fn decide_body(
     }
     const DENIED: i64 = -32001;
     let refusal = |m: &mcp::Message| {
+        if let Some(Some(text)) = denied
+            .iter()
+            .find(|(d, _)| std::ptr::eq(*d, m))
+            .map(|(_, t)| t)
+        {
+            return text.clone();
+        }
         let what = match mcp::view(m, &policy.targets) {
             Ok(Some(v)) => format!("{} {:?}", v.method, v.name),
             _ => m.method.clone().unwrap_or_else(|| "this message".into()),
@@ -382,7 +407,7 @@ pub fn decide_body(
                 .filter_map(|m| {
                     let id = m.id.as_ref()?;
                     m.method.as_ref()?;
-                    Some(if denied.contains(&m) {
+                    Some(if denied.iter().any(|(d, _)| std::ptr::eq(*d, m)) {
                         mcp::error_response(id, DENIED, &refusal(m))
                     } else {
                         mcp::error_response(
@@ -395,7 +420,7 @@ pub fn decide_body(
                 .collect(),
         )
     } else {
-        let m = denied.first().copied();
+        let m = denied.first().map(|(m, _)| *m);
         let id = m.and_then(|m| m.id.clone()).unwrap_or(Json::Null);
         mcp::error_response(&id, DENIED, &m.map(refusal).unwrap_or_default())
     };

@@ -5,6 +5,7 @@
 //! proxy: it sees it through [`host::Host`], so it is tested natively. `adapter` is the only
 //! file that talks to the proxy-wasm SDK, and exists only in the wasm build.
 
+pub mod audit;
 pub mod authz;
 pub mod cache;
 pub mod engine;

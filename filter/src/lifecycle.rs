@@ -12,6 +12,7 @@ use std::collections::HashMap;
 
 use serde_json::Value as Json;
 
+use crate::audit::Recorder;
 use crate::engine::{self, BodyDecision, Decision, Forward, KeyState, RequestView};
 use crate::host::Host;
 use crate::jwt::Identity;
@@ -60,6 +61,8 @@ pub struct Step {
     pub remove: Vec<String>,
     pub add: Vec<(String, String)>,
     pub action: Action,
+    /// The decision once it is made (`allow`, or `deny:<reason>`), for the proxy's access log.
+    pub decision: Option<String>,
 }
 
 impl Step {
@@ -68,6 +71,7 @@ impl Step {
             remove: Vec::new(),
             add: Vec::new(),
             action,
+            decision: None,
         }
     }
 
@@ -232,6 +236,24 @@ impl Filter {
         headers: Vec<(String, Vec<u8>)>,
         end_of_stream: bool,
     ) -> Step {
+        let rec = Recorder::new(host);
+        let judged = self.config.policy_for(route.as_deref()).is_some();
+        let label = route.clone();
+        let mut step = self.request_headers(&rec, context_id, route, headers, end_of_stream);
+        if judged {
+            self.finish(&rec, context_id, label.as_deref(), None, &mut step);
+        }
+        step
+    }
+
+    fn request_headers(
+        &mut self,
+        host: &dyn Host,
+        context_id: u32,
+        route: Option<String>,
+        headers: Vec<(String, Vec<u8>)>,
+        end_of_stream: bool,
+    ) -> Step {
         // Headers the filter sets from claims are never taken from a client, on any route.
         let strip: Vec<String> = self
             .config
@@ -307,6 +329,23 @@ impl Filter {
         end_of_stream: bool,
         read: BodyReader<'_>,
     ) -> Step {
+        let rec = Recorder::new(host);
+        let (before, route) = self.phase_of(context_id);
+        let mut step = self.request_body(&rec, context_id, body_size, end_of_stream, read);
+        if before.is_some() {
+            self.finish(&rec, context_id, route.as_deref(), before, &mut step);
+        }
+        step
+    }
+
+    fn request_body(
+        &mut self,
+        host: &dyn Host,
+        context_id: u32,
+        body_size: usize,
+        end_of_stream: bool,
+        read: BodyReader<'_>,
+    ) -> Step {
         let Some(collect) = self.body_limit(context_id) else {
             return Step::go();
         };
@@ -350,6 +389,16 @@ impl Filter {
 
     /// The request's trailers arrived: its body is complete.
     pub fn on_request_trailers(&mut self, host: &dyn Host, context_id: u32) -> Step {
+        let rec = Recorder::new(host);
+        let (before, route) = self.phase_of(context_id);
+        let mut step = self.request_trailers(&rec, context_id);
+        if before.is_some() {
+            self.finish(&rec, context_id, route.as_deref(), before, &mut step);
+        }
+        step
+    }
+
+    fn request_trailers(&mut self, host: &dyn Host, context_id: u32) -> Step {
         let Some(stream) = self.streams.get_mut(&context_id) else {
             return Step::go();
         };
@@ -576,6 +625,16 @@ impl Filter {
     /// Decides again about a stream that waited for keys (the proxy made it current). A
     /// `Continue` means: resume the paused request.
     pub fn retry(&mut self, host: &dyn Host, context_id: u32) -> Step {
+        let rec = Recorder::new(host);
+        let (before, route) = self.phase_of(context_id);
+        let mut step = self.retry_decision(&rec, context_id);
+        if before.is_some() {
+            self.finish(&rec, context_id, route.as_deref(), before, &mut step);
+        }
+        step
+    }
+
+    fn retry_decision(&mut self, host: &dyn Host, context_id: u32) -> Step {
         let Some(stream) = self.streams.get(&context_id) else {
             return Step::pause();
         };
@@ -593,6 +652,58 @@ impl Filter {
             step.action = Action::Pause;
         }
         step
+    }
+
+    fn phase_of(&self, context_id: u32) -> (Option<Phase>, Option<String>) {
+        match self.streams.get(&context_id) {
+            Some(s) => (Some(s.phase), s.route.clone()),
+            None => (None, None),
+        }
+    }
+
+    /// Logs a decision made during this callback and labels it for the access log: a local
+    /// answer of 400 or more is a denial; a request that became forwarded is allowed.
+    fn finish(
+        &self,
+        rec: &Recorder<'_>,
+        context_id: u32,
+        route: Option<&str>,
+        before: Option<Phase>,
+        step: &mut Step,
+    ) {
+        // A decision made after the headers (on the body) is about the identity they carried.
+        if let Some(id) = self
+            .streams
+            .get(&context_id)
+            .and_then(|s| s.identity.as_ref())
+            && !rec.knows_identity()
+        {
+            let text = |c: &str| id.claims().get(c).and_then(Json::as_str).unwrap_or("");
+            rec.note(crate::host::Note::Identity {
+                issuer: text("iss"),
+                subject: text("sub"),
+            });
+        }
+        match &step.action {
+            Action::Respond(answer) if answer.status >= 400 || rec.reason().is_some() => {
+                let reason = rec.reason().unwrap_or_else(|| answer.details.clone());
+                log::info!("{}", rec.line("deny", Some(answer.status), route));
+                step.decision = Some(format!("deny:{reason}"));
+            }
+            Action::Continue
+                if before != Some(Phase::Forwarded)
+                    && self
+                        .streams
+                        .get(&context_id)
+                        .is_none_or(|s| s.phase == Phase::Forwarded) =>
+            {
+                if self.config.log_allowed {
+                    log::info!("{}", rec.line("allow", None, route));
+                }
+                step.decision = Some("allow".into());
+            }
+            _ => {}
+        }
     }
 
     fn take_waiters(&mut self) -> Vec<u32> {
@@ -821,6 +932,7 @@ fn edits(forward: Forward, action: Action) -> Step {
         remove: forward.remove,
         add: forward.add,
         action,
+        decision: None,
     }
 }
 

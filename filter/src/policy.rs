@@ -157,6 +157,7 @@ pub const DEFAULT_MAX_REFRESH: Duration = Duration::from_secs(3600);
 struct RawRoot {
     routes: Option<BTreeMap<String, RawDoc>>,
     hold_headers: Option<bool>,
+    log_allowed: Option<bool>,
     mcp_targets: Option<Vec<String>>,
     policies: Option<RawPolicies>,
     mcp_authentication: Option<RawAuthn>,
@@ -221,6 +222,8 @@ pub struct FilterConfig {
     /// callback (Envoy's `allow_on_headers_stop_iteration`, which the module cannot read):
     /// elsewhere a paused request would hang, so it is off unless the configuration says so.
     pub hold_headers: bool,
+    /// Log a decision line for allowed requests too (denials are always logged).
+    pub log_allowed: bool,
     /// Headers the filter sets from verified claims on some route (and the identity header):
     /// removed from every request on every route, so no client can forge them anywhere.
     pub strip_headers: Vec<String>,
@@ -239,6 +242,7 @@ impl FilterConfig {
         }
         let raw: RawRoot = deserialize(text)?;
         let hold_headers = raw.hold_headers.unwrap_or(false);
+        let log_allowed = raw.log_allowed.unwrap_or(false);
         let doc = RawDoc {
             mcp_targets: raw.mcp_targets,
             policies: raw.policies,
@@ -246,11 +250,13 @@ impl FilterConfig {
             authorization: raw.authorization,
         };
         let Some(routes) = raw.routes else {
-            return Ok(FilterConfig::new(
+            let mut config = FilterConfig::new(
                 Some(Policy::compile(doc, "")?),
                 BTreeMap::new(),
                 hold_headers,
-            ));
+            );
+            config.log_allowed = log_allowed;
+            return Ok(config);
         };
         let default = if doc.mcp_targets.is_none()
             && doc.policies.is_none()
@@ -268,7 +274,9 @@ impl FilterConfig {
                 Ok((name, policy))
             })
             .collect::<Result<_, ConfigError>>()?;
-        Ok(FilterConfig::new(default, routes, hold_headers))
+        let mut config = FilterConfig::new(default, routes, hold_headers);
+        config.log_allowed = log_allowed;
+        Ok(config)
     }
 
     fn new(
@@ -288,6 +296,7 @@ impl FilterConfig {
             default,
             routes,
             hold_headers,
+            log_allowed: false,
             strip_headers,
         }
     }
@@ -628,11 +637,16 @@ fn compile_rules(raw: Vec<Json>, path: &str) -> Result<RuleSet, ConfigError> {
     let mut rules = Vec::with_capacity(raw.len());
     for (i, rule) in raw.iter().enumerate() {
         let at = format!("{path}[{i}]");
+        let mut message = None;
         let (kind, source, at) = match rule {
             Json::String(s) => (RuleKind::Allow, s.as_str(), at),
-            Json::Object(fields) if fields.len() == 1 => {
-                let Some((key, value)) = fields.iter().next() else {
-                    return Err(ConfigError::new(at, "is empty"));
+            Json::Object(fields) if (1..=2).contains(&fields.len()) => {
+                let mut rule = fields.iter().filter(|(k, _)| k.as_str() != "message");
+                let (Some((key, value)), None) = (rule.next(), rule.next()) else {
+                    return Err(ConfigError::new(
+                        at,
+                        "expected one of `if:`, `allow:`, `deny:`, `require:` (and an optional `message:`)",
+                    ));
                 };
                 let kind = match key.as_str() {
                     "if" | "allow" => RuleKind::Allow,
@@ -651,6 +665,16 @@ fn compile_rules(raw: Vec<Json>, path: &str) -> Result<RuleSet, ConfigError> {
                         "must be a CEL expression string",
                     ));
                 };
+                message = match fields.get("message") {
+                    None => None,
+                    Some(Json::String(m)) if !m.trim().is_empty() => Some(m.clone()),
+                    Some(_) => {
+                        return Err(ConfigError::new(
+                            format!("{at}.message"),
+                            "must be a non-empty string (shown to a client the rule denies)",
+                        ));
+                    }
+                };
                 (kind, source.as_str(), format!("{at}.{key}"))
             }
             _ => {
@@ -660,8 +684,9 @@ fn compile_rules(raw: Vec<Json>, path: &str) -> Result<RuleSet, ConfigError> {
                 ));
             }
         };
-        let compiled =
+        let mut compiled =
             Rule::compile(kind, source).map_err(|e| ConfigError::new(at, e.to_string()))?;
+        compiled.message = message;
         rules.push(compiled);
     }
     Ok(RuleSet::new(rules))
