@@ -291,16 +291,15 @@ fn alice_logs_in_calls_and_refreshes(gw: &Gateway, sdk: Sdk) -> Vec<Value> {
         "{first}"
     );
     assert_eq!(first["refreshToken"], true, "{first}");
-    assert_eq!(
-        (first["logins"].as_u64(), first["grants"].as_u64()),
-        (Some(1), Some(1))
-    );
-    // The second call went out on a new token from the refresh token: no second login.
+    assert_eq!(first["logins"], 1, "{first}");
+    // The second call went out on a new token from the refresh token: no second login. (On a
+    // slow machine a refresh may come before the first look: count on from there.)
     assert!(echoed(&out[5]).contains("after the refresh"), "{out:?}");
     let second = &out[6];
-    assert_eq!(
-        (second["logins"].as_u64(), second["grants"].as_u64()),
-        (Some(1), Some(2))
+    assert_eq!(second["logins"], 1, "{second}");
+    assert!(
+        second["grants"].as_u64() > first["grants"].as_u64(),
+        "{first} then {second}"
     );
     assert_ne!(second["claims"]["jti"], first["claims"]["jti"]);
     assert_eq!(second["claims"]["sub"], "alice");
