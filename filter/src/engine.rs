@@ -154,12 +154,20 @@ pub fn decide(
     if let Some(authn) = &policy.authn {
         if let Some(resource_path) = metadata_request(method, path_only) {
             host.count(metric::METADATA, 1);
+            // A registration facade is its own resource's authorization server.
+            let server = match &authn.registration {
+                Some(_) => origin.resource(resource_path),
+                None => authn.expect.issuer.clone(),
+            };
             return Decision::Respond(response::metadata(
                 &origin,
                 resource_path,
-                &authn.expect.issuer,
+                &server,
                 &authn.resource_metadata,
             ));
+        }
+        if let Some(answer) = crate::discovery::answer(authn, method, &origin, host) {
+            return Decision::Respond(answer);
         }
         match authenticate(authn, keys, request, raw_path, &origin, host) {
             Authenticated::Yes(id) => {
@@ -207,10 +215,11 @@ pub fn decide(
         });
         return Decision::Respond(match (&policy.authn, &forward.identity) {
             // Without an identity the caller may still sign in: challenge instead of refusing.
-            (Some(_), None) => response::unauthorized(
+            (Some(authn), None) => response::unauthorized(
                 &origin,
                 Challenge::Missing,
                 "authentication is required for this request",
+                authn.challenge_scope.as_deref(),
             ),
             _ => response::forbidden(denial.message.as_deref().unwrap_or(
                 "access denied: the gateway's authorization policy does not allow this request \
@@ -369,7 +378,9 @@ pub fn decide_body(
         return BodyDecision::Forward { lists };
     }
     host.count(metric::DENIED_MCP, denied.len() as u64);
-    if policy.authn.is_some() && identity.is_none() {
+    if let Some(authn) = &policy.authn
+        && identity.is_none()
+    {
         let origin = Origin {
             scheme: match request.text(":scheme") {
                 "" => "http",
@@ -382,6 +393,7 @@ pub fn decide_body(
             &origin,
             Challenge::Missing,
             "authentication is required for this request",
+            authn.challenge_scope.as_deref(),
         ));
     }
     const DENIED: i64 = -32001;
@@ -481,6 +493,7 @@ fn authenticate(
                 origin,
                 Challenge::Missing,
                 "a Bearer token is required",
+                authn.challenge_scope.as_deref(),
             )));
         }
         Credentials::Invalid(e) => {
@@ -495,6 +508,7 @@ fn authenticate(
                 origin,
                 Challenge::InvalidRequest,
                 &e.to_string(),
+                authn.challenge_scope.as_deref(),
             )));
         }
         Credentials::Bearer(token) => token,
@@ -538,6 +552,7 @@ fn authenticate(
                 origin,
                 Challenge::InvalidToken,
                 &e.to_string(),
+                authn.challenge_scope.as_deref(),
             )))
         }
     }

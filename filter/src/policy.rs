@@ -91,6 +91,10 @@ pub struct Authn {
     /// Claims sent upstream as headers (claim path → header name). The same headers coming
     /// from the client are always removed, so they cannot be forged.
     pub claims_to_headers: Vec<(String, String)>,
+    /// `scope="…"` of the 401 challenge: the scopes the policy names, if any.
+    pub challenge_scope: Option<String>,
+    /// The registration facade (`registration`), for issuers without open registration.
+    pub registration: Option<crate::discovery::Facade>,
     /// Tokens this policy verified, per VM.
     pub cache: crate::cache::TokenCache,
 }
@@ -199,6 +203,7 @@ struct RawAuthn {
     #[serde(default)]
     claims_to_headers: BTreeMap<String, String>,
     token_cache_size: Option<usize>,
+    registration: Option<crate::discovery::RawRegistration>,
 }
 
 #[derive(Deserialize)]
@@ -448,7 +453,19 @@ fn compile_authn(raw: RawAuthn, path: &str) -> Result<Authn, ConfigError> {
         }
         claims_to_headers.push((claim, header.to_ascii_lowercase()));
     }
-    Ok(Authn {
+    let registration = raw
+        .registration
+        .map(|r| {
+            crate::discovery::Facade::compile(
+                r,
+                &format!("{path}.registration"),
+                &issuer,
+                provider,
+                &keys,
+            )
+        })
+        .transpose()?;
+    let mut authn = Authn {
         mode: raw.mode,
         expect: Expectations {
             issuer,
@@ -460,11 +477,16 @@ fn compile_authn(raw: RawAuthn, path: &str) -> Result<Authn, ConfigError> {
         resource_metadata,
         required_scopes: raw.required_scopes,
         claims_to_headers,
+        challenge_scope: None,
+        registration,
         cache: crate::cache::TokenCache::new(
             raw.token_cache_size
                 .unwrap_or(crate::cache::DEFAULT_CAPACITY),
         ),
-    })
+    };
+    let scopes = crate::discovery::named_scopes(&authn);
+    authn.challenge_scope = (!scopes.is_empty()).then(|| scopes.join(" "));
+    Ok(authn)
 }
 
 /// `provider: okta`, or Agent Gateway's `provider: {okta: {}}`.

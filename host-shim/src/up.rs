@@ -64,6 +64,9 @@ pub struct UpArgs {
         value_parser = crate::serve::at_least_one
     )]
     pub max_sessions_per_identity: usize,
+    /// An extra argument for the local issuer (`--issuer-arg=--token-ttl=60`). Repeatable.
+    #[arg(long = "issuer-arg", allow_hyphen_values = true)]
+    pub issuer_args: Vec<String>,
 }
 
 /// A child in its own process group, ended with its group.
@@ -166,6 +169,65 @@ fn local_issuer(config: &Config) -> anyhow::Result<(u16, String, String)> {
     Ok((port, format!("/{path}"), issuer))
 }
 
+/// `--audience` flags for the local issuer: the policy's first audience (what tokens carry by
+/// default, as an Okta authorization server's configured audience), then each route's MCP URL,
+/// the RFC 8707 `resource` an MCP client names when it signs in; the issuer refuses a resource
+/// that is none of its audiences.
+fn issuer_audiences(config: &Config, address: &str) -> Vec<String> {
+    let first = config
+        .routes()
+        .iter()
+        .find_map(|r| {
+            r.route
+                .policies
+                .as_ref()?
+                .pointer("/mcpAuthentication/audiences/0")?
+                .as_str()
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "api://agentgateway".into());
+    let mut audiences = vec![first];
+    for url in mcp_urls(config, address) {
+        if !audiences.contains(&url) {
+            audiences.push(url);
+        }
+    }
+    audiences
+        .into_iter()
+        .flat_map(|a| ["--audience".to_string(), a])
+        .collect()
+}
+
+/// The MCP URL of each route as clients reach it here: its first exact or prefix match, else
+/// `/mcp` (a route matching every path serves MCP there too).
+fn mcp_urls(config: &Config, address: &str) -> Vec<String> {
+    let host = loopback_host(address);
+    config
+        .routes()
+        .iter()
+        .map(|route| {
+            let path = route
+                .route
+                .matches
+                .iter()
+                .find_map(|m| {
+                    let p = m.path.as_ref()?;
+                    p.exact.clone().or(p.path_prefix.clone())
+                })
+                .unwrap_or_else(|| "/mcp".into());
+            format!("http://{host}:{}{path}", route.port)
+        })
+        .collect()
+}
+
+fn loopback_host(address: &str) -> &str {
+    if address == "0.0.0.0" {
+        "127.0.0.1"
+    } else {
+        address
+    }
+}
+
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
     let shutdown = crate::shutdown::on_signal()?;
@@ -207,6 +269,8 @@ async fn run_in(
                     "--path-prefix",
                     &path,
                 ])
+                .args(issuer_audiences(&config, &args.listen_address))
+                .args(&args.issuer_args)
                 .stdout(Stdio::piped()),
         )?;
         first_line(&mut issuer, "issuer listening on").await?;
@@ -313,31 +377,32 @@ async fn wait_for_ports(address: &str, ports: &[u16]) -> anyhow::Result<()> {
 }
 
 fn print_instructions(config: &Config, issuer: Option<&str>, address: &str) {
-    let host = if address == "0.0.0.0" {
-        "127.0.0.1"
-    } else {
-        address
-    };
+    let host = loopback_host(address);
     println!();
-    for route in config.routes() {
-        let path = route
-            .route
-            .matches
-            .iter()
-            .find_map(|m| {
-                let p = m.path.as_ref()?;
-                p.exact.clone().or(p.path_prefix.clone())
-            })
-            .unwrap_or_else(|| "/mcp".into());
-        println!(
-            "MCP gateway up: http://{host}:{}{path}  (route {})",
-            route.port, route.name
-        );
+    let urls = mcp_urls(config, address);
+    for (route, url) in config.routes().iter().zip(&urls) {
+        println!("MCP gateway up: {url}  (route {})", route.name);
     }
-    if let Some(issuer) = issuer {
+    if let (Some(issuer), Some(url)) = (issuer, urls.first()) {
         println!();
         println!(
-            "Get a token as the Okta guide does (client in AI-Users: ai-user / ai-user-secret):"
+            "Log in from your own MCP client (authorization code + PKCE at {issuer}/v1/authorize):"
+        );
+        println!(
+            "  as alice / alice-password (in AI-Users: allowed) or bob / bob-password (not: refused)"
+        );
+        println!(
+            "  Claude Code: claude mcp add --transport http mcp-gateway {url}   then /mcp to log in"
+        );
+        println!(
+            "  VS Code:     .vscode/mcp.json {{\"servers\": {{\"mcp-gateway\": {{\"type\": \"http\", \"url\": \"{url}\"}}}}}}"
+        );
+        println!(
+            "  Inspector:   npx @modelcontextprotocol/inspector   then Streamable HTTP, URL {url}, Connect"
+        );
+        println!();
+        println!(
+            "Or get a token as the Okta guide does (client in AI-Users: ai-user / ai-user-secret):"
         );
         println!(
             "  TOKEN=$(curl -s -X POST \"{issuer}/v1/token\" -H \"Content-Type: application/x-www-form-urlencoded\" \\\n    -d grant_type=client_credentials -d client_id=ai-user -d client_secret=ai-user-secret -d scope=agentgateway \\\n    | sed -E 's/.*\"access_token\":\"([^\"]+)\".*/\\1/')"
@@ -353,4 +418,37 @@ fn print_instructions(config: &Config, issuer: Option<&str>, address: &str) {
     }
     println!();
     println!("Ctrl-C stops everything.");
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_local_issuer_accepts_the_gateways_mcp_urls_as_resources() {
+        let config = Config::parse(
+            "binds:\n- port: 3000\n  listeners:\n  - routes:\n    - backends:\n      - mcp:\n          \
+             targets: [{name: s, stdio: {cmd: npx}}]\n      policies:\n        mcpAuthentication:\n          \
+             issuer: http://127.0.0.1:9000/oauth2/default\n          audiences: [api://guide, other]\n    \
+             - matches: [{path: {pathPrefix: /team}}]\n      backends:\n      - mcp:\n          \
+             targets: [{name: t, stdio: {cmd: npx}}]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            mcp_urls(&config, "0.0.0.0"),
+            ["http://127.0.0.1:3000/mcp", "http://127.0.0.1:3000/team"]
+        );
+        assert_eq!(
+            issuer_audiences(&config, "127.0.0.1"),
+            [
+                "--audience",
+                "api://guide",
+                "--audience",
+                "http://127.0.0.1:3000/mcp",
+                "--audience",
+                "http://127.0.0.1:3000/team"
+            ]
+        );
+    }
 }
