@@ -700,7 +700,8 @@ fn needed(expr: &str) -> (Vec<String>, Vec<String>) {
 /// exports after a short session of allowed calls, denials, bad tokens and a filtered list.
 #[test]
 fn the_dashboards_metrics_exist_after_a_short_run() {
-    let rule = "          - allow: '\"AI-Users\" in auth.claims.groups && mcp.tool.name == \"echo\"'";
+    let rule =
+        "          - allow: '\"AI-Users\" in auth.claims.groups && mcp.tool.name == \"echo\"'";
     let Some(gw) = Gateway::start(rule, &[]) else {
         return;
     };
@@ -732,7 +733,10 @@ fn the_dashboards_metrics_exist_after_a_short_run() {
     assert_eq!(anonymous.status().as_u16(), 401);
 
     let mut response = envoy_support::agent()
-        .get(format!("http://127.0.0.1:{}/stats/prometheus", gw.admin_port))
+        .get(format!(
+            "http://127.0.0.1:{}/stats/prometheus",
+            gw.admin_port
+        ))
         .call()
         .unwrap();
     let prometheus = response.body_mut().read_to_string().unwrap();
@@ -756,7 +760,10 @@ fn the_dashboards_metrics_exist_after_a_short_run() {
                     present.contains(name.as_str()),
                     "panel {}: {name} is not in Envoy's output: {:?}",
                     panel["title"],
-                    present.iter().filter(|n| n.contains("mcp")).collect::<Vec<_>>()
+                    present
+                        .iter()
+                        .filter(|n| n.contains("mcp"))
+                        .collect::<Vec<_>>()
                 );
                 checked += 1;
             }
@@ -766,7 +773,10 @@ fn the_dashboards_metrics_exist_after_a_short_run() {
                     present.iter().any(|n| re.is_match(n)),
                     "panel {}: nothing matches {re}: {:?}",
                     panel["title"],
-                    present.iter().filter(|n| n.contains("mcp")).collect::<Vec<_>>()
+                    present
+                        .iter()
+                        .filter(|n| n.contains("mcp"))
+                        .collect::<Vec<_>>()
                 );
                 checked += 1;
             }
