@@ -269,7 +269,7 @@ async fn run_in(
                     "--path-prefix",
                     &path,
                 ])
-                .args(issuer_audiences(&config, &args.listen_address))
+                .args(issuer_audiences(config, &args.listen_address))
                 .args(&args.issuer_args)
                 .stdout(Stdio::piped()),
         )?;
