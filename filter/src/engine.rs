@@ -124,6 +124,8 @@ pub mod metric {
     pub const DENIED_MCP: &str = "mcp_auth.denied.mcp";
     pub const DENIED_BODY: &str = "mcp_auth.denied.bad_body";
     pub const DENIED_BODY_SIZE: &str = "mcp_auth.denied.body_too_large";
+    /// Requests whose `Mcp-Method` / `Mcp-Name` headers disagree with their body.
+    pub const DENIED_HEADER_MISMATCH: &str = "mcp_auth.denied.header_mismatch";
     pub const LIST_ITEMS_HIDDEN: &str = "mcp_auth.list_items_hidden";
     /// Valid tokens answered from the verified-token cache, and those verified anew.
     pub const TOKEN_CACHE_HIT: &str = "mcp_auth.token_cache.hit";
@@ -341,6 +343,26 @@ pub fn decide_body(
             ));
         }
     };
+    let modern = request.first("mcp-protocol-version") == Some(b"2026-07-28".as_slice());
+    let header = |name: &str| {
+        request
+            .first(name)
+            .and_then(|v| std::str::from_utf8(v).ok())
+    };
+    if let Some(reason) =
+        mcp::header_mismatch(&parsed, header("mcp-method"), header("mcp-name"), modern)
+    {
+        host.count(metric::DENIED_HEADER_MISMATCH, 1);
+        let id = match parsed.messages.as_slice() {
+            [one] => one.id.clone().unwrap_or(Json::Null),
+            _ => Json::Null,
+        };
+        return BodyDecision::Respond(response::jsonrpc(
+            400,
+            &mcp::error_response(&id, mcp::HEADER_MISMATCH_CODE, &reason),
+            "mcp_auth_header_mismatch",
+        ));
+    }
     let mut lists = Vec::new();
     let mut denied = Vec::new();
     for message in &parsed.messages {

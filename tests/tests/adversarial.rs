@@ -553,3 +553,47 @@ fn answers_outside_their_request_stream_are_refused() {
     ));
     assert!(out.response().unwrap().text().contains("list_changed"));
 }
+
+#[test]
+fn mcp_method_and_name_headers_that_disagree_with_the_body_are_refused() {
+    let key = Key::rsa();
+    let (_, vm) = vm(&key, "strict", "");
+    let a = TokenBuilder::new(&key).groups(&["A"]).sign();
+    // An intermediary routing on the headers would see an echo; the body asks for get-env.
+    let out = vm.request(
+        post()
+            .bearer(&a)
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "echo")
+            .body(&call(11, "get-env")),
+    );
+    assert_eq!(out.status(), 400, "{out:?}");
+    let body = out.response().unwrap().json();
+    assert_eq!(body["error"]["code"], -32020, "{body}");
+    assert_eq!(body["id"], 11);
+    let out = vm.request(
+        post()
+            .bearer(&a)
+            .header("mcp-method", "tools/list")
+            .body(&call(12, "echo")),
+    );
+    assert_eq!(out.status(), 400);
+    // 2026-07-28 requires the headers: a modern request without them is refused too.
+    let out = vm.request(
+        post()
+            .bearer(&a)
+            .header("mcp-protocol-version", "2026-07-28")
+            .body(&call(13, "echo")),
+    );
+    assert_eq!(out.status(), 400);
+    // Agreeing headers pass.
+    let out = vm.request(
+        post()
+            .bearer(&a)
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "echo")
+            .body(&call(14, "echo")),
+    );
+    assert!(out.is_forwarded(), "{out:?}");
+}

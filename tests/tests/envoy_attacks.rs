@@ -325,3 +325,25 @@ fn the_health_path_answers_without_a_token() {
         .unwrap();
     assert_eq!(other.status().as_u16(), 401);
 }
+
+#[test]
+fn mcp_headers_that_disagree_with_the_body_never_reach_the_upstream() {
+    let Some(stack) = stack() else { return };
+    let ai = stack.issuer.token(AI_USER.0, AI_USER.1);
+    let mut response = agent()
+        .post(format!("{}/mcp", stack.envoy.url))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {ai}"))
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "echo")
+        .send(&call(1, "get-env")[..])
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let body: serde_json::Value = response.body_mut().read_json().unwrap();
+    assert_eq!(body["error"]["code"], -32020, "{body}");
+    assert!(
+        stack.upstream.seen().is_empty(),
+        "{:?}",
+        stack.upstream.seen()
+    );
+}
