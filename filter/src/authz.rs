@@ -341,6 +341,49 @@ fn possible(expr: &IdedExpr, present: Kind) -> Outcomes {
     }
 }
 
+/// Whether the expression reads nothing of `mcp` but `mcp.method` and the names of what a
+/// message names (`mcp.<kind>.name`, `.uri`, `.target`): such a rule can be judged from the
+/// `Mcp-Method` / `Mcp-Name` headers alone. Reading `mcp` or `mcp.<kind>` whole counts as more.
+fn names_only(expr: &IdedExpr) -> bool {
+    let under_mcp = |e: &IdedExpr| matches!(&e.expr, Expr::Ident(n) if n == "mcp");
+    match &expr.expr {
+        Expr::Ident(name) => name != "mcp",
+        Expr::Select(select) => {
+            if under_mcp(&select.operand) {
+                return select.field == "method";
+            }
+            if let Expr::Select(inner) = &select.operand.expr
+                && under_mcp(&inner.operand)
+            {
+                return matches!(select.field.as_str(), "name" | "uri" | "target");
+            }
+            names_only(&select.operand)
+        }
+        Expr::Call(call) => {
+            call.target.as_deref().is_none_or(names_only) && call.args.iter().all(names_only)
+        }
+        Expr::Comprehension(c) => [
+            &c.iter_range,
+            &c.accu_init,
+            &c.loop_cond,
+            &c.loop_step,
+            &c.result,
+        ]
+        .into_iter()
+        .all(names_only),
+        Expr::List(list) => list.elements.iter().all(names_only),
+        Expr::Map(map) => map.entries.iter().all(|entry| match &entry.expr {
+            EntryExpr::MapEntry(e) => names_only(&e.key) && names_only(&e.value),
+            EntryExpr::StructField(f) => names_only(&f.value),
+        }),
+        Expr::Struct(s) => s.entries.iter().all(|entry| match &entry.expr {
+            EntryExpr::MapEntry(e) => names_only(&e.key) && names_only(&e.value),
+            EntryExpr::StructField(f) => names_only(&f.value),
+        }),
+        _ => true,
+    }
+}
+
 /// Collects the fields read right under `mcp` (`mcp.tool.name` → `tool`).
 fn mcp_fields(expr: &IdedExpr, fields: &mut BTreeSet<String>, reads_mcp: &mut bool) {
     match &expr.expr {
@@ -484,6 +527,13 @@ impl RuleSet {
     /// Whether some rule reads `mcp`: then POST bodies are read and judged per message.
     pub fn reads_mcp(&self) -> bool {
         self.needs.mcp
+    }
+
+    /// Whether every rule reads of `mcp` only methods and names (see `names_only`).
+    pub fn mcp_names_only(&self) -> bool {
+        self.rules
+            .iter()
+            .all(|r| names_only(r.program.expression()))
     }
 
     pub fn is_empty(&self) -> bool {

@@ -124,6 +124,8 @@ pub mod metric {
     pub const DENIED_MCP: &str = "mcp_auth.denied.mcp";
     pub const DENIED_BODY: &str = "mcp_auth.denied.bad_body";
     pub const DENIED_BODY_SIZE: &str = "mcp_auth.denied.body_too_large";
+    /// 2026-07-28 calls allowed from their `Mcp-Method` / `Mcp-Name` headers, body unread.
+    pub const HEADER_FAST_PATH: &str = "mcp_auth.header_fast_path";
     /// Requests whose `Mcp-Method` / `Mcp-Name` headers disagree with their body.
     pub const DENIED_HEADER_MISMATCH: &str = "mcp_auth.denied.header_mismatch";
     pub const LIST_ITEMS_HIDDEN: &str = "mcp_auth.list_items_hidden";
@@ -320,6 +322,23 @@ fn judge(
         id.remember_verdict(policy.rules.id(), &verdict);
     }
     verdict
+}
+
+/// Whether the rules allow a call described by `view` alone (the `Mcp-Method` / `Mcp-Name`
+/// fast path). A denial is not counted here: the body is then read and judged as usual.
+pub fn allows(
+    policy: &Policy,
+    identity: Option<&Identity>,
+    view: &McpView,
+    request: &RequestView<'_>,
+    host: &dyn Host,
+) -> bool {
+    let allowed = judge(policy, identity, Some(view), request, host) == Verdict::Allow;
+    if allowed {
+        host.count(metric::ALLOWED, 1);
+        host.count(metric::HEADER_FAST_PATH, 1);
+    }
+    allowed
 }
 
 /// Judges each JSON-RPC message of a complete POST body. A body that is not JSON-RPC is

@@ -835,10 +835,48 @@ impl Filter {
             }
         };
         let hold = self.config.hold_headers;
+        let judges_bodies = policy.rules.reads_mcp();
+        // A 2026-07-28 call its headers name, under rules that read only names: judged from the
+        // headers, the body goes on unbuffered (the server rejects a body that disagrees).
+        let fast = match &outcome {
+            Decided::Now(Decision::Continue(f) | Decision::ReadBody(f))
+                if judges_bodies && policy.trust_mcp_headers && policy.rules.mcp_names_only() =>
+            {
+                let stream = self.streams.get(&context_id);
+                let request = RequestView {
+                    headers: stream.map_or(&[][..], |s| s.headers.as_slice()),
+                };
+                let text = |name: &str| {
+                    request
+                        .first(name)
+                        .and_then(|v| std::str::from_utf8(v).ok())
+                };
+                stream.is_some_and(|s| !s.complete)
+                    && text("mcp-protocol-version") == Some("2026-07-28")
+                    && match (text("mcp-method"), text("mcp-name")) {
+                        (Some(method), Some(name)) => {
+                            mcp::header_view(method, name, &policy.targets).is_some_and(|view| {
+                                engine::allows(policy, f.identity.as_ref(), &view, &request, host)
+                            })
+                        }
+                        _ => false,
+                    }
+            }
+            _ => false,
+        };
         let Some(stream) = self.streams.get_mut(&context_id) else {
             return Step::pause();
         };
-        let judges_bodies = policy.rules.reads_mcp();
+        if fast
+            && let Decided::Now(Decision::Continue(forward) | Decision::ReadBody(forward)) = outcome
+        {
+            stream.phase = Phase::Forwarded;
+            stream.identity = forward.identity.clone();
+            // Its one answer comes on its own stream; no list was asked.
+            stream.guard_streams = false;
+            self.forget_waiter(context_id);
+            return edits(forward, Action::Continue);
+        }
         match outcome {
             Decided::Wait(since_ms) => {
                 stream.phase = Phase::WaitingKeys { since_ms };

@@ -798,6 +798,20 @@ fn name_param(method: &str) -> Option<&'static str> {
     }
 }
 
+/// The view a 2026-07-28 request's `Mcp-Method` / `Mcp-Name` headers give of its call, as the
+/// body would give it (names split by target, URIs normalised), without its arguments.
+pub fn header_view(method: &str, name: &str, targets: &[String]) -> Option<McpView> {
+    let param = name_param(method)?;
+    let mut params = Map::new();
+    params.insert(param.to_string(), Json::from(name));
+    let message = Message {
+        id: Some(Json::from(0)),
+        method: Some(method.to_string()),
+        params: Some(Json::Object(params)),
+    };
+    view(&message, targets).ok().flatten()
+}
+
 /// Why the `Mcp-Method` / `Mcp-Name` headers disagree with the body, if they do. Intermediaries
 /// may route and authorize on those headers, and servers must reject a request whose headers
 /// disagree with its body, so the gateway refuses such a request before anyone acts on either.

@@ -73,6 +73,11 @@ pub struct Policy {
     pub targets: Vec<String>,
     /// The largest request body read for MCP-level rules; larger is a 413.
     pub max_body_bytes: usize,
+    /// A 2026-07-28 request whose `Mcp-Method` / `Mcp-Name` name a call is judged from those
+    /// headers, its body not buffered, when the rules read nothing of `mcp` but methods and
+    /// names: the revision makes the server reject a body that disagrees with them. Only for
+    /// upstreams that do (the shim does); a denial still reads the body, for its id.
+    pub trust_mcp_headers: bool,
 }
 
 /// The compiled `mcpAuthentication`.
@@ -212,6 +217,8 @@ struct RawAuthz {
     #[serde(default)]
     rules: Vec<Json>,
     max_body_bytes: Option<usize>,
+    #[serde(default)]
+    trust_mcp_headers: bool,
 }
 
 /// The whole plugin configuration: one policy for every route, or one per Envoy route name.
@@ -363,18 +370,20 @@ impl Policy {
         let authn = authn
             .map(|a| compile_authn(a, &format!("{prefix}mcpAuthentication")))
             .transpose()?;
-        let (rules, max_body_bytes) = match authz {
+        let (rules, max_body_bytes, trust_mcp_headers) = match authz {
             Some(a) => (
                 compile_rules(a.rules, &format!("{prefix}authorization.rules"))?,
                 a.max_body_bytes.unwrap_or(crate::mcp::DEFAULT_BODY_LIMIT),
+                a.trust_mcp_headers,
             ),
-            None => (RuleSet::default(), crate::mcp::DEFAULT_BODY_LIMIT),
+            None => (RuleSet::default(), crate::mcp::DEFAULT_BODY_LIMIT, false),
         };
         Ok(Policy {
             authn,
             rules,
             targets,
             max_body_bytes,
+            trust_mcp_headers,
         })
     }
 }
