@@ -829,9 +829,7 @@ pub fn header_mismatch(
     let [message] = body.messages.as_slice() else {
         return Some("Mcp-Method and Mcp-Name describe one message; this body is a batch".into());
     };
-    let Some(method) = message.method.as_deref() else {
-        return None;
-    };
+    let method = message.method.as_deref()?;
     match method_header {
         Some(h) if h != method => {
             return Some(format!(
