@@ -110,7 +110,7 @@ impl Rule {
     pub fn compile(kind: RuleKind, source: &str) -> Result<Rule, CompileError> {
         // The CEL parser is third-party code: a panic there must fail the configuration, not
         // the worker. (With `panic = "abort"` in the release module this cannot catch, so the
-        // fuzzing of issue 7 covers the parser too.)
+        // fuzzing covers the parser too.)
         let program = std::panic::catch_unwind(|| Program::compile(source))
             .map_err(|_| CompileError {
                 source_text: source.to_string(),

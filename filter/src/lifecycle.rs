@@ -329,13 +329,9 @@ impl Filter {
         end_of_stream: bool,
         read: BodyReader<'_>,
     ) -> Step {
-        let rec = Recorder::new(host);
-        let (before, route) = self.phase_of(context_id);
-        let mut step = self.request_body(&rec, context_id, body_size, end_of_stream, read);
-        if before.is_some() {
-            self.finish(&rec, context_id, route.as_deref(), before, &mut step);
-        }
-        step
+        self.audited(host, context_id, |f, host| {
+            f.request_body(host, context_id, body_size, end_of_stream, read)
+        })
     }
 
     fn request_body(
@@ -389,13 +385,9 @@ impl Filter {
 
     /// The request's trailers arrived: its body is complete.
     pub fn on_request_trailers(&mut self, host: &dyn Host, context_id: u32) -> Step {
-        let rec = Recorder::new(host);
-        let (before, route) = self.phase_of(context_id);
-        let mut step = self.request_trailers(&rec, context_id);
-        if before.is_some() {
-            self.finish(&rec, context_id, route.as_deref(), before, &mut step);
-        }
-        step
+        self.audited(host, context_id, |f, host| {
+            f.request_trailers(host, context_id)
+        })
     }
 
     fn request_trailers(&mut self, host: &dyn Host, context_id: u32) -> Step {
@@ -625,13 +617,9 @@ impl Filter {
     /// Decides again about a stream that waited for keys (the proxy made it current). A
     /// `Continue` means: resume the paused request.
     pub fn retry(&mut self, host: &dyn Host, context_id: u32) -> Step {
-        let rec = Recorder::new(host);
-        let (before, route) = self.phase_of(context_id);
-        let mut step = self.retry_decision(&rec, context_id);
-        if before.is_some() {
-            self.finish(&rec, context_id, route.as_deref(), before, &mut step);
-        }
-        step
+        self.audited(host, context_id, |f, host| {
+            f.retry_decision(host, context_id)
+        })
     }
 
     fn retry_decision(&mut self, host: &dyn Host, context_id: u32) -> Step {
@@ -650,6 +638,22 @@ impl Filter {
             // unjudged, so the headers stay paused until the whole body is judged.
             stream.phase = Phase::ReadingBody { held: true };
             step.action = Action::Pause;
+        }
+        step
+    }
+
+    /// Runs `decide` for a stream the filter follows, with the decision log listening.
+    fn audited(
+        &mut self,
+        host: &dyn Host,
+        context_id: u32,
+        decide: impl FnOnce(&mut Filter, &dyn Host) -> Step,
+    ) -> Step {
+        let rec = Recorder::new(host);
+        let (before, route) = self.phase_of(context_id);
+        let mut step = decide(self, &rec);
+        if before.is_some() {
+            self.finish(&rec, context_id, route.as_deref(), before, &mut step);
         }
         step
     }

@@ -461,7 +461,7 @@ fn sessions_get_their_own_child_and_a_killed_child_is_an_error_not_a_hang() {
     assert!(left.is_empty(), "processes left behind: {left:?}");
 }
 
-/// Issue 5 through the whole stack: per-group tool access, filtered lists, and a denied call
+/// Through the whole stack: per-group tool access, filtered lists, and a denied call
 /// answered at the gateway.
 #[test]
 fn each_group_sees_and_calls_only_its_tools() {
@@ -565,7 +565,7 @@ fn echo(url: &str, token: &str, session: &str, n: u64) -> (u16, String) {
     (status, body)
 }
 
-/// Issue 9: two shims behind one Envoy; every session sticks to the shim that created it (a
+/// Two shims behind one Envoy; every session sticks to the shim that created it (a
 /// call reaching the other shim would be a 404: it refuses session ids it did not issue); one
 /// shim stopped → its sessions fail cleanly, the others go on, new sessions land on the survivor.
 #[test]
