@@ -1018,3 +1018,227 @@ pub fn internal_error(reason: &str) -> LocalResponse {
         details: "mcp_auth_internal_error".into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )]
+    use super::*;
+    use crate::testing::{FakeHost, rsa_jwks};
+
+    /// Only `echo` may be called; no authentication, so no keys are involved.
+    fn filter(extra: &str, host: &FakeHost) -> Filter {
+        let yaml = format!(
+            "{extra}\npolicies:\n  authorization:\n    rules:\n    - allow: 'mcp.tool.name == \"echo\"'\n"
+        );
+        Filter::new(FilterConfig::parse(yaml.as_bytes()).unwrap(), host)
+    }
+
+    fn post(len: usize) -> Vec<(String, Vec<u8>)> {
+        vec![
+            (":method".into(), b"POST".to_vec()),
+            (":path".into(), b"/mcp".to_vec()),
+            (":authority".into(), b"gw".to_vec()),
+            ("content-length".into(), len.to_string().into_bytes()),
+        ]
+    }
+
+    fn call(id: i64, tool: &str) -> Vec<u8> {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{tool}"}}}}"#
+        )
+        .into_bytes()
+    }
+
+    /// Feeds `frames` as the proxy buffers them (each callback sees all bytes held so far).
+    fn feed(
+        f: &mut Filter,
+        host: &FakeHost,
+        id: u32,
+        frames: &[&[u8]],
+        eos_on_last: bool,
+    ) -> Vec<Step> {
+        let mut held: Vec<u8> = Vec::new();
+        let mut steps = Vec::new();
+        for (i, frame) in frames.iter().enumerate() {
+            held.extend_from_slice(frame);
+            let eos = eos_on_last && i + 1 == frames.len();
+            let buffer = held.clone();
+            let mut read =
+                |start: usize, len: usize| buffer.get(start..start + len).map(<[u8]>::to_vec);
+            steps.push(f.on_request_body(host, id, held.len(), eos, &mut read));
+        }
+        steps
+    }
+
+    fn is_denial(step: &Step, id: i64) -> bool {
+        match &step.action {
+            Action::Respond(r) => {
+                let body: Json = serde_json::from_slice(&r.body).unwrap();
+                body["id"] == id && body["error"]["code"].is_i64()
+            }
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn a_body_is_collected_frame_by_frame_and_judged_at_its_last_frame() {
+        let host = FakeHost::new();
+        let mut f = filter("", &host);
+        let body = call(1, "rm");
+        let step = f.on_request_headers(&host, 1, None, post(body.len()), false);
+        assert_eq!(
+            step.action,
+            Action::Continue,
+            "headers go on without the hold"
+        );
+        let (a, b) = body.split_at(10);
+        let steps = feed(&mut f, &host, 1, &[a, b], true);
+        assert_eq!(steps[0].action, Action::Pause);
+        assert!(is_denial(&steps[1], 1), "{:?}", steps[1]);
+        assert_eq!(steps[1].decision.as_deref(), Some("deny:mcp"));
+
+        let body = call(2, "echo");
+        f.on_request_headers(&host, 2, None, post(body.len()), false);
+        let steps = feed(&mut f, &host, 2, &[&body[..5], &body[5..]], true);
+        assert_eq!(steps[1].action, Action::Continue);
+        assert_eq!(steps[1].decision.as_deref(), Some("allow"));
+    }
+
+    #[test]
+    fn trailers_end_a_request_and_judge_its_body() {
+        let host = FakeHost::new();
+        let mut f = filter("", &host);
+        let body = call(3, "rm");
+        f.on_request_headers(&host, 1, None, post(body.len()), false);
+        let steps = feed(&mut f, &host, 1, &[&body], false);
+        assert_eq!(
+            steps[0].action,
+            Action::Pause,
+            "not the end: trailers follow"
+        );
+        assert!(is_denial(&f.on_request_trailers(&host, 1), 3));
+    }
+
+    #[test]
+    fn held_headers_wait_for_the_judgement() {
+        let host = FakeHost::new();
+        let mut f = filter("holdHeaders: true", &host);
+        let body = call(4, "echo");
+        let step = f.on_request_headers(&host, 1, None, post(body.len()), false);
+        assert_eq!(step.action, Action::Pause);
+        let steps = feed(&mut f, &host, 1, &[&body], true);
+        assert_eq!(
+            steps[0].action,
+            Action::Continue,
+            "the body's Continue resumes both"
+        );
+    }
+
+    #[test]
+    fn a_buffer_that_shrinks_or_cannot_be_read_fails_closed() {
+        let host = FakeHost::new();
+        let mut f = filter("", &host);
+        f.on_request_headers(&host, 1, None, post(20), false);
+        let mut read = |_: usize, _: usize| Some(vec![b'{'; 10]);
+        assert_eq!(
+            f.on_request_body(&host, 1, 10, false, &mut read).action,
+            Action::Pause
+        );
+        let step = f.on_request_body(&host, 1, 4, true, &mut read);
+        assert!(matches!(step.action, Action::Respond(ref r) if r.status == 500));
+        f.on_request_headers(&host, 2, None, post(20), false);
+        let mut broken = |_: usize, _: usize| None;
+        let step = f.on_request_body(&host, 2, 10, true, &mut broken);
+        assert!(matches!(step.action, Action::Respond(ref r) if r.status == 500));
+    }
+
+    #[test]
+    fn a_reset_stream_is_forgotten() {
+        let host = FakeHost::new();
+        let mut f = filter("", &host);
+        f.on_request_headers(&host, 7, None, post(10), false);
+        assert!(f.follows(7));
+        f.on_done(7);
+        assert!(!f.follows(7));
+        // A callback after the end finds nothing to judge and holds nothing.
+        let mut read = |_: usize, _: usize| None;
+        assert_eq!(
+            f.on_request_body(&host, 7, 0, true, &mut read).action,
+            Action::Continue
+        );
+    }
+
+    #[test]
+    fn list_answers_are_filtered_and_unreadable_ones_refused() {
+        let host = FakeHost::new();
+        let mut f = filter("", &host);
+        let list = br#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#;
+        for id in [1, 2] {
+            f.on_request_headers(&host, id, None, post(list.len()), false);
+            feed(&mut f, &host, id, &[list], true);
+        }
+        let json = vec![
+            (":status".to_string(), b"200".to_vec()),
+            ("content-type".to_string(), b"application/json".to_vec()),
+        ];
+        let step = f.on_response_headers(&host, 1, &json);
+        assert_eq!(step.remove, vec!["content-length".to_string()]);
+        let answer =
+            br#"{"jsonrpc":"2.0","id":5,"result":{"tools":[{"name":"echo"},{"name":"rm"}]}}"#;
+        assert!(f.on_response_body(&host, 1, &answer[..20], false).pause);
+        let out = f.on_response_body(&host, 1, answer, true);
+        let out: Json = serde_json::from_slice(&out.replace.unwrap()).unwrap();
+        assert_eq!(
+            out["result"]["tools"],
+            serde_json::json!([{"name": "echo"}])
+        );
+
+        let text = vec![
+            (":status".to_string(), b"200".to_vec()),
+            ("content-type".to_string(), b"text/plain".to_vec()),
+        ];
+        let step = f.on_response_headers(&host, 2, &text);
+        assert_eq!(step.replace.map(|r| r.status), Some(502));
+    }
+
+    #[test]
+    fn keys_are_fetched_by_the_root_and_the_waiting_request_is_decided_again() {
+        let host = FakeHost::new();
+        let yaml = "policies:\n  mcpAuthentication:\n    issuer: https://org.okta.com/oauth2/default\n    audiences: [api://default]\n    jwks:\n      url: https://org.okta.com/oauth2/default/v1/keys\n";
+        let mut f = Filter::new(FilterConfig::parse(yaml.as_bytes()).unwrap(), &host);
+        let mut headers = post(0);
+        headers.push(("authorization".into(), b"Bearer aaa.bbb.ccc".to_vec()));
+        let step = f.on_request_headers(&host, 1, None, headers, true);
+        assert_eq!(step.action, Action::Pause);
+        assert!(
+            host.calls().is_empty(),
+            "a request's callback dispatches nothing"
+        );
+        assert!(f.on_tick(&host).contains(&1));
+        let calls = host.calls();
+        assert_eq!(calls.len(), 1, "the root's tick made the call");
+        // The stream is gone before the answer: the answer still lands in the store.
+        f.on_done(1);
+        let body = rsa_jwks("k1").into_bytes();
+        let answer = FetchResponse {
+            status: Some(200),
+            cache_control: Some("max-age=300".into()),
+            body_size: body.len(),
+            body,
+        };
+        assert!(f.on_call_response(&host, calls[0].0, answer).is_empty());
+        let mut headers = post(0);
+        headers.push(("authorization".into(), b"Bearer aaa.bbb.ccc".to_vec()));
+        let step = f.on_request_headers(&host, 2, None, headers, true);
+        assert!(
+            matches!(step.action, Action::Respond(ref r) if r.status == 401),
+            "keys are there: the token is judged at once"
+        );
+        assert_eq!(host.calls().len(), 1);
+    }
+}
