@@ -11,6 +11,7 @@ mod config;
 mod envoy_config;
 mod http;
 mod issuer;
+mod location;
 mod mcp;
 mod oci;
 mod serve;
@@ -18,6 +19,8 @@ mod session;
 mod shutdown;
 mod stdio;
 mod up;
+
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
@@ -48,7 +51,27 @@ enum Command {
     Oci(oci::OciArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => report(&error),
+    }
+}
+
+/// A configuration error is the user's to fix, not a bug of the shim's: it is shown as a
+/// plain message pointing into the file, never with a backtrace, and exits 2. Anything else is
+/// anyhow's report, with a backtrace when `RUST_BACKTRACE` asks for one.
+fn report(error: &anyhow::Error) -> ExitCode {
+    if error.downcast_ref::<config::FileError>().is_some() {
+        eprintln!("error: {error:#}");
+        ExitCode::from(2)
+    } else {
+        eprintln!("Error: {error:?}");
+        ExitCode::FAILURE
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let cli = match cli.command {
         Command::Envoy(args) => return envoy_config::run(args),
