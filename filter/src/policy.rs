@@ -429,6 +429,7 @@ fn compile_authn(raw: RawAuthn, path: &str) -> Result<Authn, ConfigError> {
         .as_ref()
         .map(|p| provider(p, &format!("{path}.provider")))
         .transpose()?;
+    okta_custom_server(&issuer, provider, path)?;
     let empty = Json::Object(Map::new());
     let keys = key_source(
         raw.jwks.as_ref().unwrap_or(&empty),
@@ -513,6 +514,49 @@ fn provider(value: &Json, path: &str) -> Result<Provider, ConfigError> {
              found through OpenID discovery)",
         )),
     }
+}
+
+/// Hosts Okta serves its orgs on; an org on a custom domain is known only by `provider: okta`.
+const OKTA_DOMAINS: [&str; 3] = [".okta.com", ".oktapreview.com", ".okta-emea.com"];
+
+/// An Okta issuer must be a custom authorization server (`{org}/oauth2/{id}`). The org
+/// authorization server (`https://{org}.okta.com`) signs tokens meant for Okta's own APIs, with
+/// keys Okta may change at any time and a format it does not promise: only Okta itself may
+/// validate them, so a gateway that accepted them would break, or trust what it cannot check.
+fn okta_custom_server(
+    issuer: &str,
+    provider: Option<Provider>,
+    path: &str,
+) -> Result<(), ConfigError> {
+    let Ok((_, host, server)) = split_url(issuer) else {
+        return Ok(());
+    };
+    let okta_host = OKTA_DOMAINS
+        .iter()
+        .any(|d| host.to_ascii_lowercase().ends_with(d));
+    if provider != Some(Provider::Okta) && !okta_host {
+        return Ok(());
+    }
+    let id = server
+        .trim_end_matches('/')
+        .strip_prefix("/oauth2/")
+        .filter(|id| !id.is_empty() && !id.contains('/'));
+    // `/oauth2/v1/...` is where the org server's own endpoints live, not a server's id.
+    if id.is_some_and(|id| id != "v1") {
+        return Ok(());
+    }
+    let org = issuer.trim_end_matches('/');
+    let org = org
+        .strip_suffix(server.trim_end_matches('/'))
+        .unwrap_or(org);
+    Err(ConfigError::new(
+        format!("{path}.issuer"),
+        format!(
+            "{issuer:?} is Okta's org authorization server: its access tokens are meant for \
+             Okta's own APIs and only Okta may validate them. Use a custom authorization server \
+             (Security → API → Authorization Servers): {org}/oauth2/default or {org}/oauth2/<id>"
+        ),
+    ))
 }
 
 /// `jwks` as Agent Gateway writes it: a JSON string, an object with `keys`, or `url:`; with
@@ -875,6 +919,64 @@ policies:
         assert_eq!(e.path, "mcpAuthentication.provider", "{e}");
         let e = err("mcpAuthentication:\n  issuer: not-a-url\n  audiences: []\n");
         assert_eq!(e.path, "mcpAuthentication.issuer", "{e}");
+    }
+
+    #[test]
+    fn okta_org_authorization_server_is_refused() {
+        let config = |issuer: &str, provider: &str| {
+            format!(
+                "mcpAuthentication:\n  issuer: {issuer}\n  audiences: [api://agentgateway]\n{provider}"
+            )
+        };
+        // By host, with or without `provider`, and whatever the trailing slash or path says.
+        for (issuer, provider) in [
+            ("https://your-org.okta.com", ""),
+            ("https://your-org.okta.com/", "  provider: okta\n"),
+            (
+                "https://Your-Org.OKTA.com",
+                "  jwks: {url: https://your-org.okta.com/oauth2/v1/keys}\n",
+            ),
+            ("https://your-org.oktapreview.com/oauth2/v1", ""),
+            ("https://your-org.okta-emea.com/oauth2/", ""),
+            // A custom domain is Okta's only when the policy says so.
+            ("https://login.example.com", "  provider: {okta: {}}\n"),
+            ("https://login.example.com/sso/", "  provider: okta\n"),
+        ] {
+            let e = err(&config(issuer, provider));
+            assert_eq!(e.path, "mcpAuthentication.issuer", "{issuer}: {e}");
+            assert!(
+                e.reason.contains("Okta's org authorization server")
+                    && e.reason.contains("only Okta may validate them")
+                    && e.reason.contains("/oauth2/default or "),
+                "{issuer}: {e}"
+            );
+        }
+        let e = err(&config("https://your-org.okta.com", ""));
+        assert!(
+            e.reason.ends_with(
+                "https://your-org.okta.com/oauth2/default or https://your-org.okta.com/oauth2/<id>"
+            ),
+            "{e}"
+        );
+
+        // Custom authorization servers, and issuers that are not Okta's, pass.
+        for (issuer, provider) in [
+            ("https://your-org.okta.com/oauth2/default", ""),
+            (
+                "https://your-org.okta.com/oauth2/default/",
+                "  provider: okta\n",
+            ),
+            ("https://your-org.okta.com/oauth2/aus1a2b3c4D5e6F7g8h9", ""),
+            (
+                "https://login.example.com/oauth2/default",
+                "  provider: okta\n",
+            ),
+            ("https://login.example.com", ""),
+            ("https://notokta.com", ""),
+        ] {
+            Policy::parse(config(issuer, provider).as_bytes())
+                .unwrap_or_else(|e| panic!("{issuer}: {e}"));
+        }
     }
 
     #[test]
