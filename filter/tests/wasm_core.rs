@@ -308,7 +308,7 @@ fn deny_beats_allow_require_must_hold_and_errors_do_not_match() {
             Some(&member),
             Some(&call("delete", json!({ "force": true })))
         ),
-        Verdict::Deny(reason) if reason.contains("denied by rule")
+        Verdict::Deny(reason) if reason.to_string().contains("denied by rule")
     ));
 
     // A rule that errors (no such claim) counts as not matched, and is reported.
