@@ -485,7 +485,7 @@ mod tests {
 
     fn options() -> RenderOptions {
         RenderOptions {
-            health_path: Some(DEFAULT_HEALTH_PATH.to_string()),
+            health_path: None,
             wasm: "/abs/filter.wasm".into(),
             shims: vec![Address::Tcp("127.0.0.1:3100".parse().unwrap())],
             listen_address: "127.0.0.1".into(),
@@ -495,6 +495,32 @@ mod tests {
     }
 
     const GUIDE: &str = include_str!("../../examples/okta.yaml");
+
+    #[test]
+    fn a_health_route_answered_by_envoy_comes_first_when_asked() {
+        let config = Config::parse(GUIDE).unwrap();
+        let options = RenderOptions {
+            health_path: Some(DEFAULT_HEALTH_PATH.to_string()),
+            ..options()
+        };
+        let yaml = render(&config, &options).unwrap();
+        let bootstrap: Json = serde_yaml::from_str(&yaml).unwrap();
+        let hcm = &bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+            ["typed_config"];
+        let first = &hcm["route_config"]["virtual_hosts"][0]["routes"][0];
+        assert_eq!(first["name"], HEALTH_ROUTE);
+        assert_eq!(first["match"]["path"], "/healthz");
+        assert_eq!(first["direct_response"]["status"], 200);
+        // Not a route the filter has a policy for: it needs no token.
+        let plugin = &hcm["http_filters"][0]["typed_config"]["config"]["configuration"]["value"];
+        let policies: Json = serde_json::from_str(plugin.as_str().unwrap()).unwrap();
+        assert!(policies["routes"].get(HEALTH_ROUTE).is_none());
+        assert!(hcm["access_log"][0]["typed_config"]["log_format"]["text_format_source"]
+            ["inline_string"]
+            .as_str()
+            .unwrap()
+            .contains("%FILTER_STATE(wasm.mcp_auth_decision:PLAIN)%"));
+    }
 
     #[test]
     fn the_guide_renders_a_listener_the_filter_and_the_clusters() {
