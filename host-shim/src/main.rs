@@ -8,6 +8,7 @@
 mod address;
 #[allow(dead_code)] // the session and stdio fields are read by `serve`
 mod config;
+mod envelope;
 mod envoy_config;
 mod http;
 mod issuer;
@@ -16,6 +17,7 @@ mod oci;
 mod serve;
 mod session;
 mod shutdown;
+mod stateless;
 mod stdio;
 mod up;
 
