@@ -10,7 +10,7 @@ CONFIG ?= examples/okta-local.yaml
 # The local Okta stand-in starts with the default config, whose issuer it is.
 UP_FLAGS ?= $(if $(filter examples/okta-local.yaml,$(CONFIG)),--local-issuer,)
 
-.PHONY: run test lint fmt wasm setup envoy npm bench oci test-wasm wasm-bindgen fuzz fuzz-smoke soak
+.PHONY: run test lint fmt wasm setup envoy npm python bench oci test-wasm wasm-bindgen fuzz fuzz-smoke soak
 
 setup:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
@@ -26,6 +26,15 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	@touch $@
 
+# The official MCP Python SDK (a 2026-07-28 client for the end-to-end tests), pinned with every
+# dependency in tests/requirements.txt, in the same venv as Envoy.
+PYTHON_VENV := .tools/venv
+python: $(PYTHON_VENV)/.requirements-installed
+$(PYTHON_VENV)/.requirements-installed: tests/requirements.txt
+	@test -x $(PYTHON_VENV)/bin/python || python3 -m venv $(PYTHON_VENV)
+	$(PYTHON_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	@touch $@
+
 # The same target dir the tests' build script uses, so the module is built once.
 wasm: setup
 	CARGO_TARGET_DIR=$(WASM_TARGET_DIR) $(CARGO) build --release --target wasm32-wasip1 -p mcp-auth-filter
@@ -39,7 +48,7 @@ lint: setup
 fmt:
 	$(CARGO) fmt --all
 
-test: setup envoy npm lint test-wasm fuzz-smoke
+test: setup envoy npm python lint test-wasm fuzz-smoke
 	$(CARGO) build -p host-shim
 	$(CARGO) test --workspace
 	node --test tests/istio/
