@@ -558,6 +558,11 @@ impl Drop for CancelOnDrop {
         if self.armed
             && let Some(mcp) = self.session.mcp()
         {
+            eprintln!(
+                "session {}: the client closed request {}: cancelled on the server",
+                crate::session::short(&self.session.id),
+                self.call
+            );
             mcp.notify(
                 "notifications/cancelled",
                 &json!({

@@ -653,3 +653,63 @@ fn two_identities_share_no_children_no_state_and_count_against_the_caps() {
     );
     assert_eq!(children(shim.pid()).len(), 2);
 }
+
+#[test]
+fn closing_the_response_stream_cancels_and_a_dead_child_is_replaced() {
+    let shim = Shim::start(&[]);
+    let alice = "token-of-alice";
+    let body = envelope(
+        21,
+        "tools/call",
+        json!({
+            "name": "trigger-long-running-operation",
+            "arguments": { "duration": 30, "steps": 30 },
+            "_meta": { "progressToken": 1 },
+        }),
+    );
+    let response = shim
+        .agent
+        .post(shim.url())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", VERSION)
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "trigger-long-running-operation")
+        .header(IDENTITY, alice)
+        .send(body.to_string())
+        .unwrap();
+    let mut reader = BufReader::new(response.into_body().into_reader());
+    let mut line = String::new();
+    while !line.contains("notifications/progress") {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "the stream ended");
+    }
+    // Hanging up is this revision's cancellation: the child is told, not left working.
+    drop(reader);
+    let started = Instant::now();
+    while !shim.log_contains("cancelled on the server") {
+        assert!(started.elapsed() < Duration::from_secs(10), "not cancelled");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // A 2026-07-28 client has no session to restart: when the child dies, the next request
+    // gets a new one.
+    let before = children(shim.pid());
+    assert_eq!(before.len(), 1);
+    let old = *before.iter().next().unwrap();
+    Command::new("kill")
+        .args(["-KILL", &old.to_string()])
+        .status()
+        .unwrap();
+    let started = Instant::now();
+    while !shim.log_contains("exited (signal 9") {
+        assert!(started.elapsed() < Duration::from_secs(10), "no exit seen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let echoed = shim.call_tool(Some(alice), "echo", json!({ "message": "again" }));
+    assert_eq!(text_of(echoed.last()), "Echo: again");
+    let after = children(shim.pid());
+    assert_eq!(after.len(), 1);
+    assert!(!after.contains(&old));
+    assert!(shim.log_contains("a child of it is gone"));
+}
