@@ -26,13 +26,13 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	@touch $@
 
-# The official MCP Python SDK (a 2026-07-28 client for the end-to-end tests), pinned with every
-# dependency in tests/requirements.txt, in the same venv as Envoy.
-PYTHON_VENV := .tools/venv
-python: $(PYTHON_VENV)/.requirements-installed
-$(PYTHON_VENV)/.requirements-installed: tests/requirements.txt
-	@test -x $(PYTHON_VENV)/bin/python || python3 -m venv $(PYTHON_VENV)
-	$(PYTHON_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+# The official MCP Python SDK for the login tests (tests/tests/oauth_e2e.rs), pinned with its
+# dependencies, in the same venv as Envoy.
+PYTHON_SDK := .tools/venv/.mcp-sdk-installed
+python: $(PYTHON_SDK)
+$(PYTHON_SDK): tests/e2e/requirements.txt
+	@test -x .tools/venv/bin/python || python3 -m venv .tools/venv
+	.tools/venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/e2e/requirements.txt
 	@touch $@
 
 # The same target dir the tests' build script uses, so the module is built once.
@@ -77,7 +77,7 @@ run: setup envoy npm wasm
 	$(CARGO) build --release -p host-shim
 	target/release/host-shim up $(CONFIG) $(UP_FLAGS)
 
-# Fuzzing (issue 7). cargo-fuzz drives libFuzzer with -Zsanitizer=address and other unstable
+# Fuzzing. cargo-fuzz drives libFuzzer with -Zsanitizer=address and other unstable
 # flags; only the stable toolchain is installed, so RUSTC_BOOTSTRAP=1 lets stable rustc accept
 # them. Each target runs FUZZ_SECONDS; new inputs go to target/fuzz-corpus (the committed
 # fuzz/corpus is read, not grown), crashes to fuzz/artifacts/<target>/.
@@ -102,7 +102,7 @@ fuzz: $(CARGO_FUZZ)
 fuzz-smoke:
 	$(CARGO) test -p mcp-auth-filter --test fuzz_corpus
 
-# The long load run (issue 7): SOAK_REQUESTS through Envoy and the filter, mixing valid,
+# The long load run: SOAK_REQUESTS through Envoy and the filter, mixing valid,
 # expired, forged and garbage tokens; the filter's memory gauge must not grow after the first
 # 100k. `make test` runs the same test with 5,000 requests.
 SOAK_REQUESTS ?= 500000
@@ -110,6 +110,6 @@ soak: setup envoy npm
 	$(CARGO) build -p host-shim
 	LOAD_REQUESTS=$(SOAK_REQUESTS) LOAD_SOAK=1 $(CARGO) test -p mcp-auth-filter-tests --test envoy_load -- --nocapture
 
-# The benchmark of issue 6: Envoy configurations side by side, microbenchmarks, bench/RESULTS.md.
+# The benchmark: Envoy configurations side by side, microbenchmarks, bench/RESULTS.md.
 bench:
 	bench/run

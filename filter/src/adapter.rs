@@ -33,6 +33,8 @@ const TICK: Duration = Duration::from_millis(100);
 /// The memory gauge is refreshed on the first request and every this many after it.
 const MEMORY_EVERY: u32 = 1024;
 const MEMORY_GAUGE: &str = "mcp_auth.memory_bytes";
+/// The stream property the decision is written to (`%FILTER_STATE(wasm.mcp_auth_decision)%`).
+const DECISION_PROPERTY: &str = "mcp_auth_decision";
 
 /// Maps looked up on every request, keyed by names and ids the filter or the proxy chose (never
 /// by request data), so a fast unseeded hash is safe.
@@ -311,6 +313,10 @@ impl State {
 /// Makes a step's header changes, then says what the callback returns. A local answer is
 /// sent here (the callback then pauses).
 fn carry_out(step: Step) -> Action {
+    if let Some(decision) = &step.decision {
+        // Envoy keeps it as filter state `wasm.mcp_auth_decision`, which the access log shows.
+        let _ = hostcalls::set_property(vec![DECISION_PROPERTY], Some(decision.as_bytes()));
+    }
     if let Next::Respond(answer) = &step.action {
         respond(answer);
         return Action::Pause;

@@ -46,6 +46,9 @@ impl RuleKind {
 pub struct Rule {
     pub kind: RuleKind,
     pub source: String,
+    /// What a client denied by this rule is told (the `message:` beside the rule); without
+    /// one the client gets a generic reason that shows nothing of the policy.
+    pub message: Option<String>,
     program: Program,
     /// Whether the rule reads `mcp` at all: such a rule is judged per JSON-RPC message.
     reads_mcp: bool,
@@ -107,7 +110,7 @@ impl Rule {
     pub fn compile(kind: RuleKind, source: &str) -> Result<Rule, CompileError> {
         // The CEL parser is third-party code: a panic there must fail the configuration, not
         // the worker. (With `panic = "abort"` in the release module this cannot catch, so the
-        // fuzzing of issue 7 covers the parser too.)
+        // fuzzing covers the parser too.)
         let program = std::panic::catch_unwind(|| Program::compile(source))
             .map_err(|_| CompileError {
                 source_text: source.to_string(),
@@ -141,6 +144,7 @@ impl Rule {
         Ok(Rule {
             kind,
             source: source.to_string(),
+            message: None,
             program,
             reads_mcp,
             kinds,
@@ -337,6 +341,49 @@ fn possible(expr: &IdedExpr, present: Kind) -> Outcomes {
     }
 }
 
+/// Whether the expression reads nothing of `mcp` but `mcp.method` and the names of what a
+/// message names (`mcp.<kind>.name`, `.uri`, `.target`): such a rule can be judged from the
+/// `Mcp-Method` / `Mcp-Name` headers alone. Reading `mcp` or `mcp.<kind>` whole counts as more.
+fn names_only(expr: &IdedExpr) -> bool {
+    let under_mcp = |e: &IdedExpr| matches!(&e.expr, Expr::Ident(n) if n == "mcp");
+    match &expr.expr {
+        Expr::Ident(name) => name != "mcp",
+        Expr::Select(select) => {
+            if under_mcp(&select.operand) {
+                return select.field == "method";
+            }
+            if let Expr::Select(inner) = &select.operand.expr
+                && under_mcp(&inner.operand)
+            {
+                return matches!(select.field.as_str(), "name" | "uri" | "target");
+            }
+            names_only(&select.operand)
+        }
+        Expr::Call(call) => {
+            call.target.as_deref().is_none_or(names_only) && call.args.iter().all(names_only)
+        }
+        Expr::Comprehension(c) => [
+            &c.iter_range,
+            &c.accu_init,
+            &c.loop_cond,
+            &c.loop_step,
+            &c.result,
+        ]
+        .into_iter()
+        .all(names_only),
+        Expr::List(list) => list.elements.iter().all(names_only),
+        Expr::Map(map) => map.entries.iter().all(|entry| match &entry.expr {
+            EntryExpr::MapEntry(e) => names_only(&e.key) && names_only(&e.value),
+            EntryExpr::StructField(f) => names_only(&f.value),
+        }),
+        Expr::Struct(s) => s.entries.iter().all(|entry| match &entry.expr {
+            EntryExpr::MapEntry(e) => names_only(&e.key) && names_only(&e.value),
+            EntryExpr::StructField(f) => names_only(&f.value),
+        }),
+        _ => true,
+    }
+}
+
 /// Collects the fields read right under `mcp` (`mcp.tool.name` → `tool`).
 fn mcp_fields(expr: &IdedExpr, fields: &mut BTreeSet<String>, reads_mcp: &mut bool) {
     match &expr.expr {
@@ -401,7 +448,32 @@ fn mcp_fields(expr: &IdedExpr, fields: &mut BTreeSet<String>, reads_mcp: &mut bo
 pub enum Verdict {
     Allow,
     /// Denied, with the rule (or the absence of one) that decided it.
-    Deny(String),
+    Deny(Denial),
+}
+
+/// Why rules denied: for the decision log (which rule, by its place in the policy and its
+/// expression) and for the client (the rule's `message`, if it has one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// The rule's index in the policy's `rules`; `None` when no allow rule matched.
+    pub rule: Option<usize>,
+    /// The deciding rule's expression (empty when no allow rule matched).
+    pub source: String,
+    pub kind: Option<RuleKind>,
+    /// The text the rule's author wrote for the client.
+    pub message: Option<String>,
+}
+
+impl std::fmt::Display for Denial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.kind, self.rule) {
+            (Some(RuleKind::Deny), Some(i)) => write!(f, "denied by rule {i} {:?}", self.source),
+            (Some(RuleKind::Require), Some(i)) => {
+                write!(f, "required rule {i} {:?} not met", self.source)
+            }
+            _ => f.write_str("no allow rule matched"),
+        }
+    }
 }
 
 /// What evaluation met along the way: rules that errored are logged and counted.
@@ -457,6 +529,13 @@ impl RuleSet {
         self.needs.mcp
     }
 
+    /// Whether every rule reads of `mcp` only methods and names (see `names_only`).
+    pub fn mcp_names_only(&self) -> bool {
+        self.rules
+            .iter()
+            .all(|r| names_only(r.program.expression()))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }
@@ -472,7 +551,13 @@ impl RuleSet {
         let context = self.context(input);
         let mut any_allow = false;
         let mut allowed = false;
-        for rule in self.rules.iter().filter(|r| r.applies(input.mcp)) {
+        let mut first_allow: Option<&Rule> = None;
+        for (index, rule) in self
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.applies(input.mcp))
+        {
             let holds = match rule.holds(&context, input.mcp) {
                 Holds::Yes => true,
                 Holds::No | Holds::Absent => false,
@@ -483,15 +568,18 @@ impl RuleSet {
                 }
             };
             match rule.kind {
-                RuleKind::Deny if holds => {
-                    return Verdict::Deny(format!("denied by rule {:?}", rule.source));
-                }
-                RuleKind::Require if !holds => {
-                    return Verdict::Deny(format!("required rule {:?} not met", rule.source));
+                RuleKind::Deny | RuleKind::Require if holds == (rule.kind == RuleKind::Deny) => {
+                    return Verdict::Deny(Denial {
+                        rule: Some(index),
+                        source: rule.source.clone(),
+                        kind: Some(rule.kind),
+                        message: rule.message.clone(),
+                    });
                 }
                 RuleKind::Allow => {
                     any_allow = true;
                     allowed |= holds;
+                    first_allow = first_allow.or(Some(rule));
                 }
                 _ => {}
             }
@@ -499,7 +587,22 @@ impl RuleSet {
         if !any_allow || allowed {
             Verdict::Allow
         } else {
-            Verdict::Deny("no allow rule matched".into())
+            Verdict::Deny(Denial {
+                rule: None,
+                source: String::new(),
+                kind: None,
+                // With one allow rule its message explains the refusal; with several, which
+                // one the caller missed is not for the gateway to guess.
+                message: match self
+                    .rules
+                    .iter()
+                    .filter(|r| r.kind == RuleKind::Allow)
+                    .count()
+                {
+                    1 => first_allow.and_then(|r| r.message.clone()),
+                    _ => None,
+                },
+            })
         }
     }
 

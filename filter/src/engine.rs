@@ -5,7 +5,7 @@
 use serde_json::Value as Json;
 
 use crate::authz::{Evaluation, Input, Verdict};
-use crate::host::Host;
+use crate::host::{Host, Note};
 use crate::jwks::KeySet;
 use crate::jwt::{self, Credentials, Identity};
 use crate::mcp::{self, McpView};
@@ -124,6 +124,10 @@ pub mod metric {
     pub const DENIED_MCP: &str = "mcp_auth.denied.mcp";
     pub const DENIED_BODY: &str = "mcp_auth.denied.bad_body";
     pub const DENIED_BODY_SIZE: &str = "mcp_auth.denied.body_too_large";
+    /// 2026-07-28 calls allowed from their `Mcp-Method` / `Mcp-Name` headers, body unread.
+    pub const HEADER_FAST_PATH: &str = "mcp_auth.header_fast_path";
+    /// Requests whose `Mcp-Method` / `Mcp-Name` headers disagree with their body.
+    pub const DENIED_HEADER_MISMATCH: &str = "mcp_auth.denied.header_mismatch";
     pub const LIST_ITEMS_HIDDEN: &str = "mcp_auth.list_items_hidden";
     /// Valid tokens answered from the verified-token cache, and those verified anew.
     pub const TOKEN_CACHE_HIT: &str = "mcp_auth.token_cache.hit";
@@ -154,15 +158,30 @@ pub fn decide(
     if let Some(authn) = &policy.authn {
         if let Some(resource_path) = metadata_request(method, path_only) {
             host.count(metric::METADATA, 1);
+            // A registration facade is its own resource's authorization server.
+            let server = match &authn.registration {
+                Some(_) => origin.resource(resource_path),
+                None => authn.expect.issuer.clone(),
+            };
             return Decision::Respond(response::metadata(
                 &origin,
                 resource_path,
-                &authn.expect.issuer,
+                &server,
                 &authn.resource_metadata,
             ));
         }
+        if let Some(answer) = crate::discovery::answer(authn, method, &origin, host) {
+            return Decision::Respond(answer);
+        }
         match authenticate(authn, keys, request, raw_path, &origin, host) {
-            Authenticated::Yes(id) => identity = Some(id),
+            Authenticated::Yes(id) => {
+                let text = |c: &str| id.claims().get(c).and_then(Json::as_str).unwrap_or("");
+                host.note(Note::Identity {
+                    issuer: text("iss"),
+                    subject: text("sub"),
+                });
+                identity = Some(id)
+            }
             Authenticated::Anonymous => {}
             Authenticated::Stop(decision) => return decision,
         }
@@ -192,17 +211,24 @@ pub fn decide(
         return Decision::ReadBody(forward);
     }
     let verdict = judge(policy, forward.identity.as_ref(), None, request, host);
-    if let Verdict::Deny(reason) = verdict {
+    if let Verdict::Deny(denial) = verdict {
         host.count(metric::DENIED_AUTHZ, 1);
-        log::debug!("mcp-auth: {method} {path_only} denied: {reason}");
+        host.note(Note::Rule {
+            index: denial.rule,
+            source: &denial.source,
+        });
         return Decision::Respond(match (&policy.authn, &forward.identity) {
             // Without an identity the caller may still sign in: challenge instead of refusing.
-            (Some(_), None) => response::unauthorized(
+            (Some(authn), None) => response::unauthorized(
                 &origin,
                 Challenge::Missing,
                 "authentication is required for this request",
+                authn.challenge_scope.as_deref(),
             ),
-            _ => response::forbidden("the authorization policy does not allow this request"),
+            _ => response::forbidden(denial.message.as_deref().unwrap_or(
+                "access denied: the gateway's authorization policy does not allow this request \
+                 for this identity",
+            )),
         });
     }
     host.count(metric::ALLOWED, 1);
@@ -298,6 +324,23 @@ fn judge(
     verdict
 }
 
+/// Whether the rules allow a call described by `view` alone (the `Mcp-Method` / `Mcp-Name`
+/// fast path). A denial is not counted here: the body is then read and judged as usual.
+pub fn allows(
+    policy: &Policy,
+    identity: Option<&Identity>,
+    view: &McpView,
+    request: &RequestView<'_>,
+    host: &dyn Host,
+) -> bool {
+    let allowed = judge(policy, identity, Some(view), request, host) == Verdict::Allow;
+    if allowed {
+        host.count(metric::ALLOWED, 1);
+        host.count(metric::HEADER_FAST_PATH, 1);
+    }
+    allowed
+}
+
 /// Judges each JSON-RPC message of a complete POST body. A body that is not JSON-RPC is
 /// refused (fail closed), as is any message the rules deny: the upstream never sees it.
 pub fn decide_body(
@@ -319,6 +362,26 @@ pub fn decide_body(
             ));
         }
     };
+    let modern = request.first("mcp-protocol-version") == Some(b"2026-07-28".as_slice());
+    let header = |name: &str| {
+        request
+            .first(name)
+            .and_then(|v| std::str::from_utf8(v).ok())
+    };
+    if let Some(reason) =
+        mcp::header_mismatch(&parsed, header("mcp-method"), header("mcp-name"), modern)
+    {
+        host.count(metric::DENIED_HEADER_MISMATCH, 1);
+        let id = match parsed.messages.as_slice() {
+            [one] => one.id.clone().unwrap_or(Json::Null),
+            _ => Json::Null,
+        };
+        return BodyDecision::Respond(response::jsonrpc(
+            400,
+            &mcp::error_response(&id, mcp::HEADER_MISMATCH_CODE, &reason),
+            "mcp_auth_header_mismatch",
+        ));
+    }
     let mut lists = Vec::new();
     let mut denied = Vec::new();
     for message in &parsed.messages {
@@ -335,13 +398,18 @@ pub fn decide_body(
                 ));
             }
         };
-        if let Verdict::Deny(reason) = judge(policy, identity, view.as_ref(), request, host) {
-            log::debug!(
-                "mcp-auth: {} {} denied: {reason}",
-                message.method.as_deref().unwrap_or("(response)"),
-                view.as_ref().map_or("", |v| v.name.as_str())
-            );
-            denied.push(message);
+        if let Verdict::Deny(denial) = judge(policy, identity, view.as_ref(), request, host) {
+            if denied.is_empty() {
+                host.note(Note::Rule {
+                    index: denial.rule,
+                    source: &denial.source,
+                });
+                host.note(Note::Message {
+                    method: message.method.as_deref().unwrap_or("(response)"),
+                    name: view.as_ref().map_or("", |v| v.name.as_str()),
+                });
+            }
+            denied.push((message, denial.message));
         } else if let (Some(id), Some(method)) = (&message.id, &message.method) {
             lists.push((id.clone(), method.clone()));
         }
@@ -351,7 +419,9 @@ pub fn decide_body(
         return BodyDecision::Forward { lists };
     }
     host.count(metric::DENIED_MCP, denied.len() as u64);
-    if policy.authn.is_some() && identity.is_none() {
+    if let Some(authn) = &policy.authn
+        && identity.is_none()
+    {
         let origin = Origin {
             scheme: match request.text(":scheme") {
                 "" => "http",
@@ -364,10 +434,18 @@ pub fn decide_body(
             &origin,
             Challenge::Missing,
             "authentication is required for this request",
+            authn.challenge_scope.as_deref(),
         ));
     }
     const DENIED: i64 = -32001;
     let refusal = |m: &mcp::Message| {
+        if let Some(Some(text)) = denied
+            .iter()
+            .find(|(d, _)| std::ptr::eq(*d, m))
+            .map(|(_, t)| t)
+        {
+            return text.clone();
+        }
         let what = match mcp::view(m, &policy.targets) {
             Ok(Some(v)) => format!("{} {:?}", v.method, v.name),
             _ => m.method.clone().unwrap_or_else(|| "this message".into()),
@@ -382,7 +460,7 @@ pub fn decide_body(
                 .filter_map(|m| {
                     let id = m.id.as_ref()?;
                     m.method.as_ref()?;
-                    Some(if denied.contains(&m) {
+                    Some(if denied.iter().any(|(d, _)| std::ptr::eq(*d, m)) {
                         mcp::error_response(id, DENIED, &refusal(m))
                     } else {
                         mcp::error_response(
@@ -395,7 +473,7 @@ pub fn decide_body(
                 .collect(),
         )
     } else {
-        let m = denied.first().copied();
+        let m = denied.first().map(|(m, _)| *m);
         let id = m.and_then(|m| m.id.clone()).unwrap_or(Json::Null);
         mcp::error_response(&id, DENIED, &m.map(refusal).unwrap_or_default())
     };
@@ -456,6 +534,7 @@ fn authenticate(
                 origin,
                 Challenge::Missing,
                 "a Bearer token is required",
+                authn.challenge_scope.as_deref(),
             )));
         }
         Credentials::Invalid(e) => {
@@ -470,6 +549,7 @@ fn authenticate(
                 origin,
                 Challenge::InvalidRequest,
                 &e.to_string(),
+                authn.challenge_scope.as_deref(),
             )));
         }
         Credentials::Bearer(token) => token,
@@ -513,6 +593,7 @@ fn authenticate(
                 origin,
                 Challenge::InvalidToken,
                 &e.to_string(),
+                authn.challenge_scope.as_deref(),
             )))
         }
     }

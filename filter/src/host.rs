@@ -17,6 +17,22 @@ pub enum SharedWrite {
     Failed,
 }
 
+/// What the core tells the proxy about a decision as it is made, for the decision log: who
+/// asked, which rule decided, what was asked.
+#[derive(Debug, Clone, Copy)]
+pub enum Note<'a> {
+    /// The token's issuer and subject, once verified.
+    Identity { issuer: &'a str, subject: &'a str },
+    /// The rule that denied: its index in the policy's rules (`None`: no allow rule matched)
+    /// and its expression.
+    Rule {
+        index: Option<usize>,
+        source: &'a str,
+    },
+    /// The JSON-RPC message that was denied: its method and what it names.
+    Message { method: &'a str, name: &'a str },
+}
+
 /// What the core asks of the proxy.
 pub trait Host {
     /// The host's clock (`proxy_get_current_time_nanoseconds`), never the guest's own.
@@ -29,4 +45,7 @@ pub trait Host {
     fn shared_set(&self, key: &str, value: &[u8], cas: u32) -> SharedWrite;
     /// Starts a GET to `location` through its cluster; the answer comes back by token.
     fn dispatch_get(&self, location: &Location, timeout: Duration) -> Result<u32, String>;
+    /// Hears about a decision as it is made (see [`Note`]); hosts that keep no decision log
+    /// ignore it.
+    fn note(&self, _note: Note<'_>) {}
 }

@@ -1,12 +1,14 @@
 //! MCP Auth Filter: Okta (or any OIDC issuer) authentication and CEL authorization for MCP
 //! servers, as a proxy-wasm module for Envoy and Istio.
 //!
-//! The core (`policy`, `jwks`, `jwt`, `authz`, `engine`, `response`) knows nothing of the
-//! proxy: it sees it through [`host::Host`], so it is tested natively. `adapter` is the only
-//! file that talks to the proxy-wasm SDK, and exists only in the wasm build.
+//! The core (`policy`, `jwks`, `jwt`, `authz`, `engine`, `response`, `discovery`) knows
+//! nothing of the proxy: it sees it through [`host::Host`], so it is tested natively. `adapter`
+//! is the only file that talks to the proxy-wasm SDK, and exists only in the wasm build.
 
+pub mod audit;
 pub mod authz;
 pub mod cache;
+pub mod discovery;
 pub mod engine;
 pub mod host;
 pub mod jwks;

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 
 use serde_json::Value as Json;
 
+use crate::audit::Recorder;
 use crate::engine::{self, BodyDecision, Decision, Forward, KeyState, RequestView};
 use crate::host::Host;
 use crate::jwt::Identity;
@@ -60,6 +61,8 @@ pub struct Step {
     pub remove: Vec<String>,
     pub add: Vec<(String, String)>,
     pub action: Action,
+    /// The decision once it is made (`allow`, or `deny:<reason>`), for the proxy's access log.
+    pub decision: Option<String>,
 }
 
 impl Step {
@@ -68,6 +71,7 @@ impl Step {
             remove: Vec::new(),
             add: Vec::new(),
             action,
+            decision: None,
         }
     }
 
@@ -232,6 +236,24 @@ impl Filter {
         headers: Vec<(String, Vec<u8>)>,
         end_of_stream: bool,
     ) -> Step {
+        let rec = Recorder::new(host);
+        let judged = self.config.policy_for(route.as_deref()).is_some();
+        let label = route.clone();
+        let mut step = self.request_headers(&rec, context_id, route, headers, end_of_stream);
+        if judged {
+            self.finish(&rec, context_id, label.as_deref(), None, &mut step);
+        }
+        step
+    }
+
+    fn request_headers(
+        &mut self,
+        host: &dyn Host,
+        context_id: u32,
+        route: Option<String>,
+        headers: Vec<(String, Vec<u8>)>,
+        end_of_stream: bool,
+    ) -> Step {
         // Headers the filter sets from claims are never taken from a client, on any route.
         let strip: Vec<String> = self
             .config
@@ -307,6 +329,19 @@ impl Filter {
         end_of_stream: bool,
         read: BodyReader<'_>,
     ) -> Step {
+        self.audited(host, context_id, |f, host| {
+            f.request_body(host, context_id, body_size, end_of_stream, read)
+        })
+    }
+
+    fn request_body(
+        &mut self,
+        host: &dyn Host,
+        context_id: u32,
+        body_size: usize,
+        end_of_stream: bool,
+        read: BodyReader<'_>,
+    ) -> Step {
         let Some(collect) = self.body_limit(context_id) else {
             return Step::go();
         };
@@ -350,6 +385,12 @@ impl Filter {
 
     /// The request's trailers arrived: its body is complete.
     pub fn on_request_trailers(&mut self, host: &dyn Host, context_id: u32) -> Step {
+        self.audited(host, context_id, |f, host| {
+            f.request_trailers(host, context_id)
+        })
+    }
+
+    fn request_trailers(&mut self, host: &dyn Host, context_id: u32) -> Step {
         let Some(stream) = self.streams.get_mut(&context_id) else {
             return Step::go();
         };
@@ -576,6 +617,12 @@ impl Filter {
     /// Decides again about a stream that waited for keys (the proxy made it current). A
     /// `Continue` means: resume the paused request.
     pub fn retry(&mut self, host: &dyn Host, context_id: u32) -> Step {
+        self.audited(host, context_id, |f, host| {
+            f.retry_decision(host, context_id)
+        })
+    }
+
+    fn retry_decision(&mut self, host: &dyn Host, context_id: u32) -> Step {
         let Some(stream) = self.streams.get(&context_id) else {
             return Step::pause();
         };
@@ -593,6 +640,74 @@ impl Filter {
             step.action = Action::Pause;
         }
         step
+    }
+
+    /// Runs `decide` for a stream the filter follows, with the decision log listening.
+    fn audited(
+        &mut self,
+        host: &dyn Host,
+        context_id: u32,
+        decide: impl FnOnce(&mut Filter, &dyn Host) -> Step,
+    ) -> Step {
+        let rec = Recorder::new(host);
+        let (before, route) = self.phase_of(context_id);
+        let mut step = decide(self, &rec);
+        if before.is_some() {
+            self.finish(&rec, context_id, route.as_deref(), before, &mut step);
+        }
+        step
+    }
+
+    fn phase_of(&self, context_id: u32) -> (Option<Phase>, Option<String>) {
+        match self.streams.get(&context_id) {
+            Some(s) => (Some(s.phase), s.route.clone()),
+            None => (None, None),
+        }
+    }
+
+    /// Logs a decision made during this callback and labels it for the access log: a local
+    /// answer of 400 or more is a denial; a request that became forwarded is allowed.
+    fn finish(
+        &self,
+        rec: &Recorder<'_>,
+        context_id: u32,
+        route: Option<&str>,
+        before: Option<Phase>,
+        step: &mut Step,
+    ) {
+        // A decision made after the headers (on the body) is about the identity they carried.
+        if let Some(id) = self
+            .streams
+            .get(&context_id)
+            .and_then(|s| s.identity.as_ref())
+            && !rec.knows_identity()
+        {
+            let text = |c: &str| id.claims().get(c).and_then(Json::as_str).unwrap_or("");
+            rec.note(crate::host::Note::Identity {
+                issuer: text("iss"),
+                subject: text("sub"),
+            });
+        }
+        match &step.action {
+            Action::Respond(answer) if answer.status >= 400 || rec.reason().is_some() => {
+                let reason = rec.reason().unwrap_or_else(|| answer.details.clone());
+                log::info!("{}", rec.line("deny", Some(answer.status), route));
+                step.decision = Some(format!("deny:{reason}"));
+            }
+            Action::Continue
+                if before != Some(Phase::Forwarded)
+                    && self
+                        .streams
+                        .get(&context_id)
+                        .is_none_or(|s| s.phase == Phase::Forwarded) =>
+            {
+                if self.config.log_allowed {
+                    log::info!("{}", rec.line("allow", None, route));
+                }
+                step.decision = Some("allow".into());
+            }
+            _ => {}
+        }
     }
 
     fn take_waiters(&mut self) -> Vec<u32> {
@@ -724,10 +839,48 @@ impl Filter {
             }
         };
         let hold = self.config.hold_headers;
+        let judges_bodies = policy.rules.reads_mcp();
+        // A 2026-07-28 call its headers name, under rules that read only names: judged from the
+        // headers, the body goes on unbuffered (the server rejects a body that disagrees).
+        let fast = match &outcome {
+            Decided::Now(Decision::Continue(f) | Decision::ReadBody(f))
+                if judges_bodies && policy.trust_mcp_headers && policy.rules.mcp_names_only() =>
+            {
+                let stream = self.streams.get(&context_id);
+                let request = RequestView {
+                    headers: stream.map_or(&[][..], |s| s.headers.as_slice()),
+                };
+                let text = |name: &str| {
+                    request
+                        .first(name)
+                        .and_then(|v| std::str::from_utf8(v).ok())
+                };
+                stream.is_some_and(|s| !s.complete)
+                    && text("mcp-protocol-version") == Some("2026-07-28")
+                    && match (text("mcp-method"), text("mcp-name")) {
+                        (Some(method), Some(name)) => {
+                            mcp::header_view(method, name, &policy.targets).is_some_and(|view| {
+                                engine::allows(policy, f.identity.as_ref(), &view, &request, host)
+                            })
+                        }
+                        _ => false,
+                    }
+            }
+            _ => false,
+        };
         let Some(stream) = self.streams.get_mut(&context_id) else {
             return Step::pause();
         };
-        let judges_bodies = policy.rules.reads_mcp();
+        if fast
+            && let Decided::Now(Decision::Continue(forward) | Decision::ReadBody(forward)) = outcome
+        {
+            stream.phase = Phase::Forwarded;
+            stream.identity = forward.identity.clone();
+            // Its one answer comes on its own stream; no list was asked.
+            stream.guard_streams = false;
+            self.forget_waiter(context_id);
+            return edits(forward, Action::Continue);
+        }
         match outcome {
             Decided::Wait(since_ms) => {
                 stream.phase = Phase::WaitingKeys { since_ms };
@@ -821,6 +974,7 @@ fn edits(forward: Forward, action: Action) -> Step {
         remove: forward.remove,
         add: forward.add,
         action,
+        decision: None,
     }
 }
 
@@ -862,5 +1016,229 @@ pub fn internal_error(reason: &str) -> LocalResponse {
             .to_string()
             .into_bytes(),
         details: "mcp_auth_internal_error".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )]
+    use super::*;
+    use crate::testing::{FakeHost, rsa_jwks};
+
+    /// Only `echo` may be called; no authentication, so no keys are involved.
+    fn filter(extra: &str, host: &FakeHost) -> Filter {
+        let yaml = format!(
+            "{extra}\npolicies:\n  authorization:\n    rules:\n    - allow: 'mcp.tool.name == \"echo\"'\n"
+        );
+        Filter::new(FilterConfig::parse(yaml.as_bytes()).unwrap(), host)
+    }
+
+    fn post(len: usize) -> Vec<(String, Vec<u8>)> {
+        vec![
+            (":method".into(), b"POST".to_vec()),
+            (":path".into(), b"/mcp".to_vec()),
+            (":authority".into(), b"gw".to_vec()),
+            ("content-length".into(), len.to_string().into_bytes()),
+        ]
+    }
+
+    fn call(id: i64, tool: &str) -> Vec<u8> {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{tool}"}}}}"#
+        )
+        .into_bytes()
+    }
+
+    /// Feeds `frames` as the proxy buffers them (each callback sees all bytes held so far).
+    fn feed(
+        f: &mut Filter,
+        host: &FakeHost,
+        id: u32,
+        frames: &[&[u8]],
+        eos_on_last: bool,
+    ) -> Vec<Step> {
+        let mut held: Vec<u8> = Vec::new();
+        let mut steps = Vec::new();
+        for (i, frame) in frames.iter().enumerate() {
+            held.extend_from_slice(frame);
+            let eos = eos_on_last && i + 1 == frames.len();
+            let buffer = held.clone();
+            let mut read =
+                |start: usize, len: usize| buffer.get(start..start + len).map(<[u8]>::to_vec);
+            steps.push(f.on_request_body(host, id, held.len(), eos, &mut read));
+        }
+        steps
+    }
+
+    fn is_denial(step: &Step, id: i64) -> bool {
+        match &step.action {
+            Action::Respond(r) => {
+                let body: Json = serde_json::from_slice(&r.body).unwrap();
+                body["id"] == id && body["error"]["code"].is_i64()
+            }
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn a_body_is_collected_frame_by_frame_and_judged_at_its_last_frame() {
+        let host = FakeHost::new();
+        let mut f = filter("", &host);
+        let body = call(1, "rm");
+        let step = f.on_request_headers(&host, 1, None, post(body.len()), false);
+        assert_eq!(
+            step.action,
+            Action::Continue,
+            "headers go on without the hold"
+        );
+        let (a, b) = body.split_at(10);
+        let steps = feed(&mut f, &host, 1, &[a, b], true);
+        assert_eq!(steps[0].action, Action::Pause);
+        assert!(is_denial(&steps[1], 1), "{:?}", steps[1]);
+        assert_eq!(steps[1].decision.as_deref(), Some("deny:mcp"));
+
+        let body = call(2, "echo");
+        f.on_request_headers(&host, 2, None, post(body.len()), false);
+        let steps = feed(&mut f, &host, 2, &[&body[..5], &body[5..]], true);
+        assert_eq!(steps[1].action, Action::Continue);
+        assert_eq!(steps[1].decision.as_deref(), Some("allow"));
+    }
+
+    #[test]
+    fn trailers_end_a_request_and_judge_its_body() {
+        let host = FakeHost::new();
+        let mut f = filter("", &host);
+        let body = call(3, "rm");
+        f.on_request_headers(&host, 1, None, post(body.len()), false);
+        let steps = feed(&mut f, &host, 1, &[&body], false);
+        assert_eq!(
+            steps[0].action,
+            Action::Pause,
+            "not the end: trailers follow"
+        );
+        assert!(is_denial(&f.on_request_trailers(&host, 1), 3));
+    }
+
+    #[test]
+    fn held_headers_wait_for_the_judgement() {
+        let host = FakeHost::new();
+        let mut f = filter("holdHeaders: true", &host);
+        let body = call(4, "echo");
+        let step = f.on_request_headers(&host, 1, None, post(body.len()), false);
+        assert_eq!(step.action, Action::Pause);
+        let steps = feed(&mut f, &host, 1, &[&body], true);
+        assert_eq!(
+            steps[0].action,
+            Action::Continue,
+            "the body's Continue resumes both"
+        );
+    }
+
+    #[test]
+    fn a_buffer_that_shrinks_or_cannot_be_read_fails_closed() {
+        let host = FakeHost::new();
+        let mut f = filter("", &host);
+        f.on_request_headers(&host, 1, None, post(20), false);
+        let mut read = |_: usize, _: usize| Some(vec![b'{'; 10]);
+        assert_eq!(
+            f.on_request_body(&host, 1, 10, false, &mut read).action,
+            Action::Pause
+        );
+        let step = f.on_request_body(&host, 1, 4, true, &mut read);
+        assert!(matches!(step.action, Action::Respond(ref r) if r.status == 500));
+        f.on_request_headers(&host, 2, None, post(20), false);
+        let mut broken = |_: usize, _: usize| None;
+        let step = f.on_request_body(&host, 2, 10, true, &mut broken);
+        assert!(matches!(step.action, Action::Respond(ref r) if r.status == 500));
+    }
+
+    #[test]
+    fn a_reset_stream_is_forgotten() {
+        let host = FakeHost::new();
+        let mut f = filter("", &host);
+        f.on_request_headers(&host, 7, None, post(10), false);
+        assert!(f.follows(7));
+        f.on_done(7);
+        assert!(!f.follows(7));
+        // A callback after the end finds nothing to judge and holds nothing.
+        let mut read = |_: usize, _: usize| None;
+        assert_eq!(
+            f.on_request_body(&host, 7, 0, true, &mut read).action,
+            Action::Continue
+        );
+    }
+
+    #[test]
+    fn list_answers_are_filtered_and_unreadable_ones_refused() {
+        let host = FakeHost::new();
+        let mut f = filter("", &host);
+        let list = br#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#;
+        for id in [1, 2] {
+            f.on_request_headers(&host, id, None, post(list.len()), false);
+            feed(&mut f, &host, id, &[list], true);
+        }
+        let json = vec![
+            (":status".to_string(), b"200".to_vec()),
+            ("content-type".to_string(), b"application/json".to_vec()),
+        ];
+        let step = f.on_response_headers(&host, 1, &json);
+        assert_eq!(step.remove, vec!["content-length".to_string()]);
+        let answer =
+            br#"{"jsonrpc":"2.0","id":5,"result":{"tools":[{"name":"echo"},{"name":"rm"}]}}"#;
+        assert!(f.on_response_body(&host, 1, &answer[..20], false).pause);
+        let out = f.on_response_body(&host, 1, answer, true);
+        let out: Json = serde_json::from_slice(&out.replace.unwrap()).unwrap();
+        assert_eq!(
+            out["result"]["tools"],
+            serde_json::json!([{"name": "echo"}])
+        );
+
+        let text = vec![
+            (":status".to_string(), b"200".to_vec()),
+            ("content-type".to_string(), b"text/plain".to_vec()),
+        ];
+        let step = f.on_response_headers(&host, 2, &text);
+        assert_eq!(step.replace.map(|r| r.status), Some(502));
+    }
+
+    #[test]
+    fn keys_are_fetched_by_the_root_and_the_waiting_request_is_decided_again() {
+        let host = FakeHost::new();
+        let yaml = "policies:\n  mcpAuthentication:\n    issuer: https://org.okta.com/oauth2/default\n    audiences: [api://default]\n    jwks:\n      url: https://org.okta.com/oauth2/default/v1/keys\n";
+        let mut f = Filter::new(FilterConfig::parse(yaml.as_bytes()).unwrap(), &host);
+        let mut headers = post(0);
+        headers.push(("authorization".into(), b"Bearer aaa.bbb.ccc".to_vec()));
+        let step = f.on_request_headers(&host, 1, None, headers, true);
+        assert_eq!(step.action, Action::Pause);
+        assert!(
+            host.calls().is_empty(),
+            "a request's callback dispatches nothing"
+        );
+        assert!(f.on_tick(&host).contains(&1));
+        let calls = host.calls();
+        assert_eq!(calls.len(), 1, "the root's tick made the call");
+        // The stream is gone before the answer: the answer still lands in the store.
+        f.on_done(1);
+        let body = rsa_jwks("k1").into_bytes();
+        let answer = FetchResponse {
+            status: Some(200),
+            cache_control: Some("max-age=300".into()),
+            body_size: body.len(),
+            body,
+        };
+        assert!(f.on_call_response(&host, calls[0].0, answer).is_empty());
+        let mut headers = post(0);
+        headers.push(("authorization".into(), b"Bearer aaa.bbb.ccc".to_vec()));
+        let step = f.on_request_headers(&host, 2, None, headers, true);
+        assert!(
+            matches!(step.action, Action::Respond(ref r) if r.status == 401),
+            "keys are there: the token is judged at once"
+        );
+        assert_eq!(host.calls().len(), 1);
     }
 }

@@ -784,6 +784,84 @@ pub fn legacy_transport(method: &str, path: &str) -> bool {
     }
 }
 
+/// The JSON-RPC error code MCP 2026-07-28 gives a request whose `Mcp-Method` / `Mcp-Name`
+/// headers disagree with its body (or lack one the body needs).
+pub const HEADER_MISMATCH_CODE: i64 = -32020;
+
+/// The methods whose target travels in `Mcp-Name`: `params.name` for tools and prompts,
+/// `params.uri` for resources.
+fn name_param(method: &str) -> Option<&'static str> {
+    match method {
+        "tools/call" | "prompts/get" => Some("name"),
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => Some("uri"),
+        _ => None,
+    }
+}
+
+/// The view a 2026-07-28 request's `Mcp-Method` / `Mcp-Name` headers give of its call, as the
+/// body would give it (names split by target, URIs normalised), without its arguments.
+pub fn header_view(method: &str, name: &str, targets: &[String]) -> Option<McpView> {
+    let param = name_param(method)?;
+    let mut params = Map::new();
+    params.insert(param.to_string(), Json::from(name));
+    let message = Message {
+        id: Some(Json::from(0)),
+        method: Some(method.to_string()),
+        params: Some(Json::Object(params)),
+    };
+    view(&message, targets).ok().flatten()
+}
+
+/// Why the `Mcp-Method` / `Mcp-Name` headers disagree with the body, if they do. Intermediaries
+/// may route and authorize on those headers, and servers must reject a request whose headers
+/// disagree with its body, so the gateway refuses such a request before anyone acts on either.
+/// `modern`: the request speaks 2026-07-28, where `Mcp-Method` is required on every request and
+/// `Mcp-Name` on the name-bearing ones.
+pub fn header_mismatch(
+    body: &Body,
+    method_header: Option<&str>,
+    name_header: Option<&str>,
+    modern: bool,
+) -> Option<String> {
+    if method_header.is_none() && name_header.is_none() && !modern {
+        return None;
+    }
+    let [message] = body.messages.as_slice() else {
+        return Some("Mcp-Method and Mcp-Name describe one message; this body is a batch".into());
+    };
+    let method = message.method.as_deref()?;
+    match method_header {
+        Some(h) if h != method => {
+            return Some(format!(
+                "the Mcp-Method header says {h:?} but the body's method is {method:?}"
+            ));
+        }
+        None if modern => return Some("the Mcp-Method header is required".into()),
+        _ => {}
+    }
+    let Some(param) = name_param(method) else {
+        return name_header
+            .map(|h| format!("the Mcp-Name header {h:?} names nothing in a {method:?} request"));
+    };
+    let value = message
+        .params
+        .as_ref()
+        .and_then(|p| p.get(param))
+        .and_then(Json::as_str);
+    match (name_header, value) {
+        (Some(h), Some(v)) if h != v => Some(format!(
+            "the Mcp-Name header says {h:?} but the body's params.{param} is {v:?}"
+        )),
+        (Some(h), None) => Some(format!(
+            "the Mcp-Name header says {h:?} but the body has no params.{param}"
+        )),
+        (None, Some(_)) if modern => {
+            Some(format!("the Mcp-Name header is required for {method:?}"))
+        }
+        _ => None,
+    }
+}
+
 /// A JSON-RPC error response for `id`.
 pub fn error_response(id: &Json, code: i64, message: &str) -> Json {
     json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
@@ -792,6 +870,45 @@ pub fn error_response(id: &Json, code: i64, message: &str) -> Json {
 /// The `mcp` kinds a set of field names reads (`mcp.tool.name` reads `tool`).
 pub fn kinds_of(fields: &BTreeSet<String>) -> BTreeSet<Kind> {
     fields.iter().filter_map(|f| Kind::from_field(f)).collect()
+}
+
+#[cfg(test)]
+mod header_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn body(text: &str) -> Body {
+        parse_body(text.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn headers_must_agree_with_the_body() {
+        let call =
+            body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#);
+        assert_eq!(header_mismatch(&call, None, None, false), None);
+        assert_eq!(
+            header_mismatch(&call, Some("tools/call"), Some("echo"), true),
+            None
+        );
+        assert!(header_mismatch(&call, Some("tools/list"), None, false).is_some());
+        assert!(header_mismatch(&call, Some("tools/call"), Some("get-env"), false).is_some());
+        assert!(header_mismatch(&call, Some("tools/call"), None, true).is_some());
+        assert!(header_mismatch(&call, None, Some("echo"), true).is_some());
+        let read = body(
+            r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"demo://x"}}"#,
+        );
+        assert_eq!(
+            header_mismatch(&read, Some("resources/read"), Some("demo://x"), true),
+            None
+        );
+        assert!(header_mismatch(&read, Some("resources/read"), Some("demo://y"), true).is_some());
+        let list = body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#);
+        assert!(header_mismatch(&list, Some("tools/list"), Some("echo"), false).is_some());
+        let batch = body(
+            r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"ping"}]"#,
+        );
+        assert!(header_mismatch(&batch, Some("ping"), None, false).is_some());
+    }
 }
 
 #[cfg(test)]

@@ -73,6 +73,11 @@ pub struct Policy {
     pub targets: Vec<String>,
     /// The largest request body read for MCP-level rules; larger is a 413.
     pub max_body_bytes: usize,
+    /// A 2026-07-28 request whose `Mcp-Method` / `Mcp-Name` name a call is judged from those
+    /// headers, its body not buffered, when the rules read nothing of `mcp` but methods and
+    /// names: the revision makes the server reject a body that disagrees with them. Only for
+    /// upstreams that do (the shim does); a denial still reads the body, for its id.
+    pub trust_mcp_headers: bool,
 }
 
 /// The compiled `mcpAuthentication`.
@@ -91,6 +96,10 @@ pub struct Authn {
     /// Claims sent upstream as headers (claim path → header name). The same headers coming
     /// from the client are always removed, so they cannot be forged.
     pub claims_to_headers: Vec<(String, String)>,
+    /// `scope="…"` of the 401 challenge: the scopes the policy names, if any.
+    pub challenge_scope: Option<String>,
+    /// The registration facade (`registration`), for issuers without open registration.
+    pub registration: Option<crate::discovery::Facade>,
     /// Tokens this policy verified, per VM.
     pub cache: crate::cache::TokenCache,
 }
@@ -157,6 +166,7 @@ pub const DEFAULT_MAX_REFRESH: Duration = Duration::from_secs(3600);
 struct RawRoot {
     routes: Option<BTreeMap<String, RawDoc>>,
     hold_headers: Option<bool>,
+    log_allowed: Option<bool>,
     mcp_targets: Option<Vec<String>>,
     policies: Option<RawPolicies>,
     mcp_authentication: Option<RawAuthn>,
@@ -198,6 +208,7 @@ struct RawAuthn {
     #[serde(default)]
     claims_to_headers: BTreeMap<String, String>,
     token_cache_size: Option<usize>,
+    registration: Option<crate::discovery::RawRegistration>,
 }
 
 #[derive(Deserialize)]
@@ -206,6 +217,8 @@ struct RawAuthz {
     #[serde(default)]
     rules: Vec<Json>,
     max_body_bytes: Option<usize>,
+    #[serde(default)]
+    trust_mcp_headers: bool,
 }
 
 /// The whole plugin configuration: one policy for every route, or one per Envoy route name.
@@ -221,6 +234,8 @@ pub struct FilterConfig {
     /// callback (Envoy's `allow_on_headers_stop_iteration`, which the module cannot read):
     /// elsewhere a paused request would hang, so it is off unless the configuration says so.
     pub hold_headers: bool,
+    /// Log a decision line for allowed requests too (denials are always logged).
+    pub log_allowed: bool,
     /// Headers the filter sets from verified claims on some route (and the identity header):
     /// removed from every request on every route, so no client can forge them anywhere.
     pub strip_headers: Vec<String>,
@@ -239,6 +254,7 @@ impl FilterConfig {
         }
         let raw: RawRoot = deserialize(text)?;
         let hold_headers = raw.hold_headers.unwrap_or(false);
+        let log_allowed = raw.log_allowed.unwrap_or(false);
         let doc = RawDoc {
             mcp_targets: raw.mcp_targets,
             policies: raw.policies,
@@ -246,11 +262,13 @@ impl FilterConfig {
             authorization: raw.authorization,
         };
         let Some(routes) = raw.routes else {
-            return Ok(FilterConfig::new(
+            let mut config = FilterConfig::new(
                 Some(Policy::compile(doc, "")?),
                 BTreeMap::new(),
                 hold_headers,
-            ));
+            );
+            config.log_allowed = log_allowed;
+            return Ok(config);
         };
         let default = if doc.mcp_targets.is_none()
             && doc.policies.is_none()
@@ -268,7 +286,9 @@ impl FilterConfig {
                 Ok((name, policy))
             })
             .collect::<Result<_, ConfigError>>()?;
-        Ok(FilterConfig::new(default, routes, hold_headers))
+        let mut config = FilterConfig::new(default, routes, hold_headers);
+        config.log_allowed = log_allowed;
+        Ok(config)
     }
 
     fn new(
@@ -288,6 +308,7 @@ impl FilterConfig {
             default,
             routes,
             hold_headers,
+            log_allowed: false,
             strip_headers,
         }
     }
@@ -349,18 +370,20 @@ impl Policy {
         let authn = authn
             .map(|a| compile_authn(a, &format!("{prefix}mcpAuthentication")))
             .transpose()?;
-        let (rules, max_body_bytes) = match authz {
+        let (rules, max_body_bytes, trust_mcp_headers) = match authz {
             Some(a) => (
                 compile_rules(a.rules, &format!("{prefix}authorization.rules"))?,
                 a.max_body_bytes.unwrap_or(crate::mcp::DEFAULT_BODY_LIMIT),
+                a.trust_mcp_headers,
             ),
-            None => (RuleSet::default(), crate::mcp::DEFAULT_BODY_LIMIT),
+            None => (RuleSet::default(), crate::mcp::DEFAULT_BODY_LIMIT, false),
         };
         Ok(Policy {
             authn,
             rules,
             targets,
             max_body_bytes,
+            trust_mcp_headers,
         })
     }
 }
@@ -406,6 +429,7 @@ fn compile_authn(raw: RawAuthn, path: &str) -> Result<Authn, ConfigError> {
         .as_ref()
         .map(|p| provider(p, &format!("{path}.provider")))
         .transpose()?;
+    okta_custom_server(&issuer, provider, path)?;
     let empty = Json::Object(Map::new());
     let keys = key_source(
         raw.jwks.as_ref().unwrap_or(&empty),
@@ -439,7 +463,19 @@ fn compile_authn(raw: RawAuthn, path: &str) -> Result<Authn, ConfigError> {
         }
         claims_to_headers.push((claim, header.to_ascii_lowercase()));
     }
-    Ok(Authn {
+    let registration = raw
+        .registration
+        .map(|r| {
+            crate::discovery::Facade::compile(
+                r,
+                &format!("{path}.registration"),
+                &issuer,
+                provider,
+                &keys,
+            )
+        })
+        .transpose()?;
+    let mut authn = Authn {
         mode: raw.mode,
         expect: Expectations {
             issuer,
@@ -451,11 +487,16 @@ fn compile_authn(raw: RawAuthn, path: &str) -> Result<Authn, ConfigError> {
         resource_metadata,
         required_scopes: raw.required_scopes,
         claims_to_headers,
+        challenge_scope: None,
+        registration,
         cache: crate::cache::TokenCache::new(
             raw.token_cache_size
                 .unwrap_or(crate::cache::DEFAULT_CAPACITY),
         ),
-    })
+    };
+    let scopes = crate::discovery::named_scopes(&authn);
+    authn.challenge_scope = (!scopes.is_empty()).then(|| scopes.join(" "));
+    Ok(authn)
 }
 
 /// `provider: okta`, or Agent Gateway's `provider: {okta: {}}`.
@@ -473,6 +514,49 @@ fn provider(value: &Json, path: &str) -> Result<Provider, ConfigError> {
              found through OpenID discovery)",
         )),
     }
+}
+
+/// Hosts Okta serves its orgs on; an org on a custom domain is known only by `provider: okta`.
+const OKTA_DOMAINS: [&str; 3] = [".okta.com", ".oktapreview.com", ".okta-emea.com"];
+
+/// An Okta issuer must be a custom authorization server (`{org}/oauth2/{id}`). The org
+/// authorization server (`https://{org}.okta.com`) signs tokens meant for Okta's own APIs, with
+/// keys Okta may change at any time and a format it does not promise: only Okta itself may
+/// validate them, so a gateway that accepted them would break, or trust what it cannot check.
+fn okta_custom_server(
+    issuer: &str,
+    provider: Option<Provider>,
+    path: &str,
+) -> Result<(), ConfigError> {
+    let Ok((_, host, server)) = split_url(issuer) else {
+        return Ok(());
+    };
+    let okta_host = OKTA_DOMAINS
+        .iter()
+        .any(|d| host.to_ascii_lowercase().ends_with(d));
+    if provider != Some(Provider::Okta) && !okta_host {
+        return Ok(());
+    }
+    let id = server
+        .trim_end_matches('/')
+        .strip_prefix("/oauth2/")
+        .filter(|id| !id.is_empty() && !id.contains('/'));
+    // `/oauth2/v1/...` is where the org server's own endpoints live, not a server's id.
+    if id.is_some_and(|id| id != "v1") {
+        return Ok(());
+    }
+    let org = issuer.trim_end_matches('/');
+    let org = org
+        .strip_suffix(server.trim_end_matches('/'))
+        .unwrap_or(org);
+    Err(ConfigError::new(
+        format!("{path}.issuer"),
+        format!(
+            "{issuer:?} is Okta's org authorization server: its access tokens are meant for \
+             Okta's own APIs and only Okta may validate them. Use a custom authorization server \
+             (Security → API → Authorization Servers): {org}/oauth2/default or {org}/oauth2/<id>"
+        ),
+    ))
 }
 
 /// `jwks` as Agent Gateway writes it: a JSON string, an object with `keys`, or `url:`; with
@@ -628,11 +712,16 @@ fn compile_rules(raw: Vec<Json>, path: &str) -> Result<RuleSet, ConfigError> {
     let mut rules = Vec::with_capacity(raw.len());
     for (i, rule) in raw.iter().enumerate() {
         let at = format!("{path}[{i}]");
+        let mut message = None;
         let (kind, source, at) = match rule {
             Json::String(s) => (RuleKind::Allow, s.as_str(), at),
-            Json::Object(fields) if fields.len() == 1 => {
-                let Some((key, value)) = fields.iter().next() else {
-                    return Err(ConfigError::new(at, "is empty"));
+            Json::Object(fields) if (1..=2).contains(&fields.len()) => {
+                let mut rule = fields.iter().filter(|(k, _)| k.as_str() != "message");
+                let (Some((key, value)), None) = (rule.next(), rule.next()) else {
+                    return Err(ConfigError::new(
+                        at,
+                        "expected one of `if:`, `allow:`, `deny:`, `require:` (and an optional `message:`)",
+                    ));
                 };
                 let kind = match key.as_str() {
                     "if" | "allow" => RuleKind::Allow,
@@ -651,6 +740,16 @@ fn compile_rules(raw: Vec<Json>, path: &str) -> Result<RuleSet, ConfigError> {
                         "must be a CEL expression string",
                     ));
                 };
+                message = match fields.get("message") {
+                    None => None,
+                    Some(Json::String(m)) if !m.trim().is_empty() => Some(m.clone()),
+                    Some(_) => {
+                        return Err(ConfigError::new(
+                            format!("{at}.message"),
+                            "must be a non-empty string (shown to a client the rule denies)",
+                        ));
+                    }
+                };
                 (kind, source.as_str(), format!("{at}.{key}"))
             }
             _ => {
@@ -660,8 +759,9 @@ fn compile_rules(raw: Vec<Json>, path: &str) -> Result<RuleSet, ConfigError> {
                 ));
             }
         };
-        let compiled =
+        let mut compiled =
             Rule::compile(kind, source).map_err(|e| ConfigError::new(at, e.to_string()))?;
+        compiled.message = message;
         rules.push(compiled);
     }
     Ok(RuleSet::new(rules))
@@ -819,6 +919,64 @@ policies:
         assert_eq!(e.path, "mcpAuthentication.provider", "{e}");
         let e = err("mcpAuthentication:\n  issuer: not-a-url\n  audiences: []\n");
         assert_eq!(e.path, "mcpAuthentication.issuer", "{e}");
+    }
+
+    #[test]
+    fn okta_org_authorization_server_is_refused() {
+        let config = |issuer: &str, provider: &str| {
+            format!(
+                "mcpAuthentication:\n  issuer: {issuer}\n  audiences: [api://agentgateway]\n{provider}"
+            )
+        };
+        // By host, with or without `provider`, and whatever the trailing slash or path says.
+        for (issuer, provider) in [
+            ("https://your-org.okta.com", ""),
+            ("https://your-org.okta.com/", "  provider: okta\n"),
+            (
+                "https://Your-Org.OKTA.com",
+                "  jwks: {url: https://your-org.okta.com/oauth2/v1/keys}\n",
+            ),
+            ("https://your-org.oktapreview.com/oauth2/v1", ""),
+            ("https://your-org.okta-emea.com/oauth2/", ""),
+            // A custom domain is Okta's only when the policy says so.
+            ("https://login.example.com", "  provider: {okta: {}}\n"),
+            ("https://login.example.com/sso/", "  provider: okta\n"),
+        ] {
+            let e = err(&config(issuer, provider));
+            assert_eq!(e.path, "mcpAuthentication.issuer", "{issuer}: {e}");
+            assert!(
+                e.reason.contains("Okta's org authorization server")
+                    && e.reason.contains("only Okta may validate them")
+                    && e.reason.contains("/oauth2/default or "),
+                "{issuer}: {e}"
+            );
+        }
+        let e = err(&config("https://your-org.okta.com", ""));
+        assert!(
+            e.reason.ends_with(
+                "https://your-org.okta.com/oauth2/default or https://your-org.okta.com/oauth2/<id>"
+            ),
+            "{e}"
+        );
+
+        // Custom authorization servers, and issuers that are not Okta's, pass.
+        for (issuer, provider) in [
+            ("https://your-org.okta.com/oauth2/default", ""),
+            (
+                "https://your-org.okta.com/oauth2/default/",
+                "  provider: okta\n",
+            ),
+            ("https://your-org.okta.com/oauth2/aus1a2b3c4D5e6F7g8h9", ""),
+            (
+                "https://login.example.com/oauth2/default",
+                "  provider: okta\n",
+            ),
+            ("https://login.example.com", ""),
+            ("https://notokta.com", ""),
+        ] {
+            Policy::parse(config(issuer, provider).as_bytes())
+                .unwrap_or_else(|e| panic!("{issuer}: {e}"));
+        }
     }
 
     #[test]

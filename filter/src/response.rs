@@ -28,7 +28,7 @@ pub struct Origin<'a> {
 
 impl Origin<'_> {
     /// The resource a request path names (RFC 9728 §3.1 inserts the path after the prefix).
-    fn resource(&self, path: &str) -> String {
+    pub fn resource(&self, path: &str) -> String {
         format!(
             "{}://{}{}",
             self.scheme,
@@ -54,11 +54,21 @@ pub enum Challenge {
     InvalidToken,
 }
 
-pub fn unauthorized(origin: &Origin<'_>, challenge: Challenge, description: &str) -> LocalResponse {
+/// A 401 challenge; `scope` names the scopes a token needs here (MCP 2025-11-25 asks for it
+/// when the resource knows them), so a client asks for the right ones at sign-in.
+pub fn unauthorized(
+    origin: &Origin<'_>,
+    challenge: Challenge,
+    description: &str,
+    scope: Option<&str>,
+) -> LocalResponse {
     let mut www = format!(
         "Bearer resource_metadata=\"{}\"",
         quoted(&origin.metadata_url())
     );
+    if let Some(scope) = scope {
+        www.push_str(&format!(", scope=\"{}\"", quoted(scope)));
+    }
     let code = match challenge {
         Challenge::Missing => "unauthorized",
         Challenge::InvalidRequest => "invalid_request",
@@ -138,16 +148,17 @@ pub fn keys_unavailable(issuer: &str, reason: &str) -> LocalResponse {
     response
 }
 
-/// The RFC 9728 document for the resource named by `resource_path`.
+/// The RFC 9728 document for the resource named by `resource_path`, whose authorization server
+/// is `server` (the issuer, or the resource itself when the gateway is a registration facade).
 pub fn metadata(
     origin: &Origin<'_>,
     resource_path: &str,
-    issuer: &str,
+    server: &str,
     extra: &Map<String, Json>,
 ) -> LocalResponse {
     let mut doc = Map::new();
     doc.insert("resource".into(), origin.resource(resource_path).into());
-    doc.insert("authorization_servers".into(), json!([issuer]));
+    doc.insert("authorization_servers".into(), json!([server]));
     doc.insert("bearer_methods_supported".into(), json!(["header"]));
     for (k, v) in extra {
         doc.insert(k.clone(), v.clone());
@@ -156,7 +167,7 @@ pub fn metadata(
     response
         .headers
         .push(("cache-control".into(), "max-age=3600".into()));
-    response
+    crate::discovery::cors(response)
 }
 
 fn json_response(status: u32, body: &Json, details: String) -> LocalResponse {
@@ -217,6 +228,7 @@ mod tests {
             &origin("/mcp"),
             Challenge::InvalidToken,
             "bad \"thing\"\r\nx-evil: 1",
+            None,
         );
         let www = &r
             .headers
@@ -230,7 +242,7 @@ mod tests {
 
     #[test]
     fn a_missing_token_gets_a_bare_challenge() {
-        let r = unauthorized(&origin("/mcp"), Challenge::Missing, "no token");
+        let r = unauthorized(&origin("/mcp"), Challenge::Missing, "no token", None);
         let www = &r
             .headers
             .iter()
@@ -241,5 +253,24 @@ mod tests {
             www,
             "Bearer resource_metadata=\"https://gw.example.com/.well-known/oauth-protected-resource/mcp\""
         );
+    }
+
+    #[test]
+    fn the_challenge_names_the_scopes_when_the_policy_does() {
+        for challenge in [Challenge::Missing, Challenge::InvalidToken] {
+            let r = unauthorized(&origin("/mcp"), challenge, "x", Some("mcp.read mcp.write"));
+            let www = &r
+                .headers
+                .iter()
+                .find(|(k, _)| k == "www-authenticate")
+                .unwrap()
+                .1;
+            assert!(
+                www.starts_with(
+                    "Bearer resource_metadata=\"https://gw.example.com/.well-known/oauth-protected-resource/mcp\", scope=\"mcp.read mcp.write\""
+                ),
+                "{www}"
+            );
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! The Agent Gateway configuration file, as the Okta guide writes it: `binds` → `listeners` →
 //! `routes` → `backends` (`mcp.targets`) and `policies`. Parsed strictly, so a typo is an
 //! error naming the field's path instead of a silently ignored setting; each route's policy is
-//! checked by the filter's own parser, so `host-shim` refuses what Envoy would refuse.
+//! checked by the filter's own parser, so `host-shim` refuses what Envoy would refuse. Every
+//! error is shown at the line and column of the file where the field is (see `location`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,14 +11,152 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value as Json;
 
+use crate::location::{self, Position};
+
 /// A configuration that cannot be used, with the field it is about: the filter's own type,
 /// so a policy error and a file error read alike.
 pub use mcp_auth_filter::policy::ConfigError;
+
+/// A configuration error in a file, at the field's line and column when the field is there:
+/// `gw.yaml:10:17: binds[0].….mode: unknown variant `stric`, …`, then the line itself with a
+/// caret under the column.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct FileError {
+    pub file: String,
+    pub at: Option<Position>,
+    /// The field's path, as in `ConfigError`.
+    pub path: String,
+    pub reason: String,
+    /// The line the error points at, as written.
+    line: Option<String>,
+}
+
+impl std::fmt::Display for FileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(at) = self.at {
+            write!(f, ":{}:{}", at.line, at.column)?;
+        }
+        if !self.path.is_empty() {
+            write!(f, ": {}", self.path)?;
+        }
+        write!(f, ": {}", self.reason)?;
+        if let (Some(at), Some(line)) = (self.at, &self.line) {
+            let gutter = at.line.to_string();
+            let pad = " ".repeat(gutter.len());
+            let indent: String = line
+                .chars()
+                .take(at.column.saturating_sub(1))
+                .map(|c| if c == '\t' { '\t' } else { ' ' })
+                .collect();
+            write!(f, "\n{pad} |\n{gutter} | {line}\n{pad} | {indent}^")?;
+        }
+        Ok(())
+    }
+}
+
+/// The file a configuration came from: its name and text, to point errors at their place.
+#[derive(Debug, Clone, Default)]
+pub struct Source {
+    pub file: String,
+    text: String,
+    index: location::Index,
+}
+
+impl Source {
+    fn new(file: String, text: &str) -> Source {
+        Source {
+            file,
+            text: text.to_string(),
+            index: location::Index::new(text),
+        }
+    }
+
+    /// `error`, shown where its field is in the file.
+    pub fn error(&self, mut error: ConfigError) -> FileError {
+        // A place in the reason is in the internal form the policy was checked in.
+        error.reason = without_location(&error.reason, None);
+        let at = self.index.locate(&error.path, &error.reason);
+        self.error_at(at, error)
+    }
+
+    fn error_at(&self, at: Option<Position>, error: ConfigError) -> FileError {
+        let line = at.and_then(|at| self.text.lines().nth(at.line.checked_sub(1)?));
+        FileError {
+            file: self.file.clone(),
+            at,
+            path: error.path,
+            reason: error.reason,
+            line: line.map(|l| l.trim_end().to_string()),
+        }
+    }
+
+    /// A serde_yaml failure: at the place serde_yaml names; a syntax error (serde's path is
+    /// then empty or holds a `?`) also gets the path of the field it is in.
+    fn serde_error(&self, e: &serde_path_to_error::Error<serde_yaml::Error>) -> FileError {
+        let at = e.inner().location().map(|l| Position {
+            line: l.line(),
+            column: l.column(),
+        });
+        let mut path = e.path().to_string();
+        if (path == "." || path.contains('?'))
+            && let Some(found) = at.and_then(|at| location::path_at(&self.text, at))
+        {
+            path = found;
+        }
+        // The place serde_yaml names is shown before the message; any other (the start of
+        // what a syntax error was in) is the user's too, and stays.
+        let reason = without_location(&e.inner().to_string(), Some(at));
+        let error = ConfigError::from_serde(path, reason, "");
+        let at = at.or_else(|| self.index.locate(&error.path, &error.reason));
+        self.error_at(at, error)
+    }
+}
+
+/// `reason` without the ` at line L column C` its parser added: every one (`only: None`), or
+/// only the one at `only` (none when that place is unknown).
+fn without_location(reason: &str, only: Option<Option<Position>>) -> String {
+    let mut out = String::with_capacity(reason.len());
+    let mut rest = reason;
+    while let Some(i) = rest.find(" at line ") {
+        let (before, after) = rest.split_at(i);
+        out.push_str(before);
+        let tail = after.trim_start_matches(" at line ");
+        let (line, tail) = number(tail);
+        let (column, tail) = match tail.strip_prefix(" column ") {
+            Some(t) => number(t),
+            None => (None, tail),
+        };
+        let matches = match (line, column, only) {
+            (Some(_), Some(_), None) => true,
+            (Some(line), Some(column), Some(Some(at))) => at == Position { line, column },
+            _ => false,
+        };
+        if !matches {
+            out.push_str(after.get(..after.len() - tail.len()).unwrap_or_default());
+        }
+        rest = tail;
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The decimal number `text` starts with, and what follows it.
+fn number(text: &str) -> (Option<usize>, &str) {
+    let end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, rest) = text.split_at(end);
+    (digits.parse().ok(), rest)
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
     pub binds: Vec<Bind>,
+    /// Where it was read from, to point later errors (a missing command, say) at the file.
+    #[serde(skip)]
+    pub source: Source,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -144,26 +283,34 @@ impl Route {
 
 impl Config {
     /// Reads the file; `jwks.file` paths are relative to its directory.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::new(path.display().to_string(), format!("cannot be read: {e}"))
+    pub fn load(path: &Path) -> Result<Config, FileError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| FileError {
+            file: file.clone(),
+            at: None,
+            path: String::new(),
+            reason: format!("cannot be read: {e}"),
+            line: None,
         })?;
-        Config::parse_in(&text, path.parent().unwrap_or(Path::new(".")))
+        Config::parse_in(&text, path.parent().unwrap_or(Path::new(".")), file)
     }
 
     /// Parses a file's text, reading `jwks.file` relative to the working directory.
-    pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::parse_in(text, Path::new("."))
+    #[cfg(test)]
+    pub fn parse(text: &str) -> Result<Config, FileError> {
+        Config::parse_in(text, Path::new("."), "(config)".into())
     }
 
-    fn parse_in(text: &str, base: &Path) -> Result<Config, ConfigError> {
+    fn parse_in(text: &str, base: &Path, file: String) -> Result<Config, FileError> {
+        let source = Source::new(file, text);
         let de = serde_yaml::Deserializer::from_str(text);
-        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-            ConfigError::from_serde(e.path().to_string(), e.inner().to_string(), "(file)")
-        })?;
-        let mut config = config;
-        config.inline_jwks_files(base)?;
-        config.validate()?;
+        let mut config: Config =
+            serde_path_to_error::deserialize(de).map_err(|e| source.serde_error(&e))?;
+        config
+            .inline_jwks_files(base)
+            .and_then(|()| config.validate())
+            .map_err(|e| source.error(e))?;
+        config.source = source;
         Ok(config)
     }
 
@@ -230,6 +377,8 @@ impl Config {
         }
         let mut names = BTreeMap::new();
         let mut ports = BTreeMap::new();
+        let routes = self.routes();
+        let mut route_names = routes.iter().map(|r| r.name.clone());
         for (b, bind) in self.binds.iter().enumerate() {
             if ports.insert(bind.port, b).is_some() {
                 return Err(ConfigError::new(
@@ -250,18 +399,41 @@ impl Config {
                 for (r, route) in listener.routes.iter().enumerate() {
                     let at = format!("{at}.routes[{r}]");
                     validate_route(route, &at)?;
+                    let name = route_names.next().unwrap_or_default();
+                    if names.insert(name.clone(), ()).is_some() {
+                        return Err(ConfigError::new(
+                            format!("{at}.name"),
+                            format!("two routes are named {name:?}"),
+                        ));
+                    }
                 }
             }
         }
-        for route in self.routes() {
-            if names.insert(route.name.clone(), ()).is_some() {
-                return Err(ConfigError::new(
-                    "binds",
-                    format!("two routes are named {:?}", route.name),
-                ));
-            }
-        }
         Ok(())
+    }
+}
+
+fn validate_target(target: &Target, at: &str) -> Result<(), ConfigError> {
+    if target.name.is_empty()
+        || !target
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
+    {
+        return Err(ConfigError::new(
+            format!("{at}.name"),
+            "use letters, digits, '-' and '_' (it prefixes tool names as <target>_<tool>)",
+        ));
+    }
+    match &target.stdio {
+        None => Err(ConfigError::new(
+            at,
+            "a target needs `stdio:` (the transport host-shim runs)",
+        )),
+        Some(stdio) if stdio.cmd.trim().is_empty() => {
+            Err(ConfigError::new(format!("{at}.stdio.cmd"), "is empty"))
+        }
+        Some(_) => Ok(()),
     }
 }
 
@@ -296,45 +468,22 @@ fn validate_route(route: &Route, at: &str) -> Result<(), ConfigError> {
             return Err(ConfigError::new(at, "must start with '/'"));
         }
     }
+    let mut seen = BTreeMap::new();
     for (i, backend) in route.backends.iter().enumerate() {
-        if backend.mcp.is_none() {
+        let Some(mcp) = &backend.mcp else {
             return Err(ConfigError::new(
                 format!("{at}.backends[{i}]"),
                 "expected `mcp:` (the backend kind host-shim serves)",
             ));
-        }
-    }
-    let mut seen = BTreeMap::new();
-    for (t, target) in route.targets().enumerate() {
-        let at = format!("{at}.backends.mcp.targets[{t}]");
-        if target.name.is_empty()
-            || !target
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
-        {
-            return Err(ConfigError::new(
-                format!("{at}.name"),
-                "use letters, digits, '-' and '_' (it prefixes tool names as <target>_<tool>)",
-            ));
-        }
-        if seen.insert(target.name.clone(), ()).is_some() {
-            return Err(ConfigError::new(
-                format!("{at}.name"),
-                format!("{:?} is used twice on this route", target.name),
-            ));
-        }
-        match &target.stdio {
-            None => {
+        };
+        for (t, target) in mcp.targets.iter().enumerate() {
+            validate_target(target, &format!("{at}.backends[{i}].mcp.targets[{t}]"))?;
+            if seen.insert(target.name.clone(), ()).is_some() {
                 return Err(ConfigError::new(
-                    at,
-                    "a target needs `stdio:` (the transport host-shim runs)",
+                    format!("{at}.backends[{i}].mcp.targets[{t}].name"),
+                    format!("{:?} is used twice on this route", target.name),
                 ));
             }
-            Some(stdio) if stdio.cmd.trim().is_empty() => {
-                return Err(ConfigError::new(format!("{at}.stdio.cmd"), "is empty"));
-            }
-            Some(_) => {}
         }
     }
     if let Some(policies) = &route.policies {
@@ -411,6 +560,129 @@ binds:
         assert!(e.path.ends_with("targets[0].name"), "{e}");
         let e = Config::parse("binds: []").unwrap_err();
         assert_eq!(e.path, "binds");
+    }
+
+    /// The file the errors below point into; each test changes one line of it.
+    const FILE: &str = r#"# A gateway with one route.
+binds:
+- port: 3000
+  listeners:
+  - routes:
+    - name: tools
+      backends:
+      - mcp:
+          targets:
+          - name: my-server
+            stdio:
+              cmd: npx
+              args: ["@modelcontextprotocol/server-everything"]
+      policies:
+        mcpAuthentication:
+          mode: strict
+          issuer: https://your-org.okta.com/oauth2/default
+          audiences: [api://agentgateway]
+        authorization:
+          rules:
+          - if: '"AI-Users" in auth.claims.groups'
+"#;
+
+    /// `FILE` with `from` replaced, loaded from disk: the error it gives.
+    fn file_error(from: &str, to: &str) -> FileError {
+        assert!(FILE.contains(from), "{from}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.yaml");
+        std::fs::write(&path, FILE.replace(from, to)).unwrap();
+        let e = Config::load(&path).unwrap_err();
+        assert_eq!(e.file, path.display().to_string());
+        let text = e.to_string();
+        let at = e.at.unwrap();
+        assert!(
+            text.starts_with(&format!(
+                "{}:{}:{}: {}: {}",
+                e.file, at.line, at.column, e.path, e.reason
+            )),
+            "{text}"
+        );
+        e
+    }
+
+    fn at(e: &FileError) -> (usize, usize) {
+        e.at.map(|a| (a.line, a.column)).unwrap()
+    }
+
+    #[test]
+    fn errors_point_at_the_users_line_and_column() {
+        Config::parse(FILE).unwrap();
+        let route = "binds[0].listeners[0].routes[0]";
+
+        // A misspelt field: at its key.
+        let e = file_error("cmd: npx", "comand: npx");
+        assert_eq!(
+            e.path,
+            format!("{route}.backends[0].mcp.targets[0].stdio.comand")
+        );
+        assert!(
+            e.reason
+                .starts_with("unknown field `comand`, expected one of `cmd`"),
+            "{e}"
+        );
+        assert_eq!(at(&e), (12, 15));
+
+        // A value the filter refuses (its parser reads an internal JSON form): at the value
+        // in this file, and no place in that form.
+        let e = file_error("mode: strict", "mode: stric");
+        assert_eq!(e.path, format!("{route}.policies.mcpAuthentication.mode"));
+        assert_eq!(
+            e.reason,
+            "unknown variant `stric`, expected one of `strict`, `optional`, `permissive`"
+        );
+        assert_eq!(at(&e), (16, 17));
+        assert!(
+            e.to_string()
+                .ends_with("\n   |\n16 |           mode: stric\n   |                 ^"),
+            "{e}"
+        );
+
+        // A rule that does not compile: at the expression.
+        let e = file_error(
+            "- if: '\"AI-Users\" in auth.claims.groups'",
+            "- if: '\"AI-Users\" in in'",
+        );
+        assert_eq!(
+            e.path,
+            format!("{route}.policies.authorization.rules[0].if")
+        );
+        assert_eq!(at(&e), (21, 17));
+        assert!(!e.reason.contains("line 1 column"), "{e}");
+
+        // A YAML syntax error: at its place, with the field it is in.
+        let e = file_error("mode: strict", "mode: strict: x");
+        assert_eq!(e.path, format!("{route}.policies.mcpAuthentication.mode"));
+        assert_eq!(e.reason, "mapping values are not allowed in this context");
+        assert_eq!(at(&e), (16, 23));
+        // An open quote runs on to the next `"`, four lines down, where the parser notices: the
+        // field is still the one being read, and the reason keeps the place it started in.
+        let e = file_error("issuer: https", "issuer: \"https");
+        assert_eq!(e.path, format!("{route}.policies.mcpAuthentication.issuer"));
+        assert_eq!(
+            e.reason,
+            "did not find expected key, while parsing a block mapping at line 16 column 11"
+        );
+        assert_eq!(at(&e), (21, 19));
+
+        // A value of the file's own fields, and a missing one: at the field, or the field
+        // that lacks it.
+        let e = file_error("port: 3000", "port: http");
+        assert_eq!((e.path.as_str(), at(&e)), ("binds[0].port", (3, 9)));
+        let e = file_error(
+            "          issuer: https://your-org.okta.com/oauth2/default\n",
+            "",
+        );
+        assert_eq!(e.path, format!("{route}.policies.mcpAuthentication.issuer"));
+        assert_eq!((e.reason.as_str(), at(&e)), ("is required", (15, 9)));
+        let e = file_error("name: my-server", "name: my.server");
+        assert_eq!(e.path, format!("{route}.backends[0].mcp.targets[0].name"));
+        assert_eq!(at(&e), (10, 19));
     }
 
     #[test]

@@ -29,6 +29,12 @@ pub const DEFAULT_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// Idle streams and connections end after this long. An MCP event stream is never idle this
 /// long: the shim sends a keep-alive comment every 15 s.
 const IDLE_TIMEOUT: &str = "300s";
+/// The route Envoy answers health checks on (`--health-path`): not in the filter's policies,
+/// so it needs no token.
+pub const HEALTH_ROUTE: &str = "health";
+/// The access log line: the request, the status, the local reply's details, the filter's
+/// decision and the route.
+pub const ACCESS_LOG_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_CODE_DETAILS% mcp_auth=%FILTER_STATE(wasm.mcp_auth_decision:PLAIN)% route=%ROUTE_NAME% %DURATION%ms\n";
 /// Open downstream connections across all listeners (Envoy's overload manager).
 const MAX_CONNECTIONS: u64 = 10_000;
 
@@ -53,10 +59,16 @@ pub struct EnvoyArgs {
     /// The CAs that https JWKS endpoints are verified against.
     #[arg(long, default_value = DEFAULT_CA_FILE)]
     pub ca_file: PathBuf,
+    /// The path Envoy answers 200 on, without a token, for health checks ("" for none).
+    #[arg(long, default_value = DEFAULT_HEALTH_PATH)]
+    pub health_path: String,
     /// Write the bootstrap here instead of stdout.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
 }
+
+/// The default health path.
+pub const DEFAULT_HEALTH_PATH: &str = "/healthz";
 
 /// Where `make wasm` puts the module.
 pub const DEFAULT_WASM: &str = "target/filter-wasm/wasm32-wasip1/release/mcp_auth_filter.wasm";
@@ -73,6 +85,7 @@ impl RenderOptions {
         let wasm = std::fs::canonicalize(wasm)
             .with_context(|| format!("the filter module {} (run `make wasm`)", wasm.display()))?;
         Ok(RenderOptions {
+            health_path: Some(DEFAULT_HEALTH_PATH.to_string()),
             wasm,
             shims,
             listen_address,
@@ -84,13 +97,14 @@ impl RenderOptions {
 
 pub fn run(args: EnvoyArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
-    let options = RenderOptions::new(
+    let mut options = RenderOptions::new(
         &args.wasm,
         args.shim,
         args.listen_address,
         args.admin_port,
         args.ca_file,
     )?;
+    options.health_path = Some(args.health_path).filter(|p| !p.is_empty());
     let yaml = render(&config, &options)?;
     match args.output {
         Some(path) => std::fs::write(&path, yaml).with_context(|| path.display().to_string())?,
@@ -110,6 +124,8 @@ pub struct RenderOptions {
     pub listen_address: String,
     pub admin_port: u16,
     pub ca_file: PathBuf,
+    /// The path Envoy answers 200 on without a token (`None`: no health route).
+    pub health_path: Option<String>,
 }
 
 /// The Envoy bootstrap for `config`, as YAML.
@@ -212,6 +228,18 @@ fn listener(
                     }
                 })
                 .collect();
+            let mut routes = routes;
+            if let Some(path) = &options.health_path {
+                // Answered by Envoy itself, before any route: no token, no shim.
+                routes.insert(
+                    0,
+                    json!({
+                        "name": HEALTH_ROUTE,
+                        "match": {"path": path},
+                        "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}},
+                    }),
+                );
+            }
             json!({"name": format!("bind{port}-host{i}"), "domains": domains, "routes": routes})
         })
         .collect();
@@ -252,6 +280,15 @@ fn listener(
                 "merge_slashes": true,
                 "path_with_escaped_slashes_action": "REJECT_REQUEST",
                 "route_config": {"name": format!("bind-{port}"), "virtual_hosts": virtual_hosts},
+                // One line per request, with the filter's decision (`allow`, `deny:<reason>`)
+                // and the local reply's details (e.g. `mcp_auth_mcp_denied`).
+                "access_log": [{
+                    "name": "envoy.access_loggers.stderr",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog",
+                        "log_format": {"text_format_source": {"inline_string": ACCESS_LOG_FORMAT}},
+                    },
+                }],
                 "http_filters": filters,
             }
         }]}],
@@ -448,6 +485,7 @@ mod tests {
 
     fn options() -> RenderOptions {
         RenderOptions {
+            health_path: Some(DEFAULT_HEALTH_PATH.to_string()),
             wasm: "/abs/filter.wasm".into(),
             shims: vec![Address::Tcp("127.0.0.1:3100".parse().unwrap())],
             listen_address: "127.0.0.1".into(),

@@ -121,6 +121,12 @@ pub struct IssuerArgs {
     /// open registration facade is: clients then use a configured id or a metadata document.
     #[arg(long)]
     no_registration: bool,
+
+    /// Leave RFC 9207 `iss` out of authorization responses (and say so in the metadata), as
+    /// Okta's documented redirects carry only `code` and `state`. A gateway's registration
+    /// facade needs this: the clients that check `iss` expect the facade's name, not this one.
+    #[arg(long)]
+    no_response_iss: bool,
 }
 
 /// Everything the handlers share.
@@ -137,6 +143,8 @@ pub struct Issuer {
     default_scopes: Vec<String>,
     /// None when registration is off.
     registry: Option<Mutex<Registry>>,
+    /// Whether authorization responses carry RFC 9207 `iss`.
+    response_iss: bool,
     store: Mutex<Store>,
     keys: RwLock<KeyRing>,
     keys_mode: RwLock<KeysMode>,
@@ -183,6 +191,11 @@ impl Issuer {
         let registry = self.registry.as_ref()?;
         let registry = registry.lock().unwrap_or_else(PoisonError::into_inner);
         registry.get(client_id).cloned()
+    }
+
+    /// The `iss` authorization responses carry, if they carry one.
+    fn response_iss(&self) -> Option<&str> {
+        self.response_iss.then_some(self.issuer.as_str())
     }
 
     fn authorize_url(&self) -> String {
@@ -283,6 +296,7 @@ pub async fn run(args: IssuerArgs) -> anyhow::Result<()> {
         scopes_supported,
         default_scopes,
         registry: (!args.no_registration).then(|| Mutex::new(Registry::default())),
+        response_iss: !args.no_response_iss,
         store: Mutex::new(Store::new(Duration::from_secs(args.code_ttl))),
         keys: RwLock::new(KeyRing::new(first_key)),
         keys_mode: RwLock::new(KeysMode::Ok),

@@ -10,16 +10,21 @@ mod address;
 mod config;
 mod envelope;
 mod envoy_config;
+mod envoy_start;
 mod http;
 mod issuer;
+mod location;
 mod mcp;
 mod oci;
+mod preflight;
 mod serve;
 mod session;
 mod shutdown;
 mod stateless;
 mod stdio;
 mod up;
+
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
@@ -50,7 +55,33 @@ enum Command {
     Oci(oci::OciArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => report(&error),
+    }
+}
+
+/// What the user can fix (a configuration error, a port in use, a command not found) and a
+/// child that failed to start are shown as a plain message, never with a backtrace, since they
+/// are no bug of the shim's: a usage error exits 2, a child's failure 1. Anything else is
+/// anyhow's report, with a backtrace when `RUST_BACKTRACE` asks for one.
+fn report(error: &anyhow::Error) -> ExitCode {
+    let usage = error.downcast_ref::<config::FileError>().is_some()
+        || error.downcast_ref::<preflight::PreflightError>().is_some();
+    if usage {
+        eprintln!("error: {error:#}");
+        ExitCode::from(2)
+    } else if error.downcast_ref::<envoy_start::StartError>().is_some() {
+        eprintln!("error: {error:#}");
+        ExitCode::FAILURE
+    } else {
+        eprintln!("Error: {error:?}");
+        ExitCode::FAILURE
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let cli = match cli.command {
         Command::Envoy(args) => return envoy_config::run(args),

@@ -369,7 +369,17 @@ fn up_reaches_two_shims_over_owner_only_sockets_and_keeps_each_session_on_its_sh
     assert_eq!(url, format!("http://127.0.0.1:{port}/mcp"));
     std::thread::spawn(move || for _ in lines {});
 
-    let dir = std::env::temp_dir().join(format!("host-shim-up-{}", up.0.id()));
+    let prefix = format!("host-shim-up-{}-", up.0.id());
+    let dir = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&prefix)
+        })
+        .expect("up's private directory");
     assert_eq!(
         std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
         0o700

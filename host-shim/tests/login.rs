@@ -837,6 +837,28 @@ fn registration_off_hides_the_endpoint() {
 }
 
 #[test]
+fn without_response_iss_the_redirect_carries_code_and_state_only() {
+    let issuer = Issuer::start(&["--no-response-iss"]);
+    assert_eq!(
+        issuer.metadata()["authorization_response_iss_parameter_supported"],
+        false
+    );
+    let client_id = issuer.register_public();
+    let (verifier, challenge) = pkce();
+    let params = issuer.login_as(
+        &client_id,
+        &challenge,
+        "agentgateway",
+        "alice",
+        "alice-password",
+    );
+    assert_eq!(params["state"], "state-123");
+    assert!(!params.contains_key("iss"), "{params:?}");
+    let tokens = issuer.exchange(&client_id, &params["code"], &verifier);
+    assert_eq!(tokens.status, 200, "{}", tokens.body);
+}
+
+#[test]
 fn the_metadata_is_the_same_truthful_document_everywhere_clients_look() {
     let issuer = Issuer::start(&[]);
     let locations = [

@@ -1,5 +1,5 @@
 """A real MCP client for the end-to-end tests: the official Python SDK (`mcp`, pinned in
-tests/requirements.txt) over Streamable HTTP, with the bearer token the way an application passes
+tests/e2e/requirements.txt) over Streamable HTTP, with the bearer token the way an application passes
 it. It runs a list of steps given as JSON and prints one JSON line per step, so the Rust tests
 drive it and check each answer (the same shape as mcp-client.mjs).
 

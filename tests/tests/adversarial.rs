@@ -553,3 +553,125 @@ fn answers_outside_their_request_stream_are_refused() {
     ));
     assert!(out.response().unwrap().text().contains("list_changed"));
 }
+
+#[test]
+fn mcp_method_and_name_headers_that_disagree_with_the_body_are_refused() {
+    let key = Key::rsa();
+    let (_, vm) = vm(&key, "strict", "");
+    let a = TokenBuilder::new(&key).groups(&["A"]).sign();
+    // An intermediary routing on the headers would see an echo; the body asks for get-env.
+    let out = vm.request(
+        post()
+            .bearer(&a)
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "echo")
+            .body(&call(11, "get-env")),
+    );
+    assert_eq!(out.status(), 400, "{out:?}");
+    let body = out.response().unwrap().json();
+    assert_eq!(body["error"]["code"], -32020, "{body}");
+    assert_eq!(body["id"], 11);
+    let out = vm.request(
+        post()
+            .bearer(&a)
+            .header("mcp-method", "tools/list")
+            .body(&call(12, "echo")),
+    );
+    assert_eq!(out.status(), 400);
+    // 2026-07-28 requires the headers: a modern request without them is refused too.
+    let out = vm.request(
+        post()
+            .bearer(&a)
+            .header("mcp-protocol-version", "2026-07-28")
+            .body(&call(13, "echo")),
+    );
+    assert_eq!(out.status(), 400);
+    // Agreeing headers pass.
+    let out = vm.request(
+        post()
+            .bearer(&a)
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "echo")
+            .body(&call(14, "echo")),
+    );
+    assert!(out.is_forwarded(), "{out:?}");
+}
+
+fn fast_path_config(key: &Key, rule: &str) -> String {
+    format!(
+        r#"
+holdHeaders: true
+mcpTargets: [everything]
+policies:
+  mcpAuthentication:
+    issuer: {OKTA_ISSUER}
+    audiences: [{OKTA_AUDIENCE}]
+    jwks: '{jwks}'
+  authorization:
+    trustMcpHeaders: true
+    rules:
+    - allow: '{rule}'
+"#,
+        jwks = jwks(&[key])
+    )
+}
+
+fn modern(token: &str, name: &str, body: &[u8]) -> Request {
+    let (head, rest) = body.split_at(body.len() / 2);
+    post()
+        .bearer(token)
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", name)
+        .body_chunks(&[head, rest])
+}
+
+#[test]
+fn a_2026_call_judged_from_its_headers_is_not_buffered_and_a_denial_still_reads_the_body() {
+    let key = Key::rsa();
+    let host = Host::new();
+    let vm = host
+        .vm(&fast_path_config(&key, "mcp.tool.name == \"echo\""))
+        .unwrap();
+    let token = TokenBuilder::new(&key).sign();
+    // Allowed by its headers: headers and body go on as they come, nothing held.
+    let id = vm.start(modern(&token, "echo", &call(1, "echo")));
+    assert_eq!(forwarded_body(&vm.outcome(id))["params"]["name"], "echo");
+    assert!(vm.upstream_started_early(id), "the body was not held");
+    assert_eq!(host.metric("mcp_auth.header_fast_path"), Some(1));
+    // Denied by its headers: the body is read, for the denial's id.
+    let out = vm.request(modern(&token, "get-env", &call(2, "get-env")));
+    denied(&out, 2);
+    // Headers that disagree with the body on the fast path: what the filter judged is the
+    // header, and the server must reject the mismatch (the shim does: `protocol_e2e.rs`).
+    // Without the fast path the filter itself catches it:
+    let strict = Host::new();
+    let vm = strict
+        .vm(&fast_path_config(&key, "mcp.tool.name == \"echo\"")
+            .replace("trustMcpHeaders: true", "trustMcpHeaders: false"))
+        .unwrap();
+    let out = vm.request(modern(&token, "echo", &call(3, "get-env")));
+    assert_eq!(out.status(), 400, "{out:?}");
+    assert_eq!(strict.metric("mcp_auth.header_fast_path"), None);
+}
+
+#[test]
+fn rules_that_read_arguments_never_take_the_header_fast_path() {
+    let key = Key::rsa();
+    let host = Host::new();
+    let vm = host
+        .vm(&fast_path_config(
+            &key,
+            "mcp.tool.name == \"echo\" && !has(mcp.tool.arguments.secret)",
+        ))
+        .unwrap();
+    let token = TokenBuilder::new(&key).sign();
+    let id = vm.start(modern(&token, "echo", &call(1, "echo")));
+    assert!(vm.outcome(id).is_forwarded());
+    assert!(
+        !vm.upstream_started_early(id),
+        "held until the body was judged"
+    );
+    assert_eq!(host.metric("mcp_auth.header_fast_path"), None);
+}

@@ -261,3 +261,89 @@ fn connections_that_never_finish_their_headers_are_cut() {
         "cut too soon ({took:?}) to be the timeout"
     );
 }
+
+#[test]
+fn a_denial_shows_in_the_filters_log_and_in_the_access_log() {
+    let Some(stack) = stack() else { return };
+    let ai = stack.issuer.token(AI_USER.0, AI_USER.1);
+    let mut response = agent()
+        .post(format!("{}/mcp", stack.envoy.url))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {ai}"))
+        .send(&call(1, "get-env")[..])
+        .unwrap();
+    let _ = response.body_mut().read_to_string();
+    let allowed = agent()
+        .post(format!("{}/mcp", stack.envoy.url))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {ai}"))
+        .send(&call(2, "echo")[..])
+        .unwrap();
+    assert_eq!(allowed.status().as_u16(), 200);
+    let log_path = stack.dir().join("envoy.log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let log = loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if log.matches("mcp_auth=").count() >= 2 || Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let decision = log
+        .lines()
+        .find(|l| l.contains("decision=deny"))
+        .unwrap_or_else(|| panic!("no decision line:\n{log}"));
+    assert!(decision.contains(r#"name="get-env""#), "{decision}");
+    assert!(decision.contains(r#"sub="ai-user""#), "{decision}");
+    assert!(!decision.contains(&ai[..30]), "the token is never logged");
+    let access = log
+        .lines()
+        .find(|l| l.contains("mcp_auth_mcp_denied"))
+        .unwrap_or_else(|| panic!("no access log line for the denial:\n{log}"));
+    assert!(access.contains("mcp_auth=deny:mcp"), "{access}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("via_upstream") && l.contains("mcp_auth=allow")),
+        "{log}"
+    );
+}
+
+#[test]
+fn the_health_path_answers_without_a_token() {
+    let Some(stack) = stack() else { return };
+    let mut response = agent()
+        .get(format!("{}/healthz", stack.envoy.url))
+        .call()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.body_mut().read_to_string().unwrap().trim(), "ok");
+    assert!(stack.upstream.seen().is_empty(), "answered by Envoy itself");
+    // Everything else still needs a token.
+    let other = agent()
+        .get(format!("{}/healthz/x", stack.envoy.url))
+        .call()
+        .unwrap();
+    assert_eq!(other.status().as_u16(), 401);
+}
+
+#[test]
+fn mcp_headers_that_disagree_with_the_body_never_reach_the_upstream() {
+    let Some(stack) = stack() else { return };
+    let ai = stack.issuer.token(AI_USER.0, AI_USER.1);
+    let mut response = agent()
+        .post(format!("{}/mcp", stack.envoy.url))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {ai}"))
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "echo")
+        .send(&call(1, "get-env")[..])
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let body: serde_json::Value = response.body_mut().read_json().unwrap();
+    assert_eq!(body["error"]["code"], -32020, "{body}");
+    assert!(
+        stack.upstream.seen().is_empty(),
+        "{:?}",
+        stack.upstream.seen()
+    );
+}

@@ -34,6 +34,8 @@ struct Gateway {
     issuer: Issuer,
     url: String,
     port: u16,
+    /// Envoy's admin port (`/stats/prometheus`).
+    admin_port: u16,
     dir: tempfile::TempDir,
 }
 
@@ -105,13 +107,14 @@ impl Gateway {
         let config = dir.path().join("gateway.yaml");
         std::fs::write(&config, guide_config(&issuer, port, authorization)).unwrap();
         let log = dir.path().join("up.log");
+        let admin_port = free_port();
         let mut up = Command::new(host_shim_binary())
             .arg("up")
             .arg(&config)
             .args(["--wasm", env!("FILTER_WASM")])
             .arg("--envoy")
             .arg(&envoy)
-            .args(["--admin-port", &free_port().to_string()])
+            .args(["--admin-port", &admin_port.to_string()])
             .args(up_args)
             // npx finds the pinned server in the repository's node_modules.
             .current_dir(&root)
@@ -149,6 +152,7 @@ impl Gateway {
             issuer,
             url: format!("http://127.0.0.1:{port}/mcp"),
             port,
+            admin_port,
             dir,
         })
     }
@@ -457,7 +461,7 @@ fn sessions_get_their_own_child_and_a_killed_child_is_an_error_not_a_hang() {
     assert!(left.is_empty(), "processes left behind: {left:?}");
 }
 
-/// Issue 5 through the whole stack: per-group tool access, filtered lists, and a denied call
+/// Through the whole stack: per-group tool access, filtered lists, and a denied call
 /// answered at the gateway.
 #[test]
 fn each_group_sees_and_calls_only_its_tools() {
@@ -561,7 +565,7 @@ fn echo(url: &str, token: &str, session: &str, n: u64) -> (u16, String) {
     (status, body)
 }
 
-/// Issue 9: two shims behind one Envoy; every session sticks to the shim that created it (a
+/// Two shims behind one Envoy; every session sticks to the shim that created it (a
 /// call reaching the other shim would be a 404: it refuses session ids it did not issue); one
 /// shim stopped → its sessions fail cleanly, the others go on, new sessions land on the survivor.
 #[test]
@@ -672,4 +676,111 @@ fn another_identity_cannot_use_or_end_a_session() {
     assert!(body.contains("call 4"), "{body}");
     let log = std::fs::read_to_string(&gw.log).unwrap_or_default();
     assert!(log.contains("identity did not match"), "{log}");
+}
+
+/// The metric names a PromQL expression needs: plain names must exist, each
+/// `__name__=~"<re>"` selector must match at least one.
+fn needed(expr: &str) -> (Vec<String>, Vec<String>) {
+    let selector = regex::Regex::new(r#"__name__=~"([^"]+)""#).unwrap();
+    let regexes: Vec<String> = selector
+        .captures_iter(expr)
+        .map(|c| c[1].to_string())
+        .collect();
+    let without = selector.replace_all(expr, "");
+    let name = regex::Regex::new(r"\b(?:envoy|mcp_auth)_[a-z0-9_]+").unwrap();
+    let names = name
+        .find_iter(&without)
+        .map(|m| m.as_str().to_string())
+        .filter(|n| n != "envoy_response_code_class")
+        .collect();
+    (names, regexes)
+}
+
+/// Every query of the Grafana dashboard in `envoy/grafana/` names metrics Envoy really
+/// exports after a short session of allowed calls, denials, bad tokens and a filtered list.
+#[test]
+fn the_dashboards_metrics_exist_after_a_short_run() {
+    let rule =
+        "          - allow: '\"AI-Users\" in auth.claims.groups && mcp.tool.name == \"echo\"'";
+    let Some(gw) = Gateway::start(rule, &[]) else {
+        return;
+    };
+    let token = gw.token("ai-user", "ai-user-secret");
+    let session = open_session(&gw.url, &token);
+    for n in 2..4 {
+        assert_eq!(echo(&gw.url, &token, &session, n).0, 200);
+    }
+    let list = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/list"});
+    let (status, _, body) = post(&gw.url, &token, Some(&session), &list);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("echo") && !body.contains("get-env"), "{body}");
+    let env = json!({"jsonrpc": "2.0", "id": 10, "method": "tools/call",
+        "params": {"name": "get-env", "arguments": {}}});
+    post(&gw.url, &token, Some(&session), &env);
+    post(&gw.url, "not.a.token", Some(&session), &env);
+    // A kid nobody knows makes the filter ask the issuer again.
+    let stranger = mcp_auth_filter_tests::tokens::Key::rsa_n(5).with_kid("nobody-knows-me");
+    let forged = mcp_auth_filter_tests::tokens::TokenBuilder::new(&stranger)
+        .iss(&gw.issuer.url)
+        .aud("api://agentgateway")
+        .sign();
+    post(&gw.url, &forged, Some(&session), &env);
+    let anonymous = envoy_support::agent()
+        .post(&gw.url)
+        .header("content-type", "application/json")
+        .send(env.to_string())
+        .unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401);
+
+    let mut response = envoy_support::agent()
+        .get(format!(
+            "http://127.0.0.1:{}/stats/prometheus",
+            gw.admin_port
+        ))
+        .call()
+        .unwrap();
+    let prometheus = response.body_mut().read_to_string().unwrap();
+    let present: std::collections::BTreeSet<&str> = prometheus
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("envoy/grafana/mcp-auth-dashboard.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let mut checked = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let (names, regexes) = needed(expr);
+            for name in names {
+                assert!(
+                    present.contains(name.as_str()),
+                    "panel {}: {name} is not in Envoy's output: {:?}",
+                    panel["title"],
+                    present
+                        .iter()
+                        .filter(|n| n.contains("mcp"))
+                        .collect::<Vec<_>>()
+                );
+                checked += 1;
+            }
+            for re in regexes {
+                let re = regex::Regex::new(&format!("^(?:{re})$")).unwrap();
+                assert!(
+                    present.iter().any(|n| re.is_match(n)),
+                    "panel {}: nothing matches {re}: {:?}",
+                    panel["title"],
+                    present
+                        .iter()
+                        .filter(|n| n.contains("mcp"))
+                        .collect::<Vec<_>>()
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 15, "{checked} queries checked");
 }

@@ -66,7 +66,8 @@ impl Refusal {
 
 /// Where answers go once the redirect URI is trusted.
 struct Reply<'a> {
-    issuer: &'a str,
+    /// The RFC 9207 `iss` to add, unless the issuer leaves it out (`--no-response-iss`).
+    issuer: Option<&'a str>,
     redirect_uri: &'a str,
     state: Option<&'a str>,
     /// 302 for the `GET`, 303 after the form's `POST` so the browser follows with a `GET`.
@@ -89,7 +90,9 @@ impl Reply<'_> {
             if let Some(state) = self.state {
                 query.append_pair("state", state);
             }
-            query.append_pair("iss", self.issuer);
+            if let Some(issuer) = self.issuer {
+                query.append_pair("iss", issuer);
+            }
         }
         (
             self.status,
@@ -182,7 +185,7 @@ pub async fn show(State(issuer): State<Arc<Issuer>>, RawQuery(query): RawQuery) 
         // The state cannot be echoed if it is ambiguous; the refusal still goes to the client.
         Err(err) => {
             return Reply {
-                issuer: &issuer.issuer,
+                issuer: issuer.response_iss(),
                 redirect_uri,
                 state: None,
                 status: StatusCode::FOUND,
@@ -191,7 +194,7 @@ pub async fn show(State(issuer): State<Arc<Issuer>>, RawQuery(query): RawQuery) 
         }
     };
     let reply = Reply {
-        issuer: &issuer.issuer,
+        issuer: issuer.response_iss(),
         redirect_uri,
         state,
         status: StatusCode::FOUND,
@@ -370,7 +373,7 @@ pub async fn submit(State(issuer): State<Arc<Issuer>>, body: Bytes) -> Response 
         );
     };
     let reply = Reply {
-        issuer: &issuer.issuer,
+        issuer: issuer.response_iss(),
         redirect_uri: &request.redirect_uri,
         state: request.state.as_deref(),
         status: StatusCode::SEE_OTHER,
@@ -458,7 +461,7 @@ mod tests {
     #[test]
     fn the_redirect_carries_code_state_and_iss() {
         let reply = Reply {
-            issuer: "http://127.0.0.1:9000/oauth2/default",
+            issuer: Some("http://127.0.0.1:9000/oauth2/default"),
             redirect_uri: "http://127.0.0.1:5000/cb?keep=1",
             state: Some("s t"),
             status: StatusCode::FOUND,

@@ -43,7 +43,7 @@ pub fn document(issuer: &Issuer) -> Value {
             "ver", "jti", "iss", "aud", "iat", "exp", "cid", "uid", "scp", "sub", "groups",
             "auth_time", "amr", "nonce", "name", "preferred_username"
         ],
-        "authorization_response_iss_parameter_supported": true,
+        "authorization_response_iss_parameter_supported": issuer.response_iss().is_some(),
         "client_id_metadata_document_supported": true,
     });
     if issuer.registration_enabled()
