@@ -10,6 +10,11 @@
 //!   `endpoint` event names `…/message?sessionId=…`; `POST`s there are accepted with 202 and
 //!   answered on the stream. Hanging up the stream ends the session.
 //!
+//! - **2026-07-28** (no handshake, no session): a POST whose `MCP-Protocol-Version` names that
+//!   revision, or whose request carries it in `_meta`, is one stateless request, served by
+//!   `stateless` (after `envelope` checked its headers against its body); `GET` and `DELETE`
+//!   with that version are 405. Everything else is served as above, unchanged.
+//!
 //! A session answers only the identity that opened it ([`IDENTITY_HEADER`], set by the filter):
 //! to anyone else it is an unknown session, the same 404, so an id alone is worth nothing.
 //! New sessions beyond the table's limits are refused with a 429.
@@ -34,17 +39,20 @@ use futures_util::stream;
 use serde_json::{Value as Json, json};
 use tokio::sync::mpsc;
 
+use crate::envelope;
 use crate::mcp::{Message, RpcError};
 use crate::session::{
-    IDENTITY_HEADER, Identity, Refused, RouteSpec, Session, SessionTable, response, short,
+    IDENTITY_HEADER, Identity, Kind, Refused, RouteSpec, Session, SessionTable, response, short,
 };
+use crate::stateless;
 
 pub const ROUTE_HEADER: &str = "x-mcp-route";
 pub const SESSION_HEADER: &str = "mcp-session-id";
 pub const VERSION_HEADER: &str = "mcp-protocol-version";
-/// Revisions whose HTTP transport this module implements. The revision itself is negotiated
-/// between the client and the MCP servers; the shim passes it through.
-pub const KNOWN_VERSIONS: &[&str] = &["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+/// Revisions with a handshake whose HTTP transport this module implements. The revision itself
+/// is negotiated between the client and the MCP servers; the shim passes it through. (2026-07-28
+/// is served by `stateless`.)
+pub const KNOWN_VERSIONS: &[&str] = envelope::HANDSHAKE_VERSIONS;
 /// How often an event stream carries a comment when it has nothing to say: well inside Envoy's
 /// stream idle timeout, so a quiet SSE stream is not cut.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -146,7 +154,7 @@ async fn handle(
 /// A request refused at the transport level: an HTTP status with a JSON-RPC error body.
 #[derive(Debug, thiserror::Error)]
 #[error("{status}: {message}")]
-struct Rejection {
+pub(crate) struct Rejection {
     status: StatusCode,
     code: i64,
     message: String,
@@ -186,7 +194,7 @@ fn identity(headers: &HeaderMap) -> Result<Identity, Rejection> {
 }
 
 /// The answer to a session that could not be created.
-fn refused(refused: &Refused, route: &RouteSpec) -> Rejection {
+pub(crate) fn refused(refused: &Refused, route: &RouteSpec) -> Rejection {
     match refused {
         Refused::Stopping => error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -254,7 +262,7 @@ fn session_for(
     match app.table.get(id) {
         Some(session)
             if session.route.name == route.name
-                && !session.legacy
+                && session.kind == Kind::Streamable
                 && session.belongs_to(identity) =>
         {
             if let Some(version) = headers.get(VERSION_HEADER) {
@@ -324,10 +332,26 @@ async fn post(
         )
         .into_response();
     }
-    let (messages, batch) = match parse_body(body) {
+    let (mut messages, batch) = match parse_body(body) {
         Ok(parsed) => parsed,
         Err(rejection) => return rejection.into_response(),
     };
+    if let [first, ..] = messages.as_slice()
+        && envelope::is_modern(headers, first.method(), first.params())
+    {
+        if batch {
+            return error(
+                StatusCode::BAD_REQUEST,
+                RpcError::INVALID_REQUEST,
+                "MCP 2026-07-28 sends one message per POST, not a batch",
+            )
+            .into_response();
+        }
+        let Some(message) = messages.pop() else {
+            return StatusCode::ACCEPTED.into_response();
+        };
+        return stateless::post(&app.table, route, identity, headers, message).await;
+    }
     let initialize = messages.iter().find_map(|m| match m {
         Message::Request { id, method, params } if method == "initialize" => {
             Some((id.clone(), params.clone()))
@@ -378,7 +402,7 @@ async fn post(
             session.outbound.close_request_stream(key);
             drop(busy);
         });
-        return event_stream(rx, None, None, HeaderMap::new());
+        return event_stream(rx, None, (), HeaderMap::new());
     }
     let answers = join_all(requests.into_iter().map(|(id, method, params)| {
         let session = &session;
@@ -402,7 +426,7 @@ async fn initialize_session(
     params: Option<Json>,
     sse: bool,
 ) -> Response {
-    let session = match app.table.create(route.clone(), false, identity) {
+    let session = match app.table.create(route.clone(), Kind::Streamable, identity) {
         Ok(session) => session,
         Err(why) => {
             eprintln!("initialize on route '{}': refused: {why}", route.name);
@@ -432,12 +456,15 @@ async fn initialize_session(
     if sse {
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = tx.send(message);
-        return event_stream(rx, None, None, headers);
+        return event_stream(rx, None, (), headers);
     }
     (headers, axum::Json(message)).into_response()
 }
 
 fn get(app: &App, route: &RouteSpec, identity: &Identity, headers: &HeaderMap) -> Response {
+    if modern_version(headers) {
+        return no_stream_in_2026();
+    }
     if !accepts(headers, "text/event-stream", false) {
         return error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -450,7 +477,7 @@ fn get(app: &App, route: &RouteSpec, identity: &Identity, headers: &HeaderMap) -
         Ok(session) => event_stream(
             session.outbound.open_standalone(),
             None,
-            None,
+            (),
             HeaderMap::new(),
         ),
         Err(rejection) => rejection.into_response(),
@@ -463,6 +490,9 @@ async fn delete(
     identity: &Identity,
     headers: &HeaderMap,
 ) -> Response {
+    if modern_version(headers) {
+        return no_stream_in_2026();
+    }
     let session = match session_for(app, route, identity, headers) {
         Ok(session) => session,
         Err(rejection) => return rejection.into_response(),
@@ -474,8 +504,34 @@ async fn delete(
     StatusCode::OK.into_response()
 }
 
+fn modern_version(headers: &HeaderMap) -> bool {
+    headers.get(VERSION_HEADER).is_some_and(|v| {
+        envelope::MODERN_VERSIONS
+            .iter()
+            .any(|m| v.as_bytes() == m.as_bytes())
+    })
+}
+
+/// 2026-07-28 has no standalone stream and no session to delete (its server answers GET and
+/// DELETE with 405); its change notifications come on `subscriptions/listen`.
+fn no_stream_in_2026() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(header::ALLOW, "POST")],
+        axum::Json(json!({
+            "jsonrpc": "2.0", "id": null,
+            "error": {
+                "code": RpcError::INVALID_REQUEST,
+                "message": "MCP 2026-07-28 has no GET stream and no sessions: POST \
+                            subscriptions/listen for change notifications",
+            },
+        })),
+    )
+        .into_response()
+}
+
 fn legacy_stream(app: &App, route: Arc<RouteSpec>, identity: Identity, path: &str) -> Response {
-    let session = match app.table.create(route.clone(), true, identity) {
+    let session = match app.table.create(route.clone(), Kind::Legacy, identity) {
         Ok(session) => session,
         Err(why) => {
             eprintln!("GET /sse on route '{}': refused: {why}", route.name);
@@ -491,7 +547,7 @@ fn legacy_stream(app: &App, route: Arc<RouteSpec>, identity: Identity, path: &st
         table: app.table.clone(),
         id: session.id.clone(),
     };
-    event_stream(rx, Some(endpoint), Some(hang_up), HeaderMap::new())
+    event_stream(rx, Some(endpoint), hang_up, HeaderMap::new())
 }
 
 fn legacy_post(
@@ -515,7 +571,7 @@ fn legacy_post(
     };
     let session = match app.table.get(id) {
         Some(session)
-            if session.legacy
+            if session.kind == Kind::Legacy
                 && session.route.name == route.name
                 && session.belongs_to(identity) =>
         {
@@ -565,10 +621,11 @@ impl Drop for EndOnDrop {
 }
 
 /// An SSE response carrying `first`, then every message from `rx` until its senders are gone.
-fn event_stream(
+/// `guard` lives as long as the stream: dropping it is how the stream's end is noticed.
+pub(crate) fn event_stream<G: Send + 'static>(
     rx: mpsc::UnboundedReceiver<Json>,
     first: Option<Event>,
-    guard: Option<EndOnDrop>,
+    guard: G,
     headers: HeaderMap,
 ) -> Response {
     let messages = stream::unfold((rx, guard), |(mut rx, guard)| async move {

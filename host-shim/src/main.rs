@@ -8,6 +8,7 @@
 mod address;
 #[allow(dead_code)] // the session and stdio fields are read by `serve`
 mod config;
+mod envelope;
 mod envoy_config;
 mod envoy_start;
 mod http;
@@ -19,6 +20,7 @@ mod preflight;
 mod serve;
 mod session;
 mod shutdown;
+mod stateless;
 mod stdio;
 mod up;
 

@@ -90,6 +90,23 @@ pub enum Message {
 }
 
 impl Message {
+    /// The method of a request or notification.
+    pub fn method(&self) -> Option<&str> {
+        match self {
+            Message::Request { method, .. } | Message::Notification { method, .. } => Some(method),
+            Message::Response(_) => None,
+        }
+    }
+
+    /// The params of a request or notification.
+    pub fn params(&self) -> Option<&Json> {
+        match self {
+            Message::Request { params, .. } => params.as_ref(),
+            Message::Notification { message, .. } => message.get("params"),
+            Message::Response(_) => None,
+        }
+    }
+
     pub fn parse(message: Json) -> Result<Message, RpcError> {
         let invalid = |why: &str| RpcError::new(RpcError::INVALID_REQUEST, why.to_string());
         let Some(object) = message.as_object() else {
@@ -279,6 +296,18 @@ impl Fanout {
 
     pub fn pids(&self) -> Vec<u32> {
         self.upstreams.iter().map(|u| u.server.pid()).collect()
+    }
+
+    /// Whether every child is still running.
+    pub fn alive(&self) -> bool {
+        self.upstreams.iter().all(|u| !u.server.exited())
+    }
+
+    /// The merged capabilities the children declared in their `initialize` answers.
+    pub fn capabilities(&self) -> &Json {
+        self.initialize_result
+            .get("capabilities")
+            .unwrap_or(&Json::Null)
     }
 
     /// Answers one client request.

@@ -6,6 +6,11 @@
 //! A session belongs to the identity that opened it (the filter names it in
 //! [`IDENTITY_HEADER`]): for anyone else its id names nothing. The table also caps how many
 //! sessions live at once, in total and per identity, since each one holds child processes.
+//!
+//! 2026-07-28 clients have no sessions, but their requests still need initialized children: the
+//! shim keeps one [`Kind::Stateless`] session per route and identity, never named to anyone,
+//! that serves every such request of that identity (see `stateless`). It lives in the same table
+//! so the same caps, TTL and shutdown apply to it.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,6 +25,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Target;
 use crate::mcp::{ClientSink, Fanout, Message, RpcError};
+use crate::stateless::Hub;
 
 /// Messages kept for a client that has no stream open yet (bounded: a client that never opens
 /// one must not grow the shim's memory).
@@ -78,14 +84,27 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Which transport a session serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Streamable HTTP, 2025-03-26 through 2025-11-25: named by `Mcp-Session-Id`.
+    Streamable,
+    /// Made by `GET /sse` (the 2024-11-05 transport): everything goes on that one stream.
+    Legacy,
+    /// The children behind one identity's 2026-07-28 requests on one route; its id is never
+    /// given out, so no client can name it.
+    Stateless,
+}
+
 /// One MCP session of one client on one route.
 pub struct Session {
     pub id: String,
     pub route: Arc<RouteSpec>,
-    /// Made by `GET /sse` (the 2024-11-05 transport): everything goes on that one stream.
-    pub legacy: bool,
+    pub kind: Kind,
     identity: Identity,
     pub outbound: Arc<Outbound>,
+    /// The 2026-07-28 clients' side of a [`Kind::Stateless`] session.
+    pub hub: Option<Arc<Hub>>,
     mcp: OnceCell<Fanout>,
     last_active: Mutex<Instant>,
     busy: AtomicUsize,
@@ -103,13 +122,14 @@ impl Drop for Busy {
 }
 
 impl Session {
-    fn new(route: Arc<RouteSpec>, legacy: bool, identity: Identity) -> Session {
+    fn new(route: Arc<RouteSpec>, kind: Kind, identity: Identity) -> Session {
         Session {
             id: format!("{:032x}", rand::random::<u128>()),
             route,
-            legacy,
+            kind,
             identity,
             outbound: Arc::new(Outbound::default()),
+            hub: (kind == Kind::Stateless).then(|| Arc::new(Hub::default())),
             mcp: OnceCell::new(),
             last_active: Mutex::new(Instant::now()),
             busy: AtomicUsize::new(0),
@@ -174,6 +194,52 @@ impl Session {
         Ok(fanout.initialize_result.clone())
     }
 
+    /// The children of a [`Kind::Stateless`] session, started and initialized by the shim
+    /// itself with `params` on first use (`notifications/initialized` sent before any request
+    /// can reach them); concurrent first requests wait for the same start.
+    pub async fn start(
+        &self,
+        params: Json,
+        sink: Arc<dyn ClientSink>,
+    ) -> Result<&Fanout, RpcError> {
+        let fanout = self
+            .mcp
+            .get_or_try_init(|| async {
+                let fanout = Fanout::start(
+                    &self.route.name,
+                    &self.route.targets,
+                    &self.id,
+                    Some(params),
+                    sink,
+                )
+                .await?;
+                let initialized = serde_json::json!({
+                    "jsonrpc": "2.0", "method": "notifications/initialized",
+                });
+                fanout.notify("notifications/initialized", &initialized);
+                eprintln!(
+                    "session {}: route '{}', the children behind one identity's 2026-07-28 \
+                     requests, protocol {}, pids {:?}",
+                    short(&self.id),
+                    self.route.name,
+                    fanout.protocol_version,
+                    fanout.pids()
+                );
+                Ok::<Fanout, RpcError>(fanout)
+            })
+            .await?;
+        if self.ended.is_cancelled() {
+            fanout.shutdown().await;
+            return Err(RpcError::new(RpcError::SERVER, "the shim is stopping"));
+        }
+        Ok(fanout)
+    }
+
+    /// The session's children, once started.
+    pub fn mcp(&self) -> Option<&Fanout> {
+        self.mcp.get()
+    }
+
     /// Answers a client request with a complete JSON-RPC response (`None`: it was cancelled).
     pub async fn request(&self, id: Json, method: &str, params: Option<Json>) -> Option<Json> {
         let answer = if method == "initialize" {
@@ -206,6 +272,9 @@ impl Session {
     pub async fn close(&self) {
         self.ended.cancel();
         self.outbound.close();
+        if let Some(hub) = &self.hub {
+            hub.close(self.mcp.get());
+        }
         if let Some(mcp) = self.mcp.get() {
             mcp.shutdown().await;
         }
@@ -396,23 +465,52 @@ impl SessionTable {
     pub fn create(
         &self,
         route: Arc<RouteSpec>,
-        legacy: bool,
+        kind: Kind,
         identity: Identity,
+    ) -> Result<Arc<Session>, Refused> {
+        self.find_or_create(route, kind, identity, false)
+    }
+
+    /// The [`Kind::Stateless`] session of `identity` on `route`, created when it has none (or
+    /// its children died: a 2026-07-28 client has no session to restart, so the shim does it).
+    pub fn stateless(
+        &self,
+        route: Arc<RouteSpec>,
+        identity: Identity,
+    ) -> Result<Arc<Session>, Refused> {
+        self.find_or_create(route, Kind::Stateless, identity, true)
+    }
+
+    fn find_or_create(
+        &self,
+        route: Arc<RouteSpec>,
+        kind: Kind,
+        identity: Identity,
+        reuse: bool,
     ) -> Result<Arc<Session>, Refused> {
         if self.stopped.is_cancelled() {
             return Err(Refused::Stopping);
         }
         let now = Instant::now();
         let mut sessions = lock(&self.sessions);
+        let dead = |s: &Session| s.mcp.get().is_some_and(|m| !m.alive());
         let expired: Vec<Arc<Session>> = sessions
             .values()
-            .filter(|s| s.expired(now))
+            .filter(|s| s.expired(now) || (s.kind == Kind::Stateless && dead(s)))
             .cloned()
             .collect();
         for session in &expired {
             sessions.remove(&session.id);
         }
-        let refused = if sessions.len() >= self.limits.total {
+        let found = sessions
+            .values()
+            .find(|s| {
+                reuse && s.kind == kind && s.route.name == route.name && s.belongs_to(&identity)
+            })
+            .cloned();
+        let refused = if found.is_some() {
+            None
+        } else if sessions.len() >= self.limits.total {
             Some(Refused::Total(self.limits.total))
         } else if sessions
             .values()
@@ -424,17 +522,25 @@ impl SessionTable {
         } else {
             None
         };
-        let created = match refused {
-            Some(refused) => Err(refused),
-            None => {
-                let session = Arc::new(Session::new(route, legacy, identity));
+        let created = match (found, refused) {
+            (Some(found), _) => Ok(found),
+            (None, Some(refused)) => Err(refused),
+            (None, None) => {
+                let session = Arc::new(Session::new(route, kind, identity));
                 sessions.insert(session.id.clone(), session.clone());
                 Ok(session)
             }
         };
         drop(sessions);
         for session in expired {
-            eprintln!("session {}: idle past its TTL", session.id);
+            if dead(&session) && !session.expired(now) {
+                eprintln!(
+                    "session {}: a child of it is gone; a new one serves the next request",
+                    short(&session.id)
+                );
+            } else {
+                eprintln!("session {}: idle past its TTL", session.id);
+            }
             self.closing.spawn(async move { session.close().await });
         }
         created

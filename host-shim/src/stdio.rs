@@ -190,6 +190,11 @@ impl StdioServer {
         self.pid
     }
 
+    /// Whether the child is gone (every call to it fails from now on).
+    pub fn exited(&self) -> bool {
+        lock(&self.calls).dead.is_some()
+    }
+
     /// Sends a request; the answer comes through the returned call.
     pub fn call(&self, method: &str, params: Option<Json>) -> Result<PendingCall, StdioError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);

@@ -1,0 +1,715 @@
+//! `host-shim serve` seen from an MCP 2026-07-28 client, in raw HTTP: no `initialize`, no
+//! `Mcp-Session-Id`, every POST one request carrying its protocol version and client
+//! capabilities in `_meta` and mirroring its method and target into `Mcp-Method` / `Mcp-Name`.
+//! Behind the shim runs the real `@modelcontextprotocol/server-everything`, which speaks
+//! 2025-11-25: the shim initializes it itself. Identities are sent as the filter sends them.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::collections::BTreeSet;
+use std::io::{BufRead as _, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value as Json, json};
+use ureq::Agent;
+
+const IDENTITY: &str = "x-mcp-auth-identity";
+const VERSION: &str = "2026-07-28";
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn config() -> String {
+    let everything =
+        repo_root().join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    assert!(
+        everything.exists(),
+        "{} is missing: run `npm ci` at the repository root",
+        everything.display()
+    );
+    format!(
+        "binds:\n- port: 3000\n  listeners:\n  - routes:\n    - name: tools\n      backends:\n      - mcp:\n          targets:\n          - name: my-server\n            stdio:\n              cmd: node\n              args: [\"{}\", \"stdio\"]\n",
+        everything.display()
+    )
+}
+
+static CONFIGS: AtomicU32 = AtomicU32::new(0);
+
+/// A running shim, stopped with SIGTERM when dropped.
+struct Shim {
+    child: Child,
+    base: String,
+    agent: Agent,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+/// One answer: status, headers that matter here, and the JSON-RPC messages (every event of an
+/// event stream, or the one JSON body).
+struct Answer {
+    status: u16,
+    session: Option<String>,
+    sse: bool,
+    messages: Vec<Json>,
+}
+
+impl Answer {
+    fn last(&self) -> &Json {
+        self.messages.last().unwrap_or(&Json::Null)
+    }
+}
+
+impl Shim {
+    fn start(args: &[&str]) -> Shim {
+        let path = std::env::temp_dir().join(format!(
+            "host-shim-stateless-{}-{}.yaml",
+            std::process::id(),
+            CONFIGS.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::write(&path, config()).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_host-shim"))
+            .arg("serve")
+            .arg(&path)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .current_dir(repo_root())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn host-shim serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let base = line
+            .trim()
+            .strip_prefix("host-shim serving on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_string();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (stderr, sink) = (child.stderr.take().unwrap(), log.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("shim: {line}");
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let agent: Agent = Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        Shim {
+            child,
+            base,
+            agent,
+            log,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("{}/mcp", self.base)
+    }
+
+    fn log_contains(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    /// POSTs `body` with exactly `headers` (besides content type, accept and identity).
+    fn post_raw(&self, identity: Option<&str>, headers: &[(&str, &str)], body: &Json) -> Answer {
+        let mut request = self
+            .agent
+            .post(self.url())
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(identity) = identity {
+            request = request.header(IDENTITY, identity);
+        }
+        let mut response = request.send(body.to_string()).unwrap();
+        let status = response.status().as_u16();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_string())
+        };
+        let session = header("mcp-session-id");
+        let sse = header("content-type").is_some_and(|v| v.starts_with("text/event-stream"));
+        let text = response.body_mut().read_to_string().unwrap();
+        let messages = if sse {
+            events(&text)
+        } else if text.is_empty() {
+            Vec::new()
+        } else {
+            vec![serde_json::from_str(&text).unwrap()]
+        };
+        Answer {
+            status,
+            session,
+            sse,
+            messages,
+        }
+    }
+
+    /// A request as a conforming 2026-07-28 client sends it.
+    fn request(&self, identity: Option<&str>, id: u64, method: &str, params: Json) -> Answer {
+        let body = envelope(id, method, params);
+        let name = ["name", "uri"]
+            .iter()
+            .find_map(|k| body["params"][*k].as_str())
+            .map(str::to_string);
+        let mut headers = vec![("mcp-protocol-version", VERSION), ("mcp-method", method)];
+        if let Some(name) = &name
+            && matches!(method, "tools/call" | "prompts/get" | "resources/read")
+        {
+            headers.push(("mcp-name", name));
+        }
+        self.post_raw(identity, &headers, &body)
+    }
+
+    fn call_tool(&self, identity: Option<&str>, tool: &str, arguments: Json) -> Answer {
+        self.request(
+            identity,
+            9,
+            "tools/call",
+            json!({ "name": tool, "arguments": arguments }),
+        )
+    }
+
+    /// Opens `subscriptions/listen` for `filter`; its events arrive on the returned channel.
+    fn listen(&self, identity: &str, id: &str, filter: Json) -> mpsc::Receiver<Json> {
+        let body = json!({
+            "jsonrpc": "2.0", "id": id, "method": "subscriptions/listen",
+            "params": { "_meta": meta(), "notifications": filter },
+        });
+        let response = self
+            .agent
+            .post(self.url())
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", VERSION)
+            .header("mcp-method", "subscriptions/listen")
+            .header(IDENTITY, identity)
+            .config()
+            .timeout_global(None)
+            .build()
+            .send(body.to_string())
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        assert!(
+            response
+                .headers()
+                .get("content-type")
+                .is_some_and(|v| v.to_str().unwrap().starts_with("text/event-stream"))
+        );
+        let (tx, rx) = mpsc::channel();
+        let mut reader = BufReader::new(response.into_body().into_reader());
+        std::thread::spawn(move || {
+            let mut data = String::new();
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                if let Some(rest) = line.trim_end().strip_prefix("data:") {
+                    data.push_str(rest.trim_start());
+                } else if line.trim_end().is_empty()
+                    && !data.is_empty()
+                    && tx
+                        .send(serde_json::from_str(&std::mem::take(&mut data)).unwrap())
+                        .is_err()
+                {
+                    return;
+                }
+                line.clear();
+            }
+        });
+        rx
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Shim {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn meta() -> Json {
+    json!({
+        "io.modelcontextprotocol/protocolVersion": VERSION,
+        "io.modelcontextprotocol/clientInfo": { "name": "host-shim-tests", "version": "1" },
+        "io.modelcontextprotocol/clientCapabilities": {},
+    })
+}
+
+fn envelope(id: u64, method: &str, mut params: Json) -> Json {
+    let mut full = meta();
+    if let Some(extra) = params.get("_meta").and_then(Json::as_object) {
+        for (k, v) in extra {
+            full[k] = v.clone();
+        }
+    }
+    params["_meta"] = full;
+    json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params })
+}
+
+fn events(text: &str) -> Vec<Json> {
+    text.split("\n\n")
+        .filter_map(|block| {
+            let data: Vec<&str> = block
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(str::trim_start)
+                .collect();
+            (!data.is_empty()).then(|| serde_json::from_str(&data.join("\n")).unwrap())
+        })
+        .collect()
+}
+
+fn children(pid: u32) -> BTreeSet<u32> {
+    let mut out = BTreeSet::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        if rest.split_whitespace().nth(1) == Some(&pid.to_string()) {
+            out.insert(child);
+        }
+    }
+    out
+}
+
+fn text_of(answer: &Json) -> String {
+    answer["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no text in {answer}"))
+        .to_string()
+}
+
+/// The next message on a listen stream, within `timeout`.
+fn next(events: &mpsc::Receiver<Json>, timeout: Duration) -> Json {
+    events
+        .recv_timeout(timeout)
+        .unwrap_or_else(|e| panic!("no event on the listen stream within {timeout:?}: {e}"))
+}
+
+#[test]
+fn discover_then_tools_resources_and_prompts_without_a_session() {
+    let shim = Shim::start(&[]);
+    let alice = Some("token-of-alice");
+
+    let discovered = shim.request(alice, 1, "server/discover", json!({}));
+    assert_eq!(discovered.status, 200, "{:?}", discovered.messages);
+    assert_eq!(discovered.session, None, "2026-07-28 mints no session ids");
+    let result = &discovered.last()["result"];
+    assert_eq!(discovered.last()["id"], 1);
+    let versions = result["supportedVersions"].as_array().unwrap();
+    assert!(versions.contains(&json!(VERSION)), "{result}");
+    assert!(result["capabilities"]["tools"].is_object(), "{result}");
+    assert!(
+        result["capabilities"].get("tasks").is_none(),
+        "tasks are no longer core"
+    );
+    assert_eq!(result["resultType"], "complete");
+    assert_eq!(result["cacheScope"], "private");
+    assert!(result["ttlMs"].is_u64());
+    let server = &result["_meta"]["io.modelcontextprotocol/serverInfo"];
+    assert!(server["name"].is_string(), "{result}");
+    // The shim initialized a 2025-11-25 child for it, as a client of that revision.
+    assert!(shim.log_contains("2026-07-28 requests, protocol 2025-11-25"));
+
+    let tools = shim.request(alice, 2, "tools/list", json!({}));
+    assert_eq!(tools.status, 200);
+    let listed = &tools.last()["result"];
+    assert_eq!(listed["resultType"], "complete");
+    assert_eq!(listed["ttlMs"], 0);
+    assert_eq!(listed["cacheScope"], "private");
+    let names: Vec<&str> = listed["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"echo"), "{names:?}");
+    // Initialized without client capabilities, the server offers no tool that would ask the
+    // client something.
+    assert!(!names.contains(&"trigger-sampling-request"), "{names:?}");
+
+    let echoed = shim.call_tool(alice, "echo", json!({ "message": "stateless" }));
+    assert_eq!(echoed.status, 200);
+    assert!(!echoed.sse, "no progress asked for: plain JSON");
+    assert_eq!(text_of(echoed.last()), "Echo: stateless");
+    assert_eq!(echoed.last()["id"], 9);
+    assert_eq!(echoed.last()["result"]["resultType"], "complete");
+
+    let resources = shim.request(alice, 3, "resources/list", json!({}));
+    let uri = resources.last()["result"]["resources"][0]["uri"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let read = shim.request(alice, 4, "resources/read", json!({ "uri": uri }));
+    assert_eq!(read.status, 200, "{:?}", read.messages);
+    assert_eq!(read.last()["result"]["contents"][0]["uri"], uri.as_str());
+    assert_eq!(read.last()["result"]["cacheScope"], "private");
+
+    let prompt = shim.request(
+        alice,
+        5,
+        "prompts/get",
+        json!({ "name": "simple-prompt", "arguments": {} }),
+    );
+    assert_eq!(prompt.status, 200, "{:?}", prompt.messages);
+    assert!(prompt.last()["result"]["messages"][0]["content"]["text"].is_string());
+    assert_eq!(prompt.last()["result"]["resultType"], "complete");
+
+    // Progress travels on the request's own stream, under the token the client chose.
+    let long = shim.request(
+        alice,
+        6,
+        "tools/call",
+        json!({
+            "name": "trigger-long-running-operation",
+            "arguments": { "duration": 1, "steps": 2 },
+            "_meta": { "progressToken": "mine" },
+        }),
+    );
+    assert!(long.sse);
+    let progress: Vec<&Json> = long
+        .messages
+        .iter()
+        .filter(|m| m["method"] == "notifications/progress")
+        .collect();
+    assert_eq!(progress.len(), 2, "{:?}", long.messages);
+    assert!(
+        progress
+            .iter()
+            .all(|p| p["params"]["progressToken"] == "mine")
+    );
+    assert_eq!(long.last()["id"], 6);
+    assert!(text_of(long.last()).contains("Long running operation completed"));
+
+    // Every request of one identity was served by one child, started once.
+    assert_eq!(children(shim.pid()).len(), 1);
+
+    // Removed methods are unknown methods; GET and DELETE have nothing to serve.
+    let ping = shim.request(alice, 7, "ping", json!({}));
+    assert_eq!(ping.status, 404);
+    assert_eq!(ping.last()["error"]["code"], -32601);
+    let get = shim
+        .agent
+        .get(shim.url())
+        .header("accept", "text/event-stream")
+        .header("mcp-protocol-version", VERSION)
+        .call()
+        .unwrap();
+    assert_eq!(get.status().as_u16(), 405);
+}
+
+#[test]
+fn headers_that_disagree_with_the_body_are_refused_with_header_mismatch() {
+    let shim = Shim::start(&[]);
+    let alice = Some("token-of-alice");
+    let call = envelope(
+        11,
+        "tools/call",
+        json!({ "name": "echo", "arguments": { "message": "x" } }),
+    );
+    let disagreeing: &[(&str, &[(&str, &str)])] = &[
+        (
+            "Mcp-Name names another tool than the body",
+            &[
+                ("mcp-protocol-version", VERSION),
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "get-env"),
+            ],
+        ),
+        (
+            "Mcp-Method names another method",
+            &[
+                ("mcp-protocol-version", VERSION),
+                ("mcp-method", "tools/list"),
+                ("mcp-name", "echo"),
+            ],
+        ),
+        (
+            "Mcp-Name is missing",
+            &[
+                ("mcp-protocol-version", VERSION),
+                ("mcp-method", "tools/call"),
+            ],
+        ),
+        (
+            "MCP-Protocol-Version is missing",
+            &[("mcp-method", "tools/call"), ("mcp-name", "echo")],
+        ),
+        (
+            "Mcp-Name twice",
+            &[
+                ("mcp-protocol-version", VERSION),
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "echo"),
+                ("mcp-name", "echo"),
+            ],
+        ),
+    ];
+    for (why, headers) in disagreeing {
+        let answer = shim.post_raw(alice, headers, &call);
+        assert_eq!(answer.status, 400, "{why}: {:?}", answer.messages);
+        let error = &answer.last()["error"];
+        assert_eq!(error["code"], -32020, "{why}: {error}");
+        assert!(
+            error["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("Header mismatch"),
+            "{why}: {error}"
+        );
+        assert_eq!(answer.last()["id"], 11, "{why}");
+    }
+    // The same request with agreeing headers is served, and it is the only call that reached
+    // the server: the refused ones never did.
+    let served = shim.call_tool(alice, "echo", json!({ "message": "x" }));
+    assert_eq!(text_of(served.last()), "Echo: x");
+    let calls = shim
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("call tools/call"))
+        .count();
+    assert_eq!(calls, 1);
+
+    // Malformed envelopes and versions the shim does not serve have codes of their own.
+    let no_meta = json!({ "jsonrpc": "2.0", "id": 12, "method": "tools/list", "params": {} });
+    let answer = shim.post_raw(
+        alice,
+        &[
+            ("mcp-protocol-version", VERSION),
+            ("mcp-method", "tools/list"),
+        ],
+        &no_meta,
+    );
+    assert_eq!(
+        (answer.status, &answer.last()["error"]["code"]),
+        (400, &json!(-32602))
+    );
+    let mut future = envelope(13, "tools/list", json!({}));
+    future["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] = json!("2099-01-01");
+    let answer = shim.post_raw(
+        alice,
+        &[
+            ("mcp-protocol-version", "2099-01-01"),
+            ("mcp-method", "tools/list"),
+        ],
+        &future,
+    );
+    assert_eq!(answer.status, 400, "{:?}", answer.messages);
+    let error = &answer.last()["error"];
+    assert_eq!(error["code"], -32022);
+    assert_eq!(error["data"]["supported"], json!([VERSION]));
+    assert_eq!(error["data"]["requested"], "2099-01-01");
+}
+
+#[test]
+fn a_subscribed_resource_update_arrives_on_subscriptions_listen() {
+    let shim = Shim::start(&[]);
+    let uri = "demo://resource/dynamic/text/1";
+    let events = shim.listen(
+        "token-of-alice",
+        "listen-1",
+        json!({ "resourceSubscriptions": [uri], "toolsListChanged": true }),
+    );
+    let ack = next(&events, Duration::from_secs(30));
+    assert_eq!(ack["method"], "notifications/subscriptions/acknowledged");
+    assert_eq!(
+        ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        "listen-1"
+    );
+    assert_eq!(
+        ack["params"]["notifications"],
+        json!({ "resourceSubscriptions": [uri], "toolsListChanged": true })
+    );
+    assert!(shim.log_contains(&format!("call resources/subscribe {uri}")));
+
+    // server-everything sends updates for its subscriptions once this tool is on: the call
+    // is another request, on another connection, of the same identity.
+    let toggled = shim.call_tool(
+        Some("token-of-alice"),
+        "toggle-subscriber-updates",
+        json!({}),
+    );
+    assert!(
+        text_of(toggled.last()).starts_with("Started"),
+        "{:?}",
+        toggled.messages
+    );
+    let update = next(&events, Duration::from_secs(10));
+    assert_eq!(update["method"], "notifications/resources/updated");
+    assert_eq!(update["params"]["uri"], uri);
+    assert_eq!(
+        update["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        "listen-1"
+    );
+    // Nothing the stream did not opt in to, such as the server's log lines, reaches it.
+    let later = next(&events, Duration::from_secs(10));
+    assert_eq!(later["method"], "notifications/resources/updated");
+
+    // Closing the stream ends the subscription on the server.
+    drop(events);
+    let started = Instant::now();
+    while !shim.log_contains(&format!("call resources/unsubscribe {uri}")) {
+        // The reader thread notices the closed channel at the next event (within 5 s).
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no unsubscribe"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn two_identities_share_no_children_no_state_and_count_against_the_caps() {
+    let shim = Shim::start(&["--max-sessions", "2"]);
+    let (alice, bob) = (Some("token-of-alice"), Some("token-of-bob"));
+    let toggle = |who| {
+        text_of(
+            shim.call_tool(who, "toggle-subscriber-updates", json!({}))
+                .last(),
+        )
+    };
+    assert!(toggle(alice).starts_with("Started"));
+    // Bob's toggle is his own: he starts, he does not stop alice's.
+    assert!(toggle(bob).starts_with("Started"));
+    assert!(toggle(alice).starts_with("Stopped"));
+    assert!(toggle(bob).starts_with("Stopped"));
+    assert_eq!(children(shim.pid()).len(), 2, "one child per identity");
+
+    // Alice's subscription is fed; bob's on the same URI is not, since his updates are off.
+    let uri = "demo://resource/dynamic/text/2";
+    let bobs = shim.listen(
+        "token-of-bob",
+        "b",
+        json!({ "resourceSubscriptions": [uri] }),
+    );
+    next(&bobs, Duration::from_secs(30));
+    let alices = shim.listen(
+        "token-of-alice",
+        "a",
+        json!({ "resourceSubscriptions": [uri] }),
+    );
+    next(&alices, Duration::from_secs(30));
+    assert!(toggle(alice).starts_with("Started"));
+    let update = next(&alices, Duration::from_secs(10));
+    assert_eq!(
+        update["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        "a"
+    );
+    assert!(
+        bobs.recv_timeout(Duration::from_secs(6)).is_err(),
+        "bob's stream got alice's update"
+    );
+
+    // Each identity's children hold a place in the session table: a third is refused.
+    let carol = shim.request(Some("token-of-carol"), 1, "tools/list", json!({}));
+    assert_eq!(carol.status, 429, "{:?}", carol.messages);
+    assert!(
+        carol.last()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--max-sessions")
+    );
+    assert_eq!(children(shim.pid()).len(), 2);
+}
+
+#[test]
+fn closing_the_response_stream_cancels_and_a_dead_child_is_replaced() {
+    let shim = Shim::start(&[]);
+    let alice = "token-of-alice";
+    let body = envelope(
+        21,
+        "tools/call",
+        json!({
+            "name": "trigger-long-running-operation",
+            "arguments": { "duration": 30, "steps": 30 },
+            "_meta": { "progressToken": 1 },
+        }),
+    );
+    let response = shim
+        .agent
+        .post(shim.url())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", VERSION)
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "trigger-long-running-operation")
+        .header(IDENTITY, alice)
+        .send(body.to_string())
+        .unwrap();
+    let mut reader = BufReader::new(response.into_body().into_reader());
+    let mut line = String::new();
+    while !line.contains("notifications/progress") {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "the stream ended");
+    }
+    // Hanging up is this revision's cancellation: the child is told, not left working.
+    drop(reader);
+    let started = Instant::now();
+    while !shim.log_contains("cancelled on the server") {
+        assert!(started.elapsed() < Duration::from_secs(10), "not cancelled");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // A 2026-07-28 client has no session to restart: when the child dies, the next request
+    // gets a new one.
+    let before = children(shim.pid());
+    assert_eq!(before.len(), 1);
+    let old = *before.iter().next().unwrap();
+    Command::new("kill")
+        .args(["-KILL", &old.to_string()])
+        .status()
+        .unwrap();
+    let started = Instant::now();
+    while !shim.log_contains("exited (signal 9") {
+        assert!(started.elapsed() < Duration::from_secs(10), "no exit seen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let echoed = shim.call_tool(Some(alice), "echo", json!({ "message": "again" }));
+    assert_eq!(text_of(echoed.last()), "Echo: again");
+    let after = children(shim.pid());
+    assert_eq!(after.len(), 1);
+    assert!(!after.contains(&old));
+    assert!(shim.log_contains("a child of it is gone"));
+}
