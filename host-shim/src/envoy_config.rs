@@ -136,6 +136,12 @@ pub fn render(config: &Config, options: &RenderOptions) -> anyhow::Result<String
         if let Some(p) = &route.route.policies {
             // The target names let the filter split `<target>_<tool>` for `mcp.tool.target`.
             let targets: Vec<&str> = route.route.targets().map(|t| t.name.as_str()).collect();
+            let mut p = serde_json::to_value(p)?;
+            // The shim rejects a 2026-07-28 request whose Mcp-Method / Mcp-Name disagree with
+            // its body, so the filter may judge such a call from those headers alone.
+            if let Some(authz) = p.get_mut("authorization").and_then(Json::as_object_mut) {
+                authz.entry("trustMcpHeaders").or_insert(Json::Bool(true));
+            }
             policies.insert(
                 route.name.clone(),
                 json!({ "policies": p, "mcpTargets": targets }),

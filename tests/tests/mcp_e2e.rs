@@ -784,3 +784,76 @@ fn the_dashboards_metrics_exist_after_a_short_run() {
     }
     assert!(checked >= 15, "{checked} queries checked");
 }
+
+/// The `Mcp-Method` / `Mcp-Name` fast path is safe through the whole stack: the filter judges
+/// a 2026-07-28 call from its headers without buffering the body, and a body that disagrees
+/// with them is refused by the shim (HTTP 400, `-32020`) before any server runs it.
+#[test]
+fn a_call_judged_from_its_headers_cannot_smuggle_another_body_past_the_shim() {
+    let rule =
+        "          - allow: '\"AI-Users\" in auth.claims.groups && mcp.tool.name == \"echo\"'";
+    let Some(gw) = Gateway::start(rule, &[]) else {
+        return;
+    };
+    let token = gw.token("ai-user", "ai-user-secret");
+    let modern = |name_header: &str, tool: &str| {
+        let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+        "name": tool, "arguments": {"message": "fast"},
+        "_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": {"name": "e2e", "version": "1"},
+            "io.modelcontextprotocol/clientCapabilities": {},
+        }}});
+        let mut response = envoy_support::agent()
+            .post(&gw.url)
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", name_header)
+            .send(body.to_string())
+            .unwrap();
+        let status = response.status().as_u16();
+        (
+            status,
+            response.body_mut().read_to_string().unwrap_or_default(),
+        )
+    };
+    let fast = || -> u64 {
+        let stats = envoy_support::agent()
+            .get(format!(
+                "http://127.0.0.1:{}/stats?filter=header_fast_path",
+                gw.admin_port
+            ))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix("wasmcustom.mcp_auth.header_fast_path: "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    // The first call may wait for the keys (its body then arrives and is judged itself).
+    let (status, body) = modern("echo", "echo");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("fast"), "{body}");
+    let before = fast();
+    let (status, body) = modern("echo", "echo");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(fast(), before + 1, "judged from its headers");
+    // The headers say echo, the body says get-env: the filter lets the headers decide, and
+    // the shim refuses the mismatch.
+    let (status, body) = modern("echo", "get-env");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("-32020"), "{body}");
+    assert_eq!(fast(), before + 2, "the filter did not read that body");
+    let log = std::fs::read_to_string(&gw.log).unwrap_or_default();
+    assert!(
+        !log.contains("tools/call get-env"),
+        "the server never ran it:\n{log}"
+    );
+}
