@@ -368,8 +368,14 @@ pub fn decide_body(
             .first(name)
             .and_then(|v| std::str::from_utf8(v).ok())
     };
-    if let Some(reason) =
-        mcp::header_mismatch(&parsed, header("mcp-method"), header("mcp-name"), modern)
+    // A repeated header is two answers to one question: whichever one a server reads, the
+    // other may be what an intermediary judged.
+    let repeated = ["mcp-method", "mcp-name"]
+        .into_iter()
+        .find(|name| request.all(name).len() > 1)
+        .map(|name| format!("the {name} header appears more than once"));
+    if let Some(reason) = repeated
+        .or_else(|| mcp::header_mismatch(&parsed, header("mcp-method"), header("mcp-name"), modern))
     {
         host.count(metric::DENIED_HEADER_MISMATCH, 1);
         let id = match parsed.messages.as_slice() {

@@ -857,6 +857,8 @@ impl Filter {
                 };
                 stream.is_some_and(|s| !s.complete)
                     && text("mcp-protocol-version") == Some("2026-07-28")
+                    && request.all("mcp-method").len() == 1
+                    && request.all("mcp-name").len() == 1
                     && match (text("mcp-method"), text("mcp-name")) {
                         (Some(method), Some(name)) => {
                             mcp::header_view(method, name, &policy.targets).is_some_and(|view| {

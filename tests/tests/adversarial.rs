@@ -586,6 +586,16 @@ fn mcp_method_and_name_headers_that_disagree_with_the_body_are_refused() {
             .body(&call(13, "echo")),
     );
     assert_eq!(out.status(), 400);
+    // A repeated header is refused, whichever copy agrees with the body.
+    let out = vm.request(
+        post()
+            .bearer(&a)
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "echo")
+            .header("mcp-name", "get-env")
+            .body(&call(15, "echo")),
+    );
+    assert_eq!(out.status(), 400, "{out:?}");
     // Agreeing headers pass.
     let out = vm.request(
         post()
