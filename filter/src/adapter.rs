@@ -14,10 +14,11 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
 
-use crate::host::{Host, SharedWrite};
+use crate::host::{DispatchError, Host, SharedWrite};
 use crate::keystore::{FetchResponse, MAX_JWKS_BYTES};
 use crate::lifecycle::{self, Action as Next, Filter, Step};
-use crate::policy::{FilterConfig, Location};
+use crate::location::Location;
+use crate::policy::FilterConfig;
 use crate::response::LocalResponse;
 
 proxy_wasm::main! {{
@@ -88,7 +89,7 @@ impl Host for ProxyHost {
         }
     }
 
-    fn dispatch_get(&self, location: &Location, timeout: Duration) -> Result<u32, String> {
+    fn dispatch_get(&self, location: &Location, timeout: Duration) -> Result<u32, DispatchError> {
         hostcalls::dispatch_http_call(
             &location.cluster,
             vec![
@@ -103,8 +104,8 @@ impl Host for ProxyHost {
             timeout,
         )
         .map_err(|status| match status {
-            Status::BadArgument => "the cluster is not configured in the proxy".to_string(),
-            other => format!("the proxy refused the call ({other:?})"),
+            Status::BadArgument => DispatchError::NoCluster,
+            other => DispatchError::Refused(other as u32),
         })
     }
 }

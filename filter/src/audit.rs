@@ -13,7 +13,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::host::{Host, Note, SharedWrite};
-use crate::policy::Location;
+use crate::location::Location;
 
 const DENIED_PREFIX: &str = "mcp_auth.denied.";
 
@@ -112,7 +112,7 @@ impl Host for Recorder<'_> {
         self.host.shared_set(key, value, cas)
     }
 
-    fn dispatch_get(&self, location: &Location, timeout: Duration) -> Result<u32, String> {
+    fn dispatch_get(&self, location: &Location, timeout: Duration) -> Result<u32, crate::host::DispatchError> {
         self.host.dispatch_get(location, timeout)
     }
 

@@ -13,7 +13,7 @@
 //! error to report. A rule that could never hold for one of the kinds it reads (`mcp.tool.name
 //! == "a" && mcp.prompt.name == "b"`) fails the configuration instead of lying dead.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -644,7 +644,7 @@ impl RuleSet {
             });
             context.add_variable_from_value(
                 "request",
-                map(vec![
+                crate::cel_value::map(vec![
                     ("method", Value::from(input.method)),
                     ("path", Value::from(input.path)),
                     ("host", Value::from(input.host)),
@@ -658,11 +658,11 @@ impl RuleSet {
 
 /// `jwt` and `auth` (`auth.claims`, `auth.scopes`) for a set of verified claims.
 pub fn claims_values(claims: &serde_json::Map<String, Json>) -> (Value, Value) {
-    let jwt = object(claims);
+    let jwt = crate::cel_value::object(claims);
     let scopes = Value::List(Arc::new(
         scopes(claims).into_iter().map(Value::from).collect(),
     ));
-    let auth = map(vec![("claims", jwt.clone()), ("scopes", scopes)]);
+    let auth = crate::cel_value::map(vec![("claims", jwt.clone()), ("scopes", scopes)]);
     (jwt, auth)
 }
 
@@ -681,48 +681,6 @@ pub fn scopes(claims: &serde_json::Map<String, Json>) -> Vec<String> {
     }
     out.dedup();
     out
-}
-
-fn map(entries: Vec<(&str, Value)>) -> Value {
-    Value::Map(CelMap {
-        map: Arc::new(
-            entries
-                .into_iter()
-                .map(|(k, v)| (Key::String(Arc::new(k.to_string())), v))
-                .collect::<HashMap<_, _>>(),
-        ),
-    })
-}
-
-fn object(claims: &serde_json::Map<String, Json>) -> Value {
-    Value::Map(CelMap {
-        map: Arc::new(
-            claims
-                .iter()
-                .map(|(k, v)| (Key::String(Arc::new(k.clone())), json(v)))
-                .collect(),
-        ),
-    })
-}
-
-/// JSON to CEL: integers stay integers so `auth.claims.exp > 0` type-checks as CEL expects.
-pub fn json(value: &Json) -> Value {
-    match value {
-        Json::Null => Value::Null,
-        Json::Bool(b) => Value::Bool(*b),
-        Json::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                Value::Int(i)
-            } else if let Some(u) = n.as_u64() {
-                Value::UInt(u)
-            } else {
-                Value::Float(n.as_f64().unwrap_or(f64::NAN))
-            }
-        }
-        Json::String(s) => Value::from(s.as_str()),
-        Json::Array(items) => Value::List(Arc::new(items.iter().map(json).collect())),
-        Json::Object(o) => object(o),
-    }
 }
 
 #[cfg(test)]

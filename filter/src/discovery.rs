@@ -18,7 +18,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value as Json, json};
 
 use crate::host::Host;
-use crate::policy::{Authn, ConfigError, KeySource, Location, Provider};
+use crate::location::Location;
+use crate::policy::{Authn, ConfigError, KeySource, Provider};
 use crate::response::{LocalResponse, Origin};
 
 /// Counter names.
@@ -101,7 +102,7 @@ impl Facade {
                 }
             };
             Location::parse(&url, None)
-                .map_err(|reason| ConfigError::new(format!("{path}.{name}"), reason))?;
+                .map_err(|reason| ConfigError::new(format!("{path}.{name}"), reason.to_string()))?;
             Ok(url)
         };
         let authorization_endpoint = endpoint(

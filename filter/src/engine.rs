@@ -6,20 +6,16 @@ use serde_json::Value as Json;
 
 use crate::authz::{Evaluation, Input, Verdict};
 use crate::host::{Host, Note};
-use crate::jwks::KeySet;
-use crate::jwt::{self, Credentials, Identity};
+use crate::cache::{Caller, TokenCache};
+use crate::jwt::{self, Credentials};
+use crate::keystore::KeyState;
 use crate::mcp::{self, McpView};
-use crate::policy::{Authn, Mode, Policy};
+use crate::policy::{Authn, IDENTITY_HEADER, Mode, Policy};
 use crate::response::{self, Challenge, LocalResponse, METADATA_PREFIX, Origin};
-
-/// The header that names the verified identity to the upstream (the shim binds each MCP
-/// session to it). The filter removes it from every client request on every route, so only a
-/// verified token can set it.
-pub const IDENTITY_HEADER: &str = "x-mcp-auth-identity";
 
 /// The identity header's value: the issuer and the subject, each base64url-encoded, joined by
 /// a dot, so the pair is unambiguous whatever characters either holds.
-pub fn identity_value(identity: &Identity) -> String {
+pub fn identity_value(identity: &Caller) -> String {
     use base64::Engine as _;
     let text = |claim: &str| {
         let value = identity
@@ -61,17 +57,6 @@ impl<'a> RequestView<'a> {
     }
 }
 
-/// The keys a request may be verified with, as the caller knows them now.
-#[derive(Debug, Clone, Copy)]
-pub enum KeyState<'a> {
-    /// Keys are loaded; `may_refetch` says whether an unknown `kid` may ask the issuer again.
-    Ready { set: &'a KeySet, may_refetch: bool },
-    /// No keys yet: a fetch must happen first.
-    Missing,
-    /// The issuer's keys could not be had, for this reason.
-    Failed(&'a str),
-}
-
 /// What the proxy should do with the request.
 #[derive(Debug)]
 pub enum Decision {
@@ -93,7 +78,7 @@ pub struct Forward {
     /// so a client can never forge them.
     pub remove: Vec<String>,
     pub add: Vec<(String, String)>,
-    pub identity: Option<Identity>,
+    pub identity: Option<Caller>,
 }
 
 /// What to do with a complete request body.
@@ -138,6 +123,7 @@ pub mod metric {
 pub fn decide(
     policy: &Policy,
     keys: KeyState<'_>,
+    cache: &TokenCache,
     request: &RequestView<'_>,
     host: &dyn Host,
 ) -> Decision {
@@ -173,7 +159,7 @@ pub fn decide(
         if let Some(answer) = crate::discovery::answer(authn, method, &origin, host) {
             return Decision::Respond(answer);
         }
-        match authenticate(authn, keys, request, raw_path, &origin, host) {
+        match authenticate(authn, keys, cache, request, raw_path, &origin, host) {
             Authenticated::Yes(id) => {
                 let text = |c: &str| id.claims().get(c).and_then(Json::as_str).unwrap_or("");
                 host.note(Note::Identity {
@@ -236,7 +222,7 @@ pub fn decide(
 }
 
 /// The header changes for a request the policy lets through.
-fn forward(policy: &Policy, identity: Option<Identity>) -> Forward {
+fn forward(policy: &Policy, identity: Option<Caller>) -> Forward {
     let mut out = Forward::default();
     if let Some(authn) = &policy.authn {
         if !authn.forward_token {
@@ -259,7 +245,7 @@ fn forward(policy: &Policy, identity: Option<Identity>) -> Forward {
 
 /// A claim as header text: nested claims by dotted path, arrays joined with commas. Control
 /// characters are dropped so a claim can never split a header.
-fn claim_text(identity: &Identity, path: &str) -> Option<String> {
+fn claim_text(identity: &Caller, path: &str) -> Option<String> {
     let mut parts = path.split('.');
     let first = parts.next()?;
     let mut value = identity.claims().get(first)?;
@@ -285,7 +271,7 @@ fn claim_text(identity: &Identity, path: &str) -> Option<String> {
 /// Evaluates the rules for the request (view `None`) or for one of its JSON-RPC messages.
 fn judge(
     policy: &Policy,
-    identity: Option<&Identity>,
+    identity: Option<&Caller>,
     view: Option<&McpView>,
     request: &RequestView<'_>,
     host: &dyn Host,
@@ -302,8 +288,8 @@ fn judge(
     let mut evaluation = Evaluation::default();
     let verdict = policy.rules.evaluate(
         &Input {
-            claims: identity.map(Identity::claims),
-            prebuilt: identity.map(|id| id.cel_values(crate::authz::claims_values)),
+            claims: identity.map(Caller::claims),
+            prebuilt: identity.map(Caller::cel_values),
             mcp: view,
             method: request.text(":method"),
             path,
@@ -328,7 +314,7 @@ fn judge(
 /// fast path). A denial is not counted here: the body is then read and judged as usual.
 pub fn allows(
     policy: &Policy,
-    identity: Option<&Identity>,
+    identity: Option<&Caller>,
     view: &McpView,
     request: &RequestView<'_>,
     host: &dyn Host,
@@ -345,7 +331,7 @@ pub fn allows(
 /// refused (fail closed), as is any message the rules deny: the upstream never sees it.
 pub fn decide_body(
     policy: &Policy,
-    identity: Option<&Identity>,
+    identity: Option<&Caller>,
     request: &RequestView<'_>,
     body: &[u8],
     host: &dyn Host,
@@ -490,7 +476,7 @@ pub fn decide_body(
 /// caller: the rules judge it as if the caller used it.
 pub fn keep_item(
     policy: &Policy,
-    identity: Option<&Identity>,
+    identity: Option<&Caller>,
     request: &RequestView<'_>,
     view: &McpView,
     host: &dyn Host,
@@ -516,7 +502,7 @@ fn metadata_request<'p>(method: &str, path: &'p str) -> Option<&'p str> {
 }
 
 enum Authenticated {
-    Yes(Identity),
+    Yes(Caller),
     Anonymous,
     Stop(Decision),
 }
@@ -524,6 +510,7 @@ enum Authenticated {
 fn authenticate(
     authn: &Authn,
     keys: KeyState<'_>,
+    cache: &TokenCache,
     request: &RequestView<'_>,
     raw_path: &[u8],
     origin: &Origin<'_>,
@@ -572,18 +559,16 @@ fn authenticate(
         }
     };
     let now = host.now();
-    if let Some(identity) = authn
-        .cache
-        .get(token, set.generation, now, authn.expect.clock_skew)
-    {
+    if let Some(caller) = cache.get(token, set.generation, now, authn.expect.clock_skew) {
         host.count(metric::TOKEN_CACHE_HIT, 1);
-        return Authenticated::Yes(identity);
+        return Authenticated::Yes(caller);
     }
     match jwt::verify(token, set, &authn.expect, now) {
         Ok(identity) => {
             host.count(metric::TOKEN_CACHE_MISS, 1);
-            authn.cache.put(token, identity.clone(), set.generation);
-            Authenticated::Yes(identity)
+            let caller = Caller::new(identity);
+            cache.put(token, caller.clone(), set.generation);
+            Authenticated::Yes(caller)
         }
         Err(e) if e.is_unknown_key() && may_refetch => Authenticated::Stop(Decision::FetchKeys),
         Err(e) => {

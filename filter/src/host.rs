@@ -6,7 +6,18 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::policy::Location;
+use crate::location::Location;
+
+/// Why the proxy would not start a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error)]
+pub enum DispatchError {
+    /// The proxy has no cluster of the location's name.
+    #[error("the cluster is not configured in the proxy")]
+    NoCluster,
+    /// Any other refusal, with the proxy's status code.
+    #[error("the proxy refused the call (status {0})")]
+    Refused(u32),
+}
 
 /// The result of a compare-and-swap write to the proxy's shared data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +55,8 @@ pub trait Host {
     /// Writes `value` if the entry still has `cas` (0 = whatever it has).
     fn shared_set(&self, key: &str, value: &[u8], cas: u32) -> SharedWrite;
     /// Starts a GET to `location` through its cluster; the answer comes back by token.
-    fn dispatch_get(&self, location: &Location, timeout: Duration) -> Result<u32, String>;
+    fn dispatch_get(&self, location: &Location, timeout: Duration)
+        -> Result<u32, DispatchError>;
     /// Hears about a decision as it is made (see [`Note`]); hosts that keep no decision log
     /// ignore it.
     fn note(&self, _note: Note<'_>) {}

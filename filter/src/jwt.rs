@@ -5,7 +5,6 @@
 //! to ask whether the claims are trustworthy.
 
 use std::borrow::Cow;
-use std::cell::OnceCell;
 use std::num::NonZeroUsize;
 use std::rc::Rc;
 
@@ -183,14 +182,7 @@ pub struct Expectations {
 #[derive(Debug, Clone)]
 pub struct Identity {
     claims: Rc<Map<String, Value>>,
-    expires_at: i64,
-    /// The claims as CEL values (`jwt`, `auth`), built once per verified token: with the
-    /// token cache, a repeated token costs no conversion at all.
-    cel: Rc<OnceCell<(cel::Value, cel::Value)>>,
-    /// The verdict of a rule set that reads nothing but the claims, with that rule set's
-    /// [`crate::authz::RuleSet::id`]: such a verdict is the same on every request the token
-    /// comes with, so with the token cache a repeated token evaluates no CEL at all.
-    verdict: Rc<OnceCell<(u64, crate::authz::Verdict)>>,
+    expires_at: DateTime<Utc>,
 }
 
 impl Identity {
@@ -199,30 +191,9 @@ impl Identity {
         &self.claims
     }
 
-    /// The token's `exp`, in Unix seconds.
-    pub fn expires_at(&self) -> i64 {
+    /// The token's `exp`.
+    pub fn expires_at(&self) -> DateTime<Utc> {
         self.expires_at
-    }
-
-    /// The CEL values of the claims, built by `build` on first use.
-    pub fn cel_values(
-        &self,
-        build: impl FnOnce(&Map<String, Value>) -> (cel::Value, cel::Value),
-    ) -> &(cel::Value, cel::Value) {
-        self.cel.get_or_init(|| build(&self.claims))
-    }
-
-    /// The remembered verdict of the claims-only rule set `rules`, if there is one.
-    pub fn verdict_for(&self, rules: u64) -> Option<&crate::authz::Verdict> {
-        self.verdict
-            .get()
-            .filter(|(id, _)| *id == rules)
-            .map(|(_, v)| v)
-    }
-
-    /// Remembers the verdict of the claims-only rule set `rules` (the first one wins).
-    pub fn remember_verdict(&self, rules: u64, verdict: &crate::authz::Verdict) {
-        let _ = self.verdict.set((rules, verdict.clone()));
     }
 }
 
@@ -301,9 +272,7 @@ pub fn verify(
     }
     Ok(Identity {
         claims: Rc::new(all),
-        expires_at: expires_at.timestamp(),
-        cel: Rc::default(),
-        verdict: Rc::default(),
+        expires_at,
     })
 }
 
@@ -316,7 +285,7 @@ fn refuse_duplicate_members(token: &str) -> Result<(), TokenError> {
             // jwt-compact already decoded it; nothing more to learn here.
             continue;
         };
-        if let Err(crate::mcp::BodyError::DuplicateKey(key)) = crate::mcp::strict_json(&bytes) {
+        if let Err(crate::json::JsonError::DuplicateKey(key)) = crate::json::strict(&bytes) {
             return Err(TokenError::DuplicateMember(key));
         }
     }

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::KeyState;
-use crate::host::{Host, SharedWrite};
+use crate::host::{DispatchError, Host, SharedWrite};
 use crate::jwks::{self, KeySet};
-use crate::policy::{Location, RemoteJwks};
+use crate::location::{Location, LocationError};
+use crate::policy::RemoteJwks;
 
 /// A key set larger than this is refused: real ones are a few KiB.
 pub const MAX_JWKS_BYTES: usize = 256 * 1024;
@@ -32,6 +32,53 @@ pub mod metric {
     pub const CACHE_MISS: &str = "mcp_auth.jwks.cache_miss";
 }
 
+/// The keys a request may be verified with, as this VM knows them now.
+#[derive(Debug, Clone, Copy)]
+pub enum KeyState<'a> {
+    /// Keys are loaded; `may_refetch` says whether an unknown `kid` may ask the issuer again.
+    Ready { set: &'a KeySet, may_refetch: bool },
+    /// No keys yet: a fetch must happen first.
+    Missing,
+    /// The issuer's keys could not be had, for this reason.
+    Failed(&'a FetchError),
+}
+
+/// Why the issuer's keys could not be had. It is kept in the shared entry, so every VM of the
+/// process answers with the reason the fetch that failed found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum FetchError {
+    #[error("the call to cluster {cluster:?} failed: {error}")]
+    Dispatch {
+        cluster: String,
+        error: DispatchError,
+    },
+    #[error("no response (connection failed, reset or timed out)")]
+    NoResponse,
+    #[error("the response of {0} bytes is over the {MAX_JWKS_BYTES}-byte limit")]
+    TooLarge(usize),
+    #[error("HTTP status {0}")]
+    Status(u16),
+    #[error("the OpenID configuration is not JSON: {0}")]
+    DiscoveryNotJson(String),
+    #[error("the OpenID configuration has no jwks_uri")]
+    NoJwksUri,
+    #[error("the discovered jwks_uri {uri:?} {error}")]
+    BadJwksUri { uri: String, error: LocationError },
+    #[error("the issuer's key set was refused: {0}")]
+    KeySet(String),
+    /// This VM's call got no answer before its deadline.
+    #[error("the issuer did not answer in time")]
+    Timeout,
+    /// A request waited past the fetch timeout for another VM's fetch.
+    #[error("no answer in time")]
+    Waited,
+    #[error("the key cache could not be encoded")]
+    Encode,
+    /// A policy with remote keys but no store for them (a bug, refused rather than trusted).
+    #[error("no key source")]
+    NoKeySource,
+}
+
 /// The shared-data entry (JSON). Times are Unix milliseconds of the host clock.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default)]
@@ -43,7 +90,7 @@ struct Entry {
     /// From discovery: where the keys are.
     jwks_uri: Option<String>,
     refresh_at: i64,
-    error: Option<String>,
+    error: Option<FetchError>,
     error_at: i64,
     retry_at: i64,
     backoff_ms: u64,
@@ -83,7 +130,7 @@ pub enum Fetch {
     /// An unknown `kid` asked too soon after the last refetch.
     RateLimited,
     /// No fetch can happen now; requests needing keys get this reason.
-    Unavailable(String),
+    Unavailable(FetchError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,7 +234,7 @@ impl KeyStore {
     }
 
     /// The failure recorded at or after `since_ms`, for requests that waited through it.
-    pub fn failure_since(&self, since_ms: i64) -> Option<&str> {
+    pub fn failure_since(&self, since_ms: i64) -> Option<&FetchError> {
         match &self.seen.error {
             Some(error) if self.seen.error_at >= since_ms => Some(error),
             _ => None,
@@ -305,9 +352,12 @@ impl KeyStore {
                 });
                 Fetch::Waiting
             }
-            Err(e) => self.fail(
+            Err(error) => self.fail(
                 host,
-                format!("the call to cluster {:?} failed: {e}", location.cluster),
+                FetchError::Dispatch {
+                    cluster: location.cluster.clone(),
+                    error,
+                },
             ),
         }
     }
@@ -347,7 +397,7 @@ impl KeyStore {
             Phase::Keys => match jwks::parse_jwks(body) {
                 Ok(set) => self.succeed(host, body, set, response.cache_control.as_deref()),
                 Err(e) => {
-                    self.fail(host, format!("the issuer's key set was refused: {e}"));
+                    self.fail(host, FetchError::KeySet(e.to_string()));
                 }
             },
         }
@@ -373,7 +423,7 @@ impl KeyStore {
             && now > call.deadline
         {
             self.call = None;
-            self.fail(host, "the issuer did not answer in time".into());
+            self.fail(host, FetchError::Timeout);
         }
         let due = match &self.keys {
             Some(_) => now >= self.seen.refresh_at,
@@ -414,7 +464,7 @@ impl KeyStore {
     }
 
     /// Records a failed fetch: the last good keys stay, and a retry waits out the backoff.
-    fn fail(&mut self, host: &dyn Host, error: String) -> Fetch {
+    fn fail(&mut self, host: &dyn Host, error: FetchError) -> Fetch {
         self.call = None;
         let cap = millis(self.config.min_refresh).max(millis(FIRST_BACKOFF));
         self.update(host, |entry, me, _, now| {
@@ -444,9 +494,12 @@ impl KeyStore {
 
     /// The keys' location from discovery: through the discovery cluster when the host is the
     /// same, else through the cluster named after the keys' host.
-    fn keys_location(&self, uri: &str) -> Result<Location, String> {
-        let mut location = Location::parse(uri, None)
-            .map_err(|e| format!("the discovered jwks_uri {uri:?} {e}"))?;
+    fn keys_location(&self, uri: &str) -> Result<Location, FetchError> {
+        let mut location =
+            Location::parse(uri, None).map_err(|error| FetchError::BadJwksUri {
+                uri: uri.to_string(),
+                error,
+            })?;
         if location.authority == self.config.location.authority {
             location.cluster = self.config.location.cluster.clone();
         }
@@ -518,9 +571,7 @@ impl KeyStore {
                 Plan::Write => {}
             }
             let Ok(bytes) = serde_json::to_vec(&entry) else {
-                return Some(Fetch::Unavailable(
-                    "the key cache could not be encoded".into(),
-                ));
+                return Some(Fetch::Unavailable(FetchError::Encode));
             };
             match host.shared_set(&self.shared_key, &bytes, cas) {
                 SharedWrite::Written => {
@@ -553,28 +604,27 @@ fn lease_length(config: &RemoteJwks) -> i64 {
     millis(config.timeout).saturating_add(1000)
 }
 
-fn check(response: &FetchResponse) -> Result<&[u8], String> {
+fn check(response: &FetchResponse) -> Result<&[u8], FetchError> {
     match response.status {
-        None => Err("no response (connection failed, reset or timed out)".into()),
-        Some(200) if response.body_size > MAX_JWKS_BYTES => Err(format!(
-            "the response of {} bytes is over the {MAX_JWKS_BYTES}-byte limit",
-            response.body_size
-        )),
+        None => Err(FetchError::NoResponse),
+        Some(200) if response.body_size > MAX_JWKS_BYTES => {
+            Err(FetchError::TooLarge(response.body_size))
+        }
         Some(200) => Ok(&response.body),
-        Some(status) => Err(format!("HTTP status {status}")),
+        Some(status) => Err(FetchError::Status(status)),
     }
 }
 
-fn discovered_jwks_uri(body: &[u8]) -> Result<String, String> {
+fn discovered_jwks_uri(body: &[u8]) -> Result<String, FetchError> {
     #[derive(Deserialize)]
     struct Discovery {
         jwks_uri: Option<String>,
     }
     let doc: Discovery = serde_json::from_slice(body)
-        .map_err(|e| format!("the OpenID configuration is not JSON: {e}"))?;
+        .map_err(|e| FetchError::DiscoveryNotJson(e.to_string()))?;
     doc.jwks_uri
         .filter(|u| !u.is_empty())
-        .ok_or_else(|| "the OpenID configuration has no jwks_uri".into())
+        .ok_or(FetchError::NoJwksUri)
 }
 
 /// `max-age` from the issuer's `Cache-Control`, clamped to `[minRefresh, maxRefresh]`.
@@ -779,7 +829,7 @@ mod tests {
         a.fetch(&host, Reason::Load);
         a.on_response(&host, host.calls()[0].0, FetchResponse::default());
         assert!(matches!(a.state(host.ms()), KeyState::Failed(_)));
-        assert!(a.failure_since(since).unwrap().contains("no response"));
+        assert_eq!(a.failure_since(since), Some(&FetchError::NoResponse));
         assert!(matches!(
             a.fetch(&host, Reason::Load),
             Fetch::Unavailable(_)
@@ -812,7 +862,7 @@ mod tests {
         a.fetch(&host, Reason::Load);
         host.advance(Duration::from_secs(7));
         assert!(a.on_tick(&host));
-        assert!(matches!(a.state(host.ms()), KeyState::Failed(e) if e.contains("in time")));
+        assert!(matches!(a.state(host.ms()), KeyState::Failed(FetchError::Timeout)));
     }
 
     #[test]
@@ -822,7 +872,7 @@ mod tests {
             body_size: MAX_JWKS_BYTES + 1,
             ..Default::default()
         };
-        assert!(check(&response).unwrap_err().contains("limit"));
+        assert!(matches!(check(&response), Err(FetchError::TooLarge(_))));
     }
 
     #[test]

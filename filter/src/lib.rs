@@ -8,13 +8,16 @@
 pub mod audit;
 pub mod authz;
 pub mod cache;
+pub mod cel_value;
 pub mod discovery;
 pub mod engine;
 pub mod host;
 pub mod jwks;
+pub mod json;
 pub mod jwt;
 pub mod keystore;
 pub mod lifecycle;
+pub mod location;
 pub mod mcp;
 pub mod policy;
 pub mod response;

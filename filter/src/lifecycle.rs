@@ -13,10 +13,10 @@ use std::collections::HashMap;
 use serde_json::Value as Json;
 
 use crate::audit::Recorder;
-use crate::engine::{self, BodyDecision, Decision, Forward, KeyState, RequestView};
+use crate::cache::{Caller, TokenCache};
+use crate::engine::{self, BodyDecision, Decision, Forward, RequestView};
 use crate::host::Host;
-use crate::jwt::Identity;
-use crate::keystore::{self, Fetch, FetchResponse, KeyStore, Reason};
+use crate::keystore::{self, Fetch, FetchError, FetchResponse, KeyState, KeyStore, Reason};
 use crate::mcp;
 use crate::policy::{FilterConfig, KeySource};
 use crate::response::{self, LocalResponse};
@@ -146,7 +146,7 @@ struct StreamState {
     route: Option<String>,
     /// The request headers as they were judged (CEL's `request.*` for body-time rules).
     headers: Vec<(String, Vec<u8>)>,
-    identity: Option<Identity>,
+    identity: Option<Caller>,
     phase: Phase,
     /// The request body as far as it has come (only on routes that judge bodies).
     body: Vec<u8>,
@@ -163,6 +163,10 @@ struct StreamState {
 /// Everything one VM knows: its configuration, key stores and streams.
 pub struct Filter {
     config: FilterConfig,
+    /// The tokens each policy verified, by [`crate::policy::Policy::slot`].
+    caches: Vec<TokenCache>,
+    /// A cache that keeps nothing, for a policy without a slot (none should be).
+    no_cache: TokenCache,
     /// One store per issuer and key URL, shared by the policies that name them.
     stores: FastMap<String, KeyStore>,
     streams: FastMap<u32, StreamState>,
@@ -199,8 +203,14 @@ impl Filter {
                 None => {}
             }
         }
+        let caches = config
+            .policies()
+            .map(|p| TokenCache::new(p.authn.as_ref().map_or(0, |a| a.token_cache_size)))
+            .collect();
         Filter {
             config,
+            caches,
+            no_cache: TokenCache::new(0),
             stores,
             streams: FastMap::default(),
             waiting: Vec::new(),
@@ -793,9 +803,10 @@ impl Filter {
                         other
                     }
                 },
-                _ => KeyState::Failed("no key source"),
+                _ => KeyState::Failed(&FetchError::NoKeySource),
             };
-            match engine::decide(policy, keys, &request, host) {
+            let cache = self.caches.get(policy.slot).unwrap_or(&self.no_cache);
+            match engine::decide(policy, keys, cache, &request, host) {
                 Decision::FetchKeys => {}
                 other => break Decided::Now(other),
             }
@@ -814,7 +825,7 @@ impl Filter {
                         .saturating_add(store.config().timeout.as_millis() as i64)
                         .saturating_add(WAIT_GRACE_MS)
                 {
-                    response::keys_unavailable(issuer, "no answer in time")
+                    response::keys_unavailable(issuer, FetchError::Waited)
                 } else {
                     break Decided::Wait(since_ms);
                 };

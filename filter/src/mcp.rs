@@ -8,12 +8,8 @@
 //! do not read `mcp` apply to them.
 
 use std::collections::BTreeSet;
-use std::fmt;
-use std::sync::Arc;
 
 use cel::Value;
-use cel::objects::{Key, Map as CelMap};
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value as Json, json};
 
 use crate::sse::{Event, Fate, SseFilter};
@@ -65,6 +61,15 @@ pub enum BodyError {
     DuplicateId(String),
 }
 
+impl From<crate::json::JsonError> for BodyError {
+    fn from(e: crate::json::JsonError) -> BodyError {
+        match e {
+            crate::json::JsonError::NotJson(text) => BodyError::NotJson(text),
+            crate::json::JsonError::DuplicateKey(key) => BodyError::DuplicateKey(key),
+        }
+    }
+}
+
 impl BodyError {
     /// The JSON-RPC error code (parse error, or invalid request).
     pub fn code(&self) -> i64 {
@@ -101,7 +106,7 @@ pub struct Body {
 /// Parses a POST body as JSON-RPC 2.0, refusing duplicate keys at any depth (the last one
 /// winning is how a deny-list is bypassed: the proxy and the server must read the same value).
 pub fn parse_body(bytes: &[u8]) -> Result<Body, BodyError> {
-    let json = strict_json(bytes)?;
+    let json = crate::json::strict(bytes)?;
     match json {
         Json::Array(items) => {
             if items.is_empty() {
@@ -168,84 +173,6 @@ pub fn same_id(a: &Json, b: &Json) -> bool {
     }
 }
 
-/// JSON with every object's keys unique.
-pub fn strict_json(bytes: &[u8]) -> Result<Json, BodyError> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = <Strict as serde::Deserialize>::deserialize(&mut de).map_err(|e| {
-        let text = e.to_string();
-        match text.strip_prefix(DUPLICATE) {
-            Some(rest) => {
-                BodyError::DuplicateKey(rest.split(" at line").next().unwrap_or(rest).to_string())
-            }
-            None => BodyError::NotJson(text),
-        }
-    })?;
-    de.end().map_err(|e| BodyError::NotJson(e.to_string()))?;
-    Ok(value.0)
-}
-
-const DUPLICATE: &str = "duplicate key ";
-
-struct Strict(Json);
-
-impl<'de> serde::Deserialize<'de> for Strict {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(StrictVisitor).map(Strict)
-    }
-}
-
-struct StrictVisitor;
-
-impl<'de> Visitor<'de> for StrictVisitor {
-    type Value = Json;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("JSON")
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Json, E> {
-        Ok(Json::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Json, E> {
-        Ok(Json::from(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Json, E> {
-        Ok(Json::from(v))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Json, E> {
-        Ok(serde_json::Number::from_f64(v).map_or(Json::Null, Json::Number))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Json, E> {
-        Ok(Json::String(v.to_string()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Json, E> {
-        Ok(Json::String(v))
-    }
-    fn visit_unit<E>(self) -> Result<Json, E> {
-        Ok(Json::Null)
-    }
-    fn visit_none<E>(self) -> Result<Json, E> {
-        Ok(Json::Null)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
-        let mut items = Vec::new();
-        while let Some(Strict(item)) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(Json::Array(items))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Json, A::Error> {
-        let mut map = Map::new();
-        while let Some(key) = access.next_key::<String>()? {
-            let Strict(value) = access.next_value()?;
-            if map.contains_key(&key) {
-                return Err(de::Error::custom(format!("{DUPLICATE}{key:?}")));
-            }
-            map.insert(key, value);
-        }
-        Ok(Json::Object(map))
-    }
-}
-
 /// What the rules see of one message that names a tool, a prompt or a resource.
 #[derive(Debug, Clone, PartialEq)]
 pub struct McpView {
@@ -273,25 +200,14 @@ impl McpView {
             }
             _ => {
                 thing.push(("name", Value::from(self.name.as_str())));
-                thing.push(("arguments", crate::authz::json(&self.arguments)));
+                thing.push(("arguments", crate::cel_value::json(&self.arguments)));
             }
         }
-        cel_map(vec![
+        crate::cel_value::map(vec![
             ("method", Value::from(self.method.as_str())),
-            (self.kind.field(), cel_map(thing)),
+            (self.kind.field(), crate::cel_value::map(thing)),
         ])
     }
-}
-
-fn cel_map(entries: Vec<(&str, Value)>) -> Value {
-    Value::Map(CelMap {
-        map: Arc::new(
-            entries
-                .into_iter()
-                .map(|(k, v)| (Key::String(Arc::new(k.to_string())), v))
-                .collect(),
-        ),
-    })
 }
 
 /// Splits `<target>_<name>` when the route serves several targets (the shim prefixes names
@@ -542,7 +458,7 @@ pub fn filter_json_body(
     if !asked.iter().any(|(_, m)| list_kind(m).is_some()) {
         return JsonAnswer::Unchanged;
     }
-    let mut json = match strict_json(body) {
+    let mut json = match crate::json::strict(body) {
         Ok(json @ (Json::Object(_) | Json::Array(_))) => json,
         Ok(_) => return refuse_all(asked, "the answer is not a JSON-RPC response".into()),
         Err(e) => return refuse_all(asked, format!("the answer is not strict JSON: {e}")),
@@ -690,7 +606,7 @@ fn judge_event(
     if event.data.is_empty() {
         return Fate::Pass;
     }
-    let Ok(mut json) = strict_json(event.data.as_bytes()) else {
+    let Ok(mut json) = crate::json::strict(event.data.as_bytes()) else {
         // The legacy transport's first event carries a URL path, not JSON.
         if event.kind() == "endpoint" {
             return Fate::Pass;
@@ -920,6 +836,7 @@ mod tests {
         clippy::panic
     )]
     use super::*;
+    use cel::objects::Key;
 
     #[test]
     fn duplicate_keys_are_refused_at_any_depth() {

@@ -15,6 +15,7 @@ use serde_json::{Map, Value as Json};
 use crate::authz::{Rule, RuleKind, RuleSet};
 use crate::jwks::{self, KeySet};
 use crate::jwt::Expectations;
+use crate::location::Location;
 
 /// What a missing or invalid token does to a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -63,9 +64,20 @@ impl ConfigError {
     }
 }
 
+/// The header that names the verified identity to the upstream (the shim binds each MCP
+/// session to it). The filter removes it from every client request on every route, so only a
+/// verified token can set it.
+pub const IDENTITY_HEADER: &str = "x-mcp-auth-identity";
+
+/// Tokens remembered per policy and VM unless `tokenCacheSize` says otherwise.
+pub const DEFAULT_TOKEN_CACHE_SIZE: usize = 1024;
+
 /// A compiled route policy.
 #[derive(Debug)]
 pub struct Policy {
+    /// Its place among the configuration's policies ([`FilterConfig::policies`] order), for
+    /// the per-VM state kept beside it (its token cache).
+    pub slot: usize,
     pub authn: Option<Authn>,
     pub rules: RuleSet,
     /// The route's MCP targets, in the order the shim serves them: with more than one, tool
@@ -100,8 +112,8 @@ pub struct Authn {
     pub challenge_scope: Option<String>,
     /// The registration facade (`registration`), for issuers without open registration.
     pub registration: Option<crate::discovery::Facade>,
-    /// Tokens this policy verified, per VM.
-    pub cache: crate::cache::TokenCache,
+    /// How many verified tokens each VM remembers for this policy (0: none).
+    pub token_cache_size: usize,
 }
 
 /// Where the issuer's keys come from.
@@ -121,32 +133,6 @@ pub struct RemoteJwks {
     pub timeout: Duration,
     pub min_refresh: Duration,
     pub max_refresh: Duration,
-}
-
-/// Where an HTTP call goes: the URL, and the Envoy cluster that reaches it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Location {
-    pub url: String,
-    /// The Envoy cluster the call goes through.
-    pub cluster: String,
-    /// `:authority` of the call: the URL's host and port.
-    pub authority: String,
-    /// `:path` of the call, query included.
-    pub path: String,
-}
-
-impl Location {
-    /// The location of `url`, through `cluster` or, by default, the cluster named after the
-    /// URL's host.
-    pub fn parse(url: &str, cluster: Option<String>) -> Result<Location, String> {
-        let (authority, host, path) = split_url(url)?;
-        Ok(Location {
-            url: url.to_string(),
-            cluster: cluster.unwrap_or(host),
-            authority,
-            path,
-        })
-    }
 }
 
 /// Identity providers whose key location differs from plain discovery.
@@ -292,11 +278,14 @@ impl FilterConfig {
     }
 
     fn new(
-        default: Option<Policy>,
-        routes: BTreeMap<String, Policy>,
+        mut default: Option<Policy>,
+        mut routes: BTreeMap<String, Policy>,
         hold_headers: bool,
     ) -> FilterConfig {
-        let mut strip_headers = vec![crate::engine::IDENTITY_HEADER.to_string()];
+        for (slot, policy) in default.iter_mut().chain(routes.values_mut()).enumerate() {
+            policy.slot = slot;
+        }
+        let mut strip_headers = vec![IDENTITY_HEADER.to_string()];
         for policy in default.iter().chain(routes.values()) {
             for (_, header) in policy.authn.iter().flat_map(|a| &a.claims_to_headers) {
                 if !strip_headers.contains(header) {
@@ -379,6 +368,7 @@ impl Policy {
             None => (RuleSet::default(), crate::mcp::DEFAULT_BODY_LIMIT, false),
         };
         Ok(Policy {
+            slot: 0,
             authn,
             rules,
             targets,
@@ -489,9 +479,7 @@ fn compile_authn(raw: RawAuthn, path: &str) -> Result<Authn, ConfigError> {
         claims_to_headers,
         challenge_scope: None,
         registration,
-        cache: crate::cache::TokenCache::new(
-            raw.token_cache_size
-                .unwrap_or(crate::cache::DEFAULT_CAPACITY),
+        token_cache_size: raw.token_cache_size.unwrap_or(DEFAULT_TOKEN_CACHE_SIZE
         ),
     };
     let scopes = crate::discovery::named_scopes(&authn);
@@ -528,7 +516,7 @@ fn okta_custom_server(
     provider: Option<Provider>,
     path: &str,
 ) -> Result<(), ConfigError> {
-    let Ok((_, host, server)) = split_url(issuer) else {
+    let Ok((_, host, server)) = crate::location::split_url(issuer) else {
         return Ok(());
     };
     let okta_host = OKTA_DOMAINS
@@ -663,36 +651,6 @@ fn remote(
         min_refresh,
         max_refresh,
     })
-}
-
-/// Splits `http(s)://authority/path` into (authority, host, path). Userinfo is refused: it
-/// would be a credential in a configuration that ends up in logs.
-fn split_url(url: &str) -> Result<(String, String, String), String> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .ok_or("must start with https:// or http://")?;
-    let (authority, path) = match rest.find(['/', '?']) {
-        Some(i) => rest.split_at(i),
-        None => (rest, "/"),
-    };
-    if authority.is_empty() {
-        return Err("has no host".into());
-    }
-    if authority.contains('@') {
-        return Err("must not carry credentials (user@host)".into());
-    }
-    let host = match authority.strip_prefix('[') {
-        // An IPv6 literal keeps its brackets; the port, if any, follows them.
-        Some(v6) => format!("[{}]", v6.split(']').next().unwrap_or_default()),
-        None => authority.split(':').next().unwrap_or_default().to_string(),
-    };
-    let path = if path.starts_with('?') {
-        format!("/{path}")
-    } else {
-        path.to_string()
-    };
-    Ok((authority.to_string(), host, path))
 }
 
 /// A duration written as seconds (`60`) or with a unit (`60s`, `5m`, `1h`, `500ms`).
@@ -1010,17 +968,4 @@ policies:
         );
     }
 
-    #[test]
-    fn urls_split_into_authority_and_path() {
-        assert_eq!(
-            split_url("https://h:8443").unwrap(),
-            ("h:8443".into(), "h".into(), "/".into())
-        );
-        assert_eq!(
-            split_url("http://[::1]:9000/k").unwrap(),
-            ("[::1]:9000".into(), "[::1]".into(), "/k".into())
-        );
-        assert!(split_url("https://u:p@h/k").is_err());
-        assert!(split_url("https:///k").is_err());
-    }
 }

@@ -133,7 +133,7 @@ pub fn forbidden(description: &str) -> LocalResponse {
     )
 }
 
-pub fn keys_unavailable(issuer: &str, reason: &str) -> LocalResponse {
+pub fn keys_unavailable(issuer: &str, reason: impl std::fmt::Display) -> LocalResponse {
     let mut response = json_response(
         503,
         &json!({

@@ -12,7 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 
 use crate::host::{Host, SharedWrite};
-use crate::policy::Location;
+use crate::location::Location;
 
 pub struct FakeHost {
     now_ms: Cell<i64>,
@@ -67,7 +67,7 @@ impl Host for FakeHost {
         SharedWrite::Written
     }
 
-    fn dispatch_get(&self, location: &Location, _timeout: Duration) -> Result<u32, String> {
+    fn dispatch_get(&self, location: &Location, _timeout: Duration) -> Result<u32, crate::host::DispatchError> {
         let mut calls = self.calls.borrow_mut();
         let token = calls.len() as u32 + 1;
         calls.push((token, location.clone()));

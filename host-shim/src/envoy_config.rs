@@ -14,7 +14,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use mcp_auth_filter::policy::{FilterConfig, KeySource, Location};
+use mcp_auth_filter::location::Location;
+use mcp_auth_filter::policy::{FilterConfig, KeySource};
 use serde_json::{Value as Json, json};
 
 use crate::address::Address;
