@@ -112,7 +112,11 @@ impl Host for Recorder<'_> {
         self.host.shared_set(key, value, cas)
     }
 
-    fn dispatch_get(&self, location: &Location, timeout: Duration) -> Result<u32, crate::host::DispatchError> {
+    fn dispatch_get(
+        &self,
+        location: &Location,
+        timeout: Duration,
+    ) -> Result<u32, crate::host::DispatchError> {
         self.host.dispatch_get(location, timeout)
     }
 

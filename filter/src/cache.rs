@@ -78,7 +78,6 @@ impl Caller {
     }
 }
 
-
 struct Entry {
     caller: Caller,
     generation: u64,
@@ -134,13 +133,9 @@ impl TokenCache {
 
     pub fn put(&self, token: &str, caller: Caller, generation: u64) {
         if let Some(entries) = &self.entries {
-            entries.borrow_mut().put(
-                token.into(),
-                Entry {
-                    caller,
-                    generation,
-                },
-            );
+            entries
+                .borrow_mut()
+                .put(token.into(), Entry { caller, generation });
         }
     }
 

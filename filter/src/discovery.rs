@@ -14,13 +14,12 @@
 //! that hands every client the one public client the operator registered at the issuer. The
 //! gateway never sees a password, a code or a token: the login happens at the issuer.
 
-use serde::Deserialize;
 use serde_json::{Map, Value as Json, json};
 
 use crate::host::Host;
-use crate::location::Location;
-use crate::policy::{Authn, ConfigError, KeySource, Provider};
-use crate::response::{LocalResponse, Origin};
+use crate::policy::Authn;
+use crate::registration::Facade;
+use crate::response::{LocalResponse, Origin, cors, json_response};
 
 /// Counter names.
 pub mod metric {
@@ -36,157 +35,6 @@ const SERVER_METADATA: [&str; 2] = [
     "/.well-known/oauth-authorization-server",
     "/.well-known/openid-configuration",
 ];
-
-/// `mcpAuthentication.registration` as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RawRegistration {
-    client_id: Option<String>,
-    #[serde(default)]
-    redirect_uris: Vec<String>,
-    authorization_endpoint: Option<String>,
-    token_endpoint: Option<String>,
-}
-
-/// The compiled registration facade.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Facade {
-    /// The public client every registration is answered with.
-    pub client_id: String,
-    /// The sign-in redirect URIs registered for that client at the issuer.
-    pub redirect_uris: Vec<String>,
-    pub authorization_endpoint: String,
-    pub token_endpoint: String,
-    pub jwks_uri: Option<String>,
-}
-
-impl Facade {
-    /// Checks the facade's configuration; endpoints default to Okta's layout with
-    /// `provider: okta`.
-    pub fn compile(
-        raw: RawRegistration,
-        path: &str,
-        issuer: &str,
-        provider: Option<Provider>,
-        keys: &KeySource,
-    ) -> Result<Facade, ConfigError> {
-        let client_id = raw
-            .client_id
-            .filter(|id| !id.trim().is_empty())
-            .ok_or_else(|| {
-                ConfigError::new(
-                    format!("{path}.clientId"),
-                    "is required: the id of the public (native) client registered at the issuer",
-                )
-            })?;
-        if raw.redirect_uris.is_empty() {
-            return Err(ConfigError::new(
-                format!("{path}.redirectUris"),
-                "is required: the sign-in redirect URIs registered for the client at the issuer",
-            ));
-        }
-        for (i, uri) in raw.redirect_uris.iter().enumerate() {
-            check_redirect(uri)
-                .map_err(|reason| ConfigError::new(format!("{path}.redirectUris[{i}]"), reason))?;
-        }
-        let issuer = issuer.trim_end_matches('/');
-        let endpoint = |value: Option<String>, name: &str, okta: &str| {
-            let url = match (value, provider) {
-                (Some(url), _) => url,
-                (None, Some(Provider::Okta)) => format!("{issuer}{okta}"),
-                (None, None) => {
-                    return Err(ConfigError::new(
-                        format!("{path}.{name}"),
-                        "is required unless `provider: okta` gives Okta's endpoints",
-                    ));
-                }
-            };
-            Location::parse(&url, None)
-                .map_err(|reason| ConfigError::new(format!("{path}.{name}"), reason.to_string()))?;
-            Ok(url)
-        };
-        let authorization_endpoint = endpoint(
-            raw.authorization_endpoint,
-            "authorizationEndpoint",
-            "/v1/authorize",
-        )?;
-        let token_endpoint = endpoint(raw.token_endpoint, "tokenEndpoint", "/v1/token")?;
-        let jwks_uri = match keys {
-            KeySource::Remote(remote) if !remote.discovery => Some(remote.location.url.clone()),
-            _ => None,
-        };
-        Ok(Facade {
-            client_id,
-            redirect_uris: raw.redirect_uris,
-            authorization_endpoint,
-            token_endpoint,
-            jwks_uri,
-        })
-    }
-}
-
-/// A redirect URI a native client can use: absolute, no fragment, `http` only on loopback
-/// (RFC 8252), and no scheme a browser would run or read locally.
-fn check_redirect(uri: &str) -> Result<(), String> {
-    let Some((scheme, rest)) = uri.split_once(':') else {
-        return Err(format!("{uri:?} is not an absolute URI"));
-    };
-    let valid_scheme = scheme
-        .bytes()
-        .next()
-        .is_some_and(|b| b.is_ascii_alphabetic())
-        && scheme
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
-    if !valid_scheme || rest.is_empty() {
-        return Err(format!("{uri:?} is not an absolute URI"));
-    }
-    if uri.contains('#') {
-        return Err(format!("{uri:?} has a fragment"));
-    }
-    let scheme = scheme.to_ascii_lowercase();
-    if ["javascript", "data", "vbscript", "file", "blob", "about"].contains(&scheme.as_str()) {
-        return Err(format!("{uri:?} uses a scheme no application can receive"));
-    }
-    if scheme == "http" {
-        let authority = rest
-            .trim_start_matches("//")
-            .split(['/', '?'])
-            .next()
-            .unwrap_or_default();
-        let host = match authority.strip_prefix('[') {
-            Some(v6) => v6.split(']').next().unwrap_or_default(),
-            None => authority.split(':').next().unwrap_or_default(),
-        };
-        let loopback =
-            host.eq_ignore_ascii_case("localhost") || host == "::1" || host.starts_with("127.");
-        if !loopback {
-            return Err(format!(
-                "{uri:?} is plain http on a host that is not loopback"
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// The scopes the policy names: `requiredScopes`, else the metadata's `scopes_supported`.
-pub fn named_scopes(authn: &Authn) -> Vec<String> {
-    if !authn.required_scopes.is_empty() {
-        return authn.required_scopes.clone();
-    }
-    authn
-        .resource_metadata
-        .get("scopes_supported")
-        .and_then(Json::as_array)
-        .map(|scopes| {
-            scopes
-                .iter()
-                .filter_map(Json::as_str)
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 /// A request on one of the discovery paths of this module.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,7 +97,7 @@ pub fn answer(
             (Ask::Preflight, _) => preflight(),
             (Ask::ServerMetadata(resource), Some(facade)) => {
                 host.count(metric::SERVER_METADATA, 1);
-                server_metadata(facade, &origin.resource(resource), &named_scopes(authn))
+                server_metadata(facade, &origin.resource(resource), &authn.named_scopes())
             }
             (Ask::Register, Some(facade)) => {
                 host.count(metric::REGISTERED, 1);
@@ -375,24 +223,6 @@ fn preflight() -> LocalResponse {
     response
 }
 
-/// Public documents with no cookies involved: any origin may read them (browser-based MCP
-/// clients fetch them from their own origin).
-pub fn cors(mut response: LocalResponse) -> LocalResponse {
-    response
-        .headers
-        .push(("access-control-allow-origin".into(), "*".into()));
-    response
-}
-
-fn json_response(status: u32, body: &Json, details: &str) -> LocalResponse {
-    LocalResponse {
-        status,
-        headers: vec![("content-type".into(), "application/json".into())],
-        body: body.to_string().into_bytes(),
-        details: details.into(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(
@@ -415,7 +245,7 @@ mod tests {
             .unwrap()
     }
 
-    fn err(extra: &str) -> ConfigError {
+    fn err(extra: &str) -> crate::config_error::ConfigError {
         Policy::parse(format!("{OKTA}{extra}").as_bytes()).unwrap_err()
     }
 
@@ -622,17 +452,17 @@ mod tests {
             "http://[::1]:8080/cb",
             "cursor://anysphere.cursor-mcp/oauth/callback",
         ] {
-            assert!(check_redirect(good).is_ok(), "{good}");
+            assert!(crate::registration::check_redirect(good).is_ok(), "{good}");
         }
     }
 
     #[test]
     fn named_scopes_prefer_the_required_ones() {
-        assert!(named_scopes(&authn("")).is_empty());
+        assert!(authn("").named_scopes().is_empty());
         let listed = authn("  resourceMetadata:\n    scopesSupported: [a, b]\n");
-        assert_eq!(named_scopes(&listed), ["a", "b"]);
+        assert_eq!(listed.named_scopes(), ["a", "b"]);
         let required =
             authn("  requiredScopes: [r]\n  resourceMetadata:\n    scopesSupported: [a]\n");
-        assert_eq!(named_scopes(&required), ["r"]);
+        assert_eq!(required.named_scopes(), ["r"]);
     }
 }

@@ -5,8 +5,8 @@
 use serde_json::Value as Json;
 
 use crate::authz::{Evaluation, Input, Verdict};
-use crate::host::{Host, Note};
 use crate::cache::{Caller, TokenCache};
+use crate::host::{Host, Note};
 use crate::jwt::{self, Credentials};
 use crate::keystore::KeyState;
 use crate::mcp::{self, McpView};

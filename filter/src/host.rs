@@ -9,7 +9,9 @@ use chrono::{DateTime, Utc};
 use crate::location::Location;
 
 /// Why the proxy would not start a call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error,
+)]
 pub enum DispatchError {
     /// The proxy has no cluster of the location's name.
     #[error("the cluster is not configured in the proxy")]
@@ -55,8 +57,7 @@ pub trait Host {
     /// Writes `value` if the entry still has `cas` (0 = whatever it has).
     fn shared_set(&self, key: &str, value: &[u8], cas: u32) -> SharedWrite;
     /// Starts a GET to `location` through its cluster; the answer comes back by token.
-    fn dispatch_get(&self, location: &Location, timeout: Duration)
-        -> Result<u32, DispatchError>;
+    fn dispatch_get(&self, location: &Location, timeout: Duration) -> Result<u32, DispatchError>;
     /// Hears about a decision as it is made (see [`Note`]); hosts that keep no decision log
     /// ignore it.
     fn note(&self, _note: Note<'_>) {}

@@ -95,7 +95,6 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

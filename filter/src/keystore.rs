@@ -495,11 +495,10 @@ impl KeyStore {
     /// The keys' location from discovery: through the discovery cluster when the host is the
     /// same, else through the cluster named after the keys' host.
     fn keys_location(&self, uri: &str) -> Result<Location, FetchError> {
-        let mut location =
-            Location::parse(uri, None).map_err(|error| FetchError::BadJwksUri {
-                uri: uri.to_string(),
-                error,
-            })?;
+        let mut location = Location::parse(uri, None).map_err(|error| FetchError::BadJwksUri {
+            uri: uri.to_string(),
+            error,
+        })?;
         if location.authority == self.config.location.authority {
             location.cluster = self.config.location.cluster.clone();
         }
@@ -620,8 +619,8 @@ fn discovered_jwks_uri(body: &[u8]) -> Result<String, FetchError> {
     struct Discovery {
         jwks_uri: Option<String>,
     }
-    let doc: Discovery = serde_json::from_slice(body)
-        .map_err(|e| FetchError::DiscoveryNotJson(e.to_string()))?;
+    let doc: Discovery =
+        serde_json::from_slice(body).map_err(|e| FetchError::DiscoveryNotJson(e.to_string()))?;
     doc.jwks_uri
         .filter(|u| !u.is_empty())
         .ok_or(FetchError::NoJwksUri)
@@ -862,7 +861,10 @@ mod tests {
         a.fetch(&host, Reason::Load);
         host.advance(Duration::from_secs(7));
         assert!(a.on_tick(&host));
-        assert!(matches!(a.state(host.ms()), KeyState::Failed(FetchError::Timeout)));
+        assert!(matches!(
+            a.state(host.ms()),
+            KeyState::Failed(FetchError::Timeout)
+        ));
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! depending on the configuration's compiler.
 
 /// Why a URL cannot be called.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error,
+)]
 pub enum LocationError {
     #[error("must start with https:// or http://")]
     Scheme,

@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value as Json};
 
 use crate::authz::{Rule, RuleKind, RuleSet};
+pub use crate::config_error::ConfigError;
 use crate::jwks::{self, KeySet};
 use crate::jwt::Expectations;
 use crate::location::Location;
@@ -28,40 +29,6 @@ pub enum Mode {
     Optional,
     /// Never rejected for authentication; claims are set when the token is valid.
     Permissive,
-}
-
-/// A configuration that cannot be used, with the field it is about.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{path}: {reason}")]
-pub struct ConfigError {
-    /// Dotted path of the field, e.g. `policies.mcpAuthentication.issuer`.
-    pub path: String,
-    pub reason: String,
-}
-
-impl ConfigError {
-    pub fn new(path: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-        ConfigError {
-            path: path.into(),
-            reason: reason.into(),
-        }
-    }
-
-    /// From a `serde_path_to_error` failure: the field's path, and serde's reason without the
-    /// location serde_yaml repeats at its start. `root` names the document when the path is
-    /// empty.
-    pub fn from_serde(path: String, reason: String, root: &str) -> ConfigError {
-        let path = if path == "." || path.is_empty() {
-            root.to_string()
-        } else {
-            path
-        };
-        let reason = match reason.split_once(": ") {
-            Some((at, rest)) if !at.contains(' ') && path.starts_with(at) => rest.to_string(),
-            _ => reason,
-        };
-        ConfigError::new(path, reason)
-    }
 }
 
 /// The header that names the verified identity to the upstream (the shim binds each MCP
@@ -111,9 +78,29 @@ pub struct Authn {
     /// `scope="…"` of the 401 challenge: the scopes the policy names, if any.
     pub challenge_scope: Option<String>,
     /// The registration facade (`registration`), for issuers without open registration.
-    pub registration: Option<crate::discovery::Facade>,
+    pub registration: Option<crate::registration::Facade>,
     /// How many verified tokens each VM remembers for this policy (0: none).
     pub token_cache_size: usize,
+}
+
+impl Authn {
+    /// The scopes the policy names: `requiredScopes`, else the metadata's `scopes_supported`.
+    pub fn named_scopes(&self) -> Vec<String> {
+        if !self.required_scopes.is_empty() {
+            return self.required_scopes.clone();
+        }
+        self.resource_metadata
+            .get("scopes_supported")
+            .and_then(Json::as_array)
+            .map(|scopes| {
+                scopes
+                    .iter()
+                    .filter_map(Json::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 /// Where the issuer's keys come from.
@@ -194,7 +181,7 @@ struct RawAuthn {
     #[serde(default)]
     claims_to_headers: BTreeMap<String, String>,
     token_cache_size: Option<usize>,
-    registration: Option<crate::discovery::RawRegistration>,
+    registration: Option<crate::registration::RawRegistration>,
 }
 
 #[derive(Deserialize)]
@@ -456,12 +443,16 @@ fn compile_authn(raw: RawAuthn, path: &str) -> Result<Authn, ConfigError> {
     let registration = raw
         .registration
         .map(|r| {
-            crate::discovery::Facade::compile(
+            let jwks_uri = match &keys {
+                KeySource::Remote(remote) if !remote.discovery => Some(remote.location.url.clone()),
+                _ => None,
+            };
+            crate::registration::Facade::compile(
                 r,
                 &format!("{path}.registration"),
                 &issuer,
-                provider,
-                &keys,
+                provider == Some(Provider::Okta),
+                jwks_uri,
             )
         })
         .transpose()?;
@@ -479,10 +470,9 @@ fn compile_authn(raw: RawAuthn, path: &str) -> Result<Authn, ConfigError> {
         claims_to_headers,
         challenge_scope: None,
         registration,
-        token_cache_size: raw.token_cache_size.unwrap_or(DEFAULT_TOKEN_CACHE_SIZE
-        ),
+        token_cache_size: raw.token_cache_size.unwrap_or(DEFAULT_TOKEN_CACHE_SIZE),
     };
-    let scopes = crate::discovery::named_scopes(&authn);
+    let scopes = authn.named_scopes();
     authn.challenge_scope = (!scopes.is_empty()).then(|| scopes.join(" "));
     Ok(authn)
 }
@@ -967,5 +957,4 @@ policies:
                 .contains_key("scopes_supported")
         );
     }
-
 }

@@ -83,7 +83,7 @@ pub fn unauthorized(
     let mut response = json_response(
         401,
         &json!({"error": code, "error_description": description}),
-        format!("mcp_auth_{code}"),
+        &format!("mcp_auth_{code}"),
     );
     response.headers.push(("www-authenticate".into(), www));
     response
@@ -106,7 +106,7 @@ pub fn insufficient_scope(
     let mut response = json_response(
         403,
         &json!({"error": "insufficient_scope", "error_description": description, "scope": required.join(" ")}),
-        "mcp_auth_insufficient_scope".into(),
+        "mcp_auth_insufficient_scope",
     );
     response.headers.push((
         "www-authenticate".into(),
@@ -122,14 +122,14 @@ pub fn insufficient_scope(
 
 /// A JSON-RPC answer (an error for a denied or unreadable message).
 pub fn jsonrpc(status: u32, body: &Json, details: &str) -> LocalResponse {
-    json_response(status, body, details.into())
+    json_response(status, body, details)
 }
 
 pub fn forbidden(description: &str) -> LocalResponse {
     json_response(
         403,
         &json!({"error": "forbidden", "error_description": description}),
-        "mcp_auth_forbidden".into(),
+        "mcp_auth_forbidden",
     )
 }
 
@@ -163,19 +163,29 @@ pub fn metadata(
     for (k, v) in extra {
         doc.insert(k.clone(), v.clone());
     }
-    let mut response = json_response(200, &Json::Object(doc), "mcp_auth_metadata".into());
+    let mut response = json_response(200, &Json::Object(doc), "mcp_auth_metadata");
     response
         .headers
         .push(("cache-control".into(), "max-age=3600".into()));
-    crate::discovery::cors(response)
+    cors(response)
 }
 
-fn json_response(status: u32, body: &Json, details: String) -> LocalResponse {
+/// Public documents with no cookies involved: any origin may read them (browser-based MCP
+/// clients fetch them from their own origin).
+pub fn cors(mut response: LocalResponse) -> LocalResponse {
+    response
+        .headers
+        .push(("access-control-allow-origin".into(), "*".into()));
+    response
+}
+
+/// A JSON answer of the filter's own; `details` names it in the access log.
+pub fn json_response(status: u32, body: &Json, details: &str) -> LocalResponse {
     LocalResponse {
         status,
         headers: vec![("content-type".into(), "application/json".into())],
         body: body.to_string().into_bytes(),
-        details,
+        details: details.into(),
     }
 }
 

@@ -67,7 +67,11 @@ impl Host for FakeHost {
         SharedWrite::Written
     }
 
-    fn dispatch_get(&self, location: &Location, _timeout: Duration) -> Result<u32, crate::host::DispatchError> {
+    fn dispatch_get(
+        &self,
+        location: &Location,
+        _timeout: Duration,
+    ) -> Result<u32, crate::host::DispatchError> {
         let mut calls = self.calls.borrow_mut();
         let token = calls.len() as u32 + 1;
         calls.push((token, location.clone()));
