@@ -27,8 +27,8 @@ pub mod rsa_verify;
 pub mod sse;
 pub mod uri;
 
-#[cfg(test)]
-mod testing;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 #[cfg(target_arch = "wasm32")]
 mod adapter;

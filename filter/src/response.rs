@@ -142,7 +142,7 @@ pub fn keys_unavailable(issuer: &str, reason: impl std::fmt::Display) -> LocalRe
                 "the signing keys of {issuer} could not be fetched ({reason}); the token was not checked"
             ),
         }),
-        "mcp_auth_jwks_unavailable".into(),
+        "mcp_auth_jwks_unavailable",
     );
     response.headers.push(("retry-after".into(), "5".into()));
     response

@@ -21,10 +21,22 @@ pub struct FakeHost {
     pub counters: RefCell<HashMap<String, u64>>,
 }
 
+impl Default for FakeHost {
+    fn default() -> FakeHost {
+        FakeHost::new()
+    }
+}
+
 impl FakeHost {
+    /// A host whose clock reads 2026-01-01T00:00:00Z.
     pub fn new() -> FakeHost {
+        FakeHost::at(DateTime::from_timestamp_millis(1_767_225_600_000).unwrap_or_default())
+    }
+
+    /// A host whose clock reads `now`.
+    pub fn at(now: DateTime<Utc>) -> FakeHost {
         FakeHost {
-            now_ms: Cell::new(1_767_225_600_000),
+            now_ms: Cell::new(now.timestamp_millis()),
             shared: RefCell::default(),
             calls: RefCell::default(),
             counters: RefCell::default(),
