@@ -101,7 +101,7 @@ pub fn answer(
             }
             (Ask::Register, Some(facade)) => {
                 host.count(metric::REGISTERED, 1);
-                registration(facade, host.now().timestamp())
+                registration(facade, host.now())
             }
             (Ask::ServerMetadata(_) | Ask::Register, None) => {
                 host.count(metric::NOT_SERVED, 1);
@@ -183,12 +183,12 @@ fn server_metadata(facade: &Facade, resource: &str, scopes: &[String]) -> LocalR
 /// RFC 7591 §3.2.1: the configured public client. The request's metadata is not read (the
 /// filter reads bodies only on routes with MCP-level rules); RFC 7591 lets a server replace
 /// what was asked, and the answer says what holds: the redirect URIs the issuer knows.
-fn registration(facade: &Facade, now: i64) -> LocalResponse {
+fn registration(facade: &Facade, now: chrono::DateTime<chrono::Utc>) -> LocalResponse {
     let mut response = cors(json_response(
         201,
         &json!({
             "client_id": facade.client_id,
-            "client_id_issued_at": now,
+            "client_id_issued_at": now.timestamp(),
             "token_endpoint_auth_method": "none",
             "grant_types": ["authorization_code", "refresh_token"],
             "response_types": ["code"],

@@ -9,6 +9,8 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, TimeDelta, Utc};
+
 use serde::{Deserialize, Serialize};
 
 use crate::host::{DispatchError, Host, SharedWrite};
@@ -79,7 +81,7 @@ pub enum FetchError {
     NoKeySource,
 }
 
-/// The shared-data entry (JSON). Times are Unix milliseconds of the host clock.
+/// The shared-data entry (JSON). Times are the host clock's, written as Unix milliseconds.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default)]
 struct Entry {
@@ -89,15 +91,20 @@ struct Entry {
     jwks: Option<String>,
     /// From discovery: where the keys are.
     jwks_uri: Option<String>,
-    refresh_at: i64,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    refresh_at: DateTime<Utc>,
     error: Option<FetchError>,
-    error_at: i64,
-    retry_at: i64,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    error_at: DateTime<Utc>,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    retry_at: DateTime<Utc>,
     backoff_ms: u64,
     /// When a fetch was last made for an unknown `kid`.
-    refetch_at: Option<i64>,
+    #[serde(with = "chrono::serde::ts_milliseconds_option")]
+    refetch_at: Option<DateTime<Utc>>,
     lease_owner: u32,
-    lease_until: i64,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
+    lease_until: DateTime<Utc>,
 }
 
 /// The answer to a fetch this VM made, as the adapter read it.
@@ -143,7 +150,7 @@ enum Phase {
 struct Call {
     token: u32,
     phase: Phase,
-    deadline: i64,
+    deadline: DateTime<Utc>,
 }
 
 /// One VM's view of one remote key set.
@@ -218,14 +225,14 @@ impl KeyStore {
     /// always ask: [`KeyStore::fetch`] reads the shared entry, so it finds keys another VM
     /// fetched meanwhile (this VM's copy may be a tick behind) and applies the rate limit on
     /// the process-wide record, not on this VM's possibly stale one.
-    pub fn state(&self, now_ms: i64) -> KeyState<'_> {
+    pub fn state(&self, now: DateTime<Utc>) -> KeyState<'_> {
         match &self.keys {
             Some(set) => KeyState::Ready {
                 set,
                 may_refetch: true,
             },
             None => match &self.seen.error {
-                Some(error) if now_ms < self.seen.retry_at && !self.lease_held(now_ms) => {
+                Some(error) if now < self.seen.retry_at && !self.lease_held(now) => {
                     KeyState::Failed(error)
                 }
                 _ => KeyState::Missing,
@@ -233,12 +240,18 @@ impl KeyStore {
         }
     }
 
-    /// The failure recorded at or after `since_ms`, for requests that waited through it.
-    pub fn failure_since(&self, since_ms: i64) -> Option<&FetchError> {
+    /// The failure recorded at or after `since`, for requests that waited through it.
+    pub fn failure_since(&self, since: DateTime<Utc>) -> Option<&FetchError> {
         match &self.seen.error {
-            Some(error) if self.seen.error_at >= since_ms => Some(error),
+            Some(error) if self.seen.error_at >= since => Some(error),
             _ => None,
         }
+    }
+
+    /// Whether a request that began waiting for keys at `since` has waited past the fetch
+    /// timeout and a grace second (another VM's fetch never answered).
+    pub fn waited_too_long(&self, since: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+        now > later(since, lease_length(&self.config))
     }
 
     /// Whether this VM's own call is still unanswered.
@@ -246,8 +259,8 @@ impl KeyStore {
         self.call.is_some()
     }
 
-    fn lease_held(&self, now_ms: i64) -> bool {
-        self.seen.lease_until > now_ms
+    fn lease_held(&self, now: DateTime<Utc>) -> bool {
+        self.seen.lease_until > now
     }
 
     /// Makes sure a fetch happens: starts one, or finds another VM's under way.
@@ -266,8 +279,8 @@ impl KeyStore {
     /// Whether a fetch is under way for this key set: this VM's call, one it claimed for the
     /// next tick, or another VM's lease. Requests that waited keep waiting meanwhile instead of
     /// being judged against the keys the fetch is about to replace.
-    pub fn busy(&self, now_ms: i64) -> bool {
-        self.call.is_some() || self.deferred || self.lease_held(now_ms)
+    pub fn busy(&self, now: DateTime<Utc>) -> bool {
+        self.call.is_some() || self.deferred || self.lease_held(now)
     }
 
     /// Whether a claimed fetch waits for the root's tick.
@@ -292,7 +305,7 @@ impl KeyStore {
                 Reason::UnknownKid => {
                     if entry
                         .refetch_at
-                        .is_some_and(|at| now < at.saturating_add(millis(config.min_refresh)))
+                        .is_some_and(|at| now < later(at, config.min_refresh))
                     {
                         return Plan::Stop(Fetch::RateLimited);
                     }
@@ -307,7 +320,7 @@ impl KeyStore {
                 }
             }
             entry.lease_owner = me;
-            entry.lease_until = now.saturating_add(lease_length(config));
+            entry.lease_until = later(now, lease_length(config));
             Plan::Write
         });
         match result {
@@ -341,10 +354,7 @@ impl KeyStore {
     fn dispatch(&mut self, host: &dyn Host, phase: Phase, location: &Location) -> Fetch {
         match host.dispatch_get(location, self.config.timeout) {
             Ok(token) => {
-                let deadline = host
-                    .now()
-                    .timestamp_millis()
-                    .saturating_add(lease_length(&self.config));
+                let deadline = later(host.now(), lease_length(&self.config));
                 self.call = Some(Call {
                     token,
                     phase,
@@ -408,7 +418,7 @@ impl KeyStore {
     /// gives up on a call the host never answered. Returns whether waiting requests should
     /// be decided again.
     pub fn on_tick(&mut self, host: &dyn Host) -> bool {
-        let now = host.now().timestamp_millis();
+        let now = host.now();
         let before = (self.generation, self.seen.error_at);
         if self.deferred {
             self.deferred = false;
@@ -445,12 +455,12 @@ impl KeyStore {
         self.update(host, |entry, me, _, now| {
             entry.generation = entry.generation.wrapping_add(1);
             entry.jwks = Some(text.clone());
-            entry.refresh_at = now.saturating_add(millis(lifetime));
+            entry.refresh_at = later(now, lifetime);
             entry.error = None;
             entry.backoff_ms = 0;
-            entry.retry_at = 0;
+            entry.retry_at = DateTime::UNIX_EPOCH;
             if entry.lease_owner == me {
-                entry.lease_until = 0;
+                entry.lease_until = DateTime::UNIX_EPOCH;
             }
             Plan::Write
         });
@@ -466,16 +476,17 @@ impl KeyStore {
     /// Records a failed fetch: the last good keys stay, and a retry waits out the backoff.
     fn fail(&mut self, host: &dyn Host, error: FetchError) -> Fetch {
         self.call = None;
-        let cap = millis(self.config.min_refresh).max(millis(FIRST_BACKOFF));
+        let cap = self.config.min_refresh.max(FIRST_BACKOFF);
         self.update(host, |entry, me, _, now| {
-            let backoff = (entry.backoff_ms.saturating_mul(2))
-                .clamp(millis(FIRST_BACKOFF) as u64, cap as u64);
-            entry.backoff_ms = backoff;
+            let backoff = Duration::from_millis(entry.backoff_ms)
+                .saturating_mul(2)
+                .clamp(FIRST_BACKOFF, cap);
+            entry.backoff_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX);
             entry.error = Some(error.clone());
             entry.error_at = now;
-            entry.retry_at = now.saturating_add(backoff as i64);
+            entry.retry_at = later(now, backoff);
             if entry.lease_owner == me {
-                entry.lease_until = 0;
+                entry.lease_until = DateTime::UNIX_EPOCH;
             }
             Plan::Write
         });
@@ -555,10 +566,10 @@ impl KeyStore {
     /// `change` returns [`Plan::Stop`] to leave the entry as it is. Returns the stop value.
     fn update<F>(&mut self, host: &dyn Host, mut change: F) -> Option<Fetch>
     where
-        F: FnMut(&mut Entry, u32, &RemoteJwks, i64) -> Plan,
+        F: FnMut(&mut Entry, u32, &RemoteJwks, DateTime<Utc>) -> Plan,
     {
         for _ in 0..16 {
-            let now = host.now().timestamp_millis();
+            let now = host.now();
             let (mut entry, cas) = self.read(host).unwrap_or_default();
             if cas == 0 && self.seed(host) {
                 // Created just now: compete for it with a real CAS like everyone else.
@@ -594,13 +605,17 @@ enum Plan {
     Stop(Fetch),
 }
 
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+/// `t` plus `d`, or the end of time.
+fn later(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    TimeDelta::from_std(d)
+        .ok()
+        .and_then(|d| t.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// How long a fetch may hold the lease: the call's timeout and a little more.
-fn lease_length(config: &RemoteJwks) -> i64 {
-    millis(config.timeout).saturating_add(1000)
+fn lease_length(config: &RemoteJwks) -> Duration {
+    config.timeout.saturating_add(Duration::from_secs(1))
 }
 
 fn check(response: &FetchResponse) -> Result<&[u8], FetchError> {
@@ -690,10 +705,10 @@ mod tests {
         );
         let token = host.calls()[0].0;
         assert!(a.on_response(&host, token, ok(&rsa_jwks("k1"), "max-age=300")));
-        assert!(matches!(a.state(host.ms()), KeyState::Ready { .. }));
-        assert!(matches!(b.state(host.ms()), KeyState::Missing));
+        assert!(matches!(a.state(host.now()), KeyState::Ready { .. }));
+        assert!(matches!(b.state(host.now()), KeyState::Missing));
         assert!(b.on_tick(&host), "b picks the keys up from shared data");
-        assert!(matches!(b.state(host.ms()), KeyState::Ready { .. }));
+        assert!(matches!(b.state(host.now()), KeyState::Ready { .. }));
         assert_eq!(host.calls().len(), 1);
     }
 
@@ -719,14 +734,14 @@ mod tests {
             ok(&rsa_jwks("k2"), "max-age=3600"),
         );
         assert!(matches!(
-            b.state(host.ms()),
+            b.state(host.now()),
             KeyState::Ready {
                 may_refetch: true,
                 ..
             }
         ));
         assert_eq!(b.fetch(&host, Reason::UnknownKid), Fetch::Updated);
-        match b.state(host.ms()) {
+        match b.state(host.now()) {
             KeyState::Ready { set, .. } => assert!(set.find(Some("k2")).is_some()),
             other => panic!("{other:?}"),
         }
@@ -751,7 +766,7 @@ mod tests {
         a.on_tick(&host);
         assert_eq!(host.calls().len(), 2, "refresh started at 60 s");
         assert!(
-            matches!(a.state(host.ms()), KeyState::Ready { .. }),
+            matches!(a.state(host.now()), KeyState::Ready { .. }),
             "old keys still serve"
         );
     }
@@ -773,13 +788,13 @@ mod tests {
                 ..Default::default()
             },
         );
-        assert!(matches!(a.state(host.ms()), KeyState::Ready { .. }));
+        assert!(matches!(a.state(host.now()), KeyState::Ready { .. }));
         // A 200 that is not a key set does not replace them either.
         host.advance(Duration::from_secs(2));
         a.on_tick(&host);
         let retry = host.calls()[2].0;
         a.on_response(&host, retry, ok("<html>", "max-age=60"));
-        match a.state(host.ms()) {
+        match a.state(host.now()) {
             KeyState::Ready { set, .. } => assert!(set.find(Some("k1")).is_some()),
             other => panic!("{other:?}"),
         }
@@ -803,7 +818,7 @@ mod tests {
             ok(&rsa_jwks("k1"), "max-age=3600"),
         );
         assert!(matches!(
-            a.state(host.ms()),
+            a.state(host.now()),
             KeyState::Ready {
                 may_refetch: true,
                 ..
@@ -824,17 +839,17 @@ mod tests {
     fn first_fetch_failing_makes_requests_unavailable_until_the_retry() {
         let host = FakeHost::new();
         let mut a = KeyStore::new(config(false), "iss", 1);
-        let since = host.ms();
+        let since = host.now();
         a.fetch(&host, Reason::Load);
         a.on_response(&host, host.calls()[0].0, FetchResponse::default());
-        assert!(matches!(a.state(host.ms()), KeyState::Failed(_)));
+        assert!(matches!(a.state(host.now()), KeyState::Failed(_)));
         assert_eq!(a.failure_since(since), Some(&FetchError::NoResponse));
         assert!(matches!(
             a.fetch(&host, Reason::Load),
             Fetch::Unavailable(_)
         ));
         host.advance(Duration::from_secs(1));
-        assert!(matches!(a.state(host.ms()), KeyState::Missing));
+        assert!(matches!(a.state(host.now()), KeyState::Missing));
     }
 
     #[test]
@@ -851,7 +866,7 @@ mod tests {
         assert_eq!(host.calls()[1].1.path, "/oauth2/v1/keys");
         assert_eq!(host.calls()[1].1.cluster, "idp.example");
         a.on_response(&host, host.calls()[1].0, ok(&rsa_jwks("k1"), "max-age=60"));
-        assert!(matches!(a.state(host.ms()), KeyState::Ready { .. }));
+        assert!(matches!(a.state(host.now()), KeyState::Ready { .. }));
     }
 
     #[test]
@@ -862,7 +877,7 @@ mod tests {
         host.advance(Duration::from_secs(7));
         assert!(a.on_tick(&host));
         assert!(matches!(
-            a.state(host.ms()),
+            a.state(host.now()),
             KeyState::Failed(FetchError::Timeout)
         ));
     }

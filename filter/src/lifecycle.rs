@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 
+use chrono::{DateTime, Utc};
 use serde_json::Value as Json;
 
 use crate::audit::Recorder;
@@ -27,8 +28,6 @@ type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 
 /// The root ticks this often while requests wait for keys; otherwise every `IDLE_TICKS`.
 pub const IDLE_TICKS: u32 = 10;
-/// How long past the fetch timeout a request may wait for keys another VM is fetching.
-const WAIT_GRACE_MS: i64 = 1000;
 /// A list answer larger than this is not rewritten: it is refused.
 pub const MAX_FILTERED_RESPONSE: usize = 8 * 1024 * 1024;
 
@@ -117,8 +116,8 @@ impl BodyStep {
 /// Where a stream's request stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// Paused until keys arrive (since this host time, in ms).
-    WaitingKeys { since_ms: i64 },
+    /// Paused until keys arrive (waiting since this host time).
+    WaitingKeys { since: DateTime<Utc> },
     /// Authenticated; the body is collected until complete, then judged. `held`: the headers
     /// are paused too, so the upstream has seen nothing yet.
     ReadingBody { held: bool },
@@ -314,7 +313,9 @@ impl Filter {
                 route,
                 headers,
                 identity: None,
-                phase: Phase::WaitingKeys { since_ms: 0 },
+                phase: Phase::WaitingKeys {
+                    since: DateTime::UNIX_EPOCH,
+                },
                 body: Vec::new(),
                 complete: end_of_stream,
                 lists: Vec::new(),
@@ -636,10 +637,10 @@ impl Filter {
         let Some(stream) = self.streams.get(&context_id) else {
             return Step::pause();
         };
-        let Phase::WaitingKeys { since_ms } = stream.phase else {
+        let Phase::WaitingKeys { since } = stream.phase else {
             return Step::pause();
         };
-        let mut step = self.decide(host, context_id, Some(since_ms));
+        let mut step = self.decide(host, context_id, Some(since));
         if let (Action::Continue, Some(stream)) = (&step.action, self.streams.get_mut(&context_id))
             && let Phase::ReadingBody { held } = stream.phase
             && (held || !stream.body.is_empty())
@@ -750,7 +751,7 @@ impl Filter {
     }
 
     /// Decides about a request's headers (again, after waiting since `waited`).
-    fn decide(&mut self, host: &dyn Host, context_id: u32, waited: Option<i64>) -> Step {
+    fn decide(&mut self, host: &dyn Host, context_id: u32, waited: Option<DateTime<Utc>>) -> Step {
         let Some(stream) = self.streams.get(&context_id) else {
             return Step::pause();
         };
@@ -760,7 +761,7 @@ impl Filter {
         let request = RequestView {
             headers: &stream.headers,
         };
-        let now_ms = host.now().timestamp_millis();
+        let now = host.now();
         let store_key = match policy.authn.as_ref().map(|a| (&a.keys, &a.expect.issuer)) {
             Some((KeySource::Remote(remote), issuer)) => Some(keystore::cache_key(issuer, remote)),
             _ => None,
@@ -770,14 +771,11 @@ impl Filter {
         let outcome = loop {
             attempts += 1;
             let store = store_key.as_ref().and_then(|k| self.stores.get(k));
-            if let (Some(since_ms), Some(store)) = (waited, store)
-                && store.busy(now_ms)
-                && now_ms
-                    <= since_ms
-                        .saturating_add(store.config().timeout.as_millis() as i64)
-                        .saturating_add(WAIT_GRACE_MS)
+            if let (Some(since), Some(store)) = (waited, store)
+                && store.busy(now)
+                && !store.waited_too_long(since, now)
             {
-                break Decided::Wait(since_ms);
+                break Decided::Wait(since);
             }
             let first = attempts == 1 && waited.is_none();
             let keys = match (policy.authn.as_ref().map(|a| &a.keys), store) {
@@ -785,7 +783,7 @@ impl Filter {
                     set,
                     may_refetch: false,
                 },
-                (Some(KeySource::Remote(_)), Some(store)) => match store.state(now_ms) {
+                (Some(KeySource::Remote(_)), Some(store)) => match store.state(now) {
                     KeyState::Ready { set, may_refetch } => {
                         if first {
                             host.count(keystore::metric::CACHE_HIT, 1);
@@ -817,23 +815,19 @@ impl Filter {
             let Some(store) = store_key.as_ref().and_then(|k| self.stores.get_mut(k)) else {
                 break Decided::Now(Decision::Respond(internal_error("no key store")));
             };
-            if let Some(since_ms) = waited {
-                let answer = if let Some(error) = store.failure_since(since_ms) {
+            if let Some(since) = waited {
+                let answer = if let Some(error) = store.failure_since(since) {
                     response::keys_unavailable(issuer, error)
-                } else if now_ms
-                    > since_ms
-                        .saturating_add(store.config().timeout.as_millis() as i64)
-                        .saturating_add(WAIT_GRACE_MS)
-                {
+                } else if store.waited_too_long(since, now) {
                     response::keys_unavailable(issuer, FetchError::Waited)
                 } else {
-                    break Decided::Wait(since_ms);
+                    break Decided::Wait(since);
                 };
                 host.count(engine::metric::KEYS_UNAVAILABLE, 1);
                 break Decided::Now(Decision::Respond(answer));
             }
             match store.ask(host, reason) {
-                Fetch::Waiting => break Decided::Wait(now_ms),
+                Fetch::Waiting => break Decided::Wait(now),
                 // Newer keys, or no refetch allowed: decide once more without refetching.
                 Fetch::Updated | Fetch::RateLimited if attempts < 2 => continue,
                 Fetch::Updated | Fetch::RateLimited => {
@@ -895,8 +889,8 @@ impl Filter {
             return edits(forward, Action::Continue);
         }
         match outcome {
-            Decided::Wait(since_ms) => {
-                stream.phase = Phase::WaitingKeys { since_ms };
+            Decided::Wait(since) => {
+                stream.phase = Phase::WaitingKeys { since };
                 if waited.is_none() {
                     self.waiting.push(context_id);
                 }
@@ -978,7 +972,7 @@ impl Filter {
 
 enum Decided {
     Now(Decision),
-    Wait(i64),
+    Wait(DateTime<Utc>),
 }
 
 /// A decision's header changes with the action to take after them.
