@@ -25,6 +25,7 @@ pub mod registration;
 pub mod response;
 pub mod rsa_verify;
 pub mod sse;
+pub mod target;
 pub mod uri;
 
 #[cfg(any(test, feature = "testing"))]

@@ -13,6 +13,7 @@ use cel::Value;
 use serde_json::{Map, Value as Json, json};
 
 use crate::sse::{Event, Fate, SseFilter};
+use crate::target::TargetName;
 
 /// Request bodies larger than this are refused (413) on routes with MCP-level rules.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -210,24 +211,6 @@ impl McpView {
     }
 }
 
-/// Splits `<target>_<name>` when the route serves several targets (the shim prefixes names
-/// only then); with one target, the name is as written and the target is that one.
-pub fn split_target<'a>(name: &'a str, targets: &'a [String]) -> (&'a str, &'a str) {
-    match targets {
-        [] => ("", name),
-        [only] => (only.as_str(), name),
-        many => many
-            .iter()
-            .filter_map(|t| {
-                let rest = name.strip_prefix(t.as_str())?.strip_prefix('_')?;
-                Some((t.as_str(), rest))
-            })
-            // The longest target wins when one target's name prefixes another's.
-            .max_by_key(|(t, _)| t.len())
-            .unwrap_or(("", name)),
-    }
-}
-
 /// Why a message that uses a tool, prompt or resource cannot be judged. Judging it by the
 /// rules that do not read `mcp` alone would pass it through an allow-list of names, so it is
 /// refused as an invalid request.
@@ -268,7 +251,7 @@ const NAMING: [&str; 6] = [
 /// The view of a message: `Ok(None)` when its method names nothing (initialize, ping, lists,
 /// notifications, responses), and then only the rules that do not read `mcp` apply to it.
 /// `completion/complete` is judged as a use of the prompt or resource template it completes.
-pub fn view(message: &Message, targets: &[String]) -> Result<Option<McpView>, ViewError> {
+pub fn view(message: &Message, targets: &[TargetName]) -> Result<Option<McpView>, ViewError> {
     let Some(method) = message
         .method
         .as_deref()
@@ -329,7 +312,7 @@ pub fn view(message: &Message, targets: &[String]) -> Result<Option<McpView>, Vi
         Kind::Resource if template => (single_target(targets), raw.clone()),
         Kind::Resource => (single_target(targets), crate::uri::normalize(&raw)?),
         _ => {
-            let (target, name) = split_target(&raw, targets);
+            let (target, name) = crate::target::split(&raw, targets);
             (target, name.to_string())
         }
     };
@@ -345,9 +328,9 @@ pub fn view(message: &Message, targets: &[String]) -> Result<Option<McpView>, Vi
     }))
 }
 
-fn single_target(targets: &[String]) -> &str {
+fn single_target(targets: &[TargetName]) -> &str {
     match targets {
-        [only] => only,
+        [only] => only.as_str(),
         _ => "",
     }
 }
@@ -383,7 +366,7 @@ pub const OUTSIDE_STREAM: &str = "this route hides tools, prompts or resources p
 fn filter_list(
     response: &mut Json,
     method: &str,
-    targets: &[String],
+    targets: &[TargetName],
     keep: &mut dyn FnMut(&McpView) -> bool,
 ) -> Result<bool, String> {
     let Some((kind, field, key, call)) = list_kind(method) else {
@@ -416,7 +399,7 @@ fn filter_list(
             },
             Kind::Resource => (single_target(targets), raw.to_string()),
             _ => {
-                let (target, name) = split_target(raw, targets);
+                let (target, name) = crate::target::split(raw, targets);
                 (target, name.to_string())
             }
         };
@@ -452,7 +435,7 @@ pub enum JsonAnswer {
 pub fn filter_json_body(
     body: &[u8],
     asked: &[(Json, String)],
-    targets: &[String],
+    targets: &[TargetName],
     keep: &mut dyn FnMut(&McpView) -> bool,
 ) -> JsonAnswer {
     if !asked.iter().any(|(_, m)| list_kind(m).is_some()) {
@@ -509,7 +492,7 @@ enum Answered {
 fn answer(
     response: &mut Json,
     asked: &[(Json, String)],
-    targets: &[String],
+    targets: &[TargetName],
     keep: &mut dyn FnMut(&McpView) -> bool,
 ) -> Answered {
     let Some(fields) = response.as_object() else {
@@ -577,7 +560,7 @@ impl SseAnswers {
         &mut self,
         chunk: &[u8],
         end_of_stream: bool,
-        targets: &[String],
+        targets: &[TargetName],
         keep: &mut dyn FnMut(&McpView) -> bool,
     ) -> Vec<u8> {
         let (asked, counts) = (&self.asked, &mut self.counts);
@@ -599,7 +582,7 @@ impl SseAnswers {
 fn judge_event(
     event: &Event,
     asked: &[(Json, String)],
-    targets: &[String],
+    targets: &[TargetName],
     keep: &mut dyn FnMut(&McpView) -> bool,
     counts: &mut SseCounts,
 ) -> Fate {
@@ -650,7 +633,7 @@ impl Seen {
 fn stream_message(
     message: &mut Json,
     asked: &[(Json, String)],
-    targets: &[String],
+    targets: &[TargetName],
     keep: &mut dyn FnMut(&McpView) -> bool,
     counts: &mut SseCounts,
 ) -> Seen {
@@ -716,7 +699,7 @@ fn name_param(method: &str) -> Option<&'static str> {
 
 /// The view a 2026-07-28 request's `Mcp-Method` / `Mcp-Name` headers give of its call, as the
 /// body would give it (names split by target, URIs normalised), without its arguments.
-pub fn header_view(method: &str, name: &str, targets: &[String]) -> Option<McpView> {
+pub fn header_view(method: &str, name: &str, targets: &[TargetName]) -> Option<McpView> {
     let param = name_param(method)?;
     let mut params = Map::new();
     params.insert(param.to_string(), Json::from(name));
@@ -870,12 +853,12 @@ mod tests {
         let call = one(
             r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"files_read","arguments":{"paths":["a","b"]}}}"#,
         );
-        let many = vec!["files".to_string(), "git".to_string()];
+        let many = crate::target::names(&["files", "git"]).unwrap();
         let v = view(&call, &many).unwrap().unwrap();
         assert_eq!((v.target.as_str(), v.name.as_str()), ("files", "read"));
         assert_eq!(v.raw, "files_read");
         assert_eq!(v.arguments["paths"][1], "b");
-        let only = vec!["files".to_string()];
+        let only = crate::target::names(&["files"]).unwrap();
         let v = view(&call, &only).unwrap().unwrap();
         assert_eq!(
             (v.target.as_str(), v.name.as_str()),
@@ -883,10 +866,6 @@ mod tests {
         );
         let init = one(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#);
         assert_eq!(view(&init, &many), Ok(None));
-        assert_eq!(
-            split_target("a_b_c", &["a".into(), "a_b".into()]),
-            ("a_b", "c")
-        );
     }
 
     #[test]
@@ -955,7 +934,7 @@ mod tests {
         let prompt = one(
             r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"git_commit"},"argument":{"name":"msg","value":"fi"},"context":{"arguments":{"repo":"x"}}}}"#,
         );
-        let v = view(&prompt, &["files".into(), "git".into()])
+        let v = view(&prompt, &crate::target::names(&["files", "git"]).unwrap())
             .unwrap()
             .unwrap();
         assert_eq!(v.kind, Kind::Prompt);

@@ -49,7 +49,7 @@ pub struct Policy {
     pub rules: RuleSet,
     /// The route's MCP targets, in the order the shim serves them: with more than one, tool
     /// and prompt names arrive as `<target>_<name>` and are split for `mcp.*.target`.
-    pub targets: Vec<String>,
+    pub targets: Vec<crate::target::TargetName>,
     /// The largest request body read for MCP-level rules; larger is a 413.
     pub max_body_bytes: usize,
     /// A 2026-07-28 request whose `Mcp-Method` / `Mcp-Name` name a call is judged from those
@@ -312,7 +312,16 @@ impl Policy {
     }
 
     fn compile(doc: RawDoc, base: &str) -> Result<Policy, ConfigError> {
-        let targets = doc.mcp_targets.clone().unwrap_or_default();
+        let targets = doc
+            .mcp_targets
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, name)| {
+                crate::target::TargetName::new(name)
+                    .map_err(|e| ConfigError::new(format!("{base}mcpTargets[{i}]"), e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let (prefix, authn, authz) = match doc {
             RawDoc {
                 policies: Some(p),

@@ -43,7 +43,6 @@ impl FakeHost {
         }
     }
 
-
     pub fn advance(&self, d: Duration) {
         self.now_ms.set(self.now_ms.get() + d.as_millis() as i64);
     }

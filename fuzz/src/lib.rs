@@ -97,8 +97,8 @@ pub fn filter_list(data: &[u8]) {
     }
 }
 
-fn targets() -> Vec<String> {
-    vec!["github".into(), "jira".into()]
+fn targets() -> Vec<mcp_auth_filter::target::TargetName> {
+    mcp_auth_filter::target::names(&["github", "jira"]).unwrap_or_default()
 }
 
 fn asked() -> Vec<(Json, String)> {

@@ -414,16 +414,8 @@ impl Config {
 }
 
 fn validate_target(target: &Target, at: &str) -> Result<(), ConfigError> {
-    if target.name.is_empty()
-        || !target
-            .name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
-    {
-        return Err(ConfigError::new(
-            format!("{at}.name"),
-            "use letters, digits, '-' and '_' (it prefixes tool names as <target>_<tool>)",
-        ));
+    if let Err(e) = mcp_auth_filter::target::TargetName::new(&target.name) {
+        return Err(ConfigError::new(format!("{at}.name"), e.to_string()));
     }
     match &target.stdio {
         None => Err(ConfigError::new(

@@ -29,7 +29,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use serde_json::{Map, Value as Json, json};
 
-use mcp_auth_filter::mcp::split_target;
+use mcp_auth_filter::target::{self, TargetName};
 
 use crate::config::Target;
 use crate::stdio::{OnMessage, StdioError, StdioServer};
@@ -161,8 +161,8 @@ struct Upstream {
 /// The MCP server one session sees: its children and the state to route between them.
 pub struct Fanout {
     upstreams: Vec<Upstream>,
-    /// The upstreams' names, in order, as the filter's `split_target` takes them.
-    names: Vec<String>,
+    /// The upstreams' names, in order, as the filter's split takes them.
+    names: Vec<TargetName>,
     prefixed: bool,
     server_requests: Arc<ServerRequests>,
     /// Resource URI → target, learnt from `resources/list`.
@@ -276,7 +276,20 @@ impl Fanout {
             .and_then(Json::as_str)
             .unwrap_or_default()
             .to_string();
-        let names = upstreams.iter().map(|u| u.name.clone()).collect();
+        let names = match upstreams
+            .iter()
+            .map(|u| TargetName::new(&u.name))
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(names) => names,
+            Err(e) => {
+                join_all(upstreams.iter().map(|u| u.server.shutdown())).await;
+                return Err(RpcError::new(
+                    RpcError::SERVER,
+                    format!("a target of route {route:?}: {e}"),
+                ));
+            }
+        };
         Ok(Fanout {
             upstreams,
             names,
@@ -510,11 +523,14 @@ impl Fanout {
                     lock(&self.resources).insert(uri.to_string(), index);
                 }
                 if let Some(Json::String(name)) = item.get_mut("name") {
-                    let prefixed = format!("{}_{name}", upstream.name);
+                    let Some(owner) = self.names.get(index) else {
+                        continue;
+                    };
+                    let prefixed = owner.prefix(name);
                     // Tools and prompts are called back by name; one that would reach another
                     // target (`a`'s `b_c` is `a_b`'s `c`) is not offered. Resources go by URI.
                     if matches!(key, "tools" | "prompts")
-                        && split_target(&prefixed, &self.names).0 != upstream.name
+                        && target::split(&prefixed, &self.names).0 != owner.as_str()
                     {
                         eprintln!(
                             "{method}: {prefixed:?} of target '{}' would call another target; left out",
@@ -533,10 +549,10 @@ impl Fanout {
     }
 
     fn by_prefix(&self, name: &str) -> Result<(usize, String), RpcError> {
-        let (target, rest) = split_target(name, &self.names);
+        let (target, rest) = target::split(name, &self.names);
         self.names
             .iter()
-            .position(|n| !target.is_empty() && n == target)
+            .position(|n| !target.is_empty() && n.as_str() == target)
             .map(|index| (index, rest.to_string()))
             .ok_or_else(|| {
                 let targets: Vec<&str> = self.upstreams.iter().map(|u| u.name.as_str()).collect();

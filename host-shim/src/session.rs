@@ -33,7 +33,7 @@ const BACKLOG: usize = 256;
 
 /// The header in which the filter names the verified identity (issuer and subject, as an opaque
 /// token) of the caller; absent for anonymous callers. The filter strips it from clients.
-pub const IDENTITY_HEADER: &str = "x-mcp-auth-identity";
+pub use mcp_auth_filter::policy::IDENTITY_HEADER;
 
 /// Who opened a session: the filter's token for the caller, `None` for an anonymous one.
 /// Compared as bytes: the shim never needs to read it, and must not log it.
