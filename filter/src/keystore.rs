@@ -682,6 +682,22 @@ mod tests {
         }
     }
 
+    /// The `index`th call the host saw is answered with a key set of one key, `kid`.
+    fn keys_arrive(host: &FakeHost, store: &mut KeyStore, index: usize, kid: &str) {
+        let token = host.calls()[index].0;
+        assert!(store.on_response(host, token, ok(&rsa_jwks(kid), "max-age=3600")));
+    }
+
+    fn may_refetch(state: KeyState<'_>) -> bool {
+        matches!(
+            state,
+            KeyState::Ready {
+                may_refetch: true,
+                ..
+            }
+        )
+    }
+
     fn ok(body: &str, cache_control: &str) -> FetchResponse {
         FetchResponse {
             status: Some(200),
@@ -720,26 +736,12 @@ mod tests {
         let mut a = KeyStore::new(config(false), "iss", 1);
         let mut b = KeyStore::new(config(false), "iss", 2);
         a.fetch(&host, Reason::Load);
-        a.on_response(
-            &host,
-            host.calls()[0].0,
-            ok(&rsa_jwks("k1"), "max-age=3600"),
-        );
+        keys_arrive(&host, &mut a, 0, "k1");
         assert_eq!(a.fetch(&host, Reason::UnknownKid), Fetch::Waiting);
         // b ticks while a's refetch is under way: it sees the refetch time, not the new keys.
         b.on_tick(&host);
-        a.on_response(
-            &host,
-            host.calls()[1].0,
-            ok(&rsa_jwks("k2"), "max-age=3600"),
-        );
-        assert!(matches!(
-            b.state(host.now()),
-            KeyState::Ready {
-                may_refetch: true,
-                ..
-            }
-        ));
+        keys_arrive(&host, &mut a, 1, "k2");
+        assert!(may_refetch(b.state(host.now())));
         assert_eq!(b.fetch(&host, Reason::UnknownKid), Fetch::Updated);
         match b.state(host.now()) {
             KeyState::Ready { set, .. } => assert!(set.find(Some("k2")).is_some()),
@@ -812,24 +814,10 @@ mod tests {
         let host = FakeHost::new();
         let mut a = KeyStore::new(config(false), "iss", 1);
         a.fetch(&host, Reason::Load);
-        a.on_response(
-            &host,
-            host.calls()[0].0,
-            ok(&rsa_jwks("k1"), "max-age=3600"),
-        );
-        assert!(matches!(
-            a.state(host.now()),
-            KeyState::Ready {
-                may_refetch: true,
-                ..
-            }
-        ));
+        keys_arrive(&host, &mut a, 0, "k1");
+        assert!(may_refetch(a.state(host.now())));
         assert_eq!(a.fetch(&host, Reason::UnknownKid), Fetch::Waiting);
-        a.on_response(
-            &host,
-            host.calls()[1].0,
-            ok(&rsa_jwks("k2"), "max-age=3600"),
-        );
+        keys_arrive(&host, &mut a, 1, "k2");
         assert_eq!(a.fetch(&host, Reason::UnknownKid), Fetch::RateLimited);
         host.advance(Duration::from_secs(60));
         assert_eq!(a.fetch(&host, Reason::UnknownKid), Fetch::Waiting);

@@ -340,8 +340,8 @@ impl Filter {
         end_of_stream: bool,
         read: BodyReader<'_>,
     ) -> Step {
-        self.audited(host, context_id, |f, host| {
-            f.request_body(host, context_id, body_size, end_of_stream, read)
+        self.audited(host, context_id, |f, host, id| {
+            f.request_body(host, id, body_size, end_of_stream, read)
         })
     }
 
@@ -396,9 +396,7 @@ impl Filter {
 
     /// The request's trailers arrived: its body is complete.
     pub fn on_request_trailers(&mut self, host: &dyn Host, context_id: u32) -> Step {
-        self.audited(host, context_id, |f, host| {
-            f.request_trailers(host, context_id)
-        })
+        self.audited(host, context_id, Filter::request_trailers)
     }
 
     fn request_trailers(&mut self, host: &dyn Host, context_id: u32) -> Step {
@@ -628,9 +626,7 @@ impl Filter {
     /// Decides again about a stream that waited for keys (the proxy made it current). A
     /// `Continue` means: resume the paused request.
     pub fn retry(&mut self, host: &dyn Host, context_id: u32) -> Step {
-        self.audited(host, context_id, |f, host| {
-            f.retry_decision(host, context_id)
-        })
+        self.audited(host, context_id, Filter::retry_decision)
     }
 
     fn retry_decision(&mut self, host: &dyn Host, context_id: u32) -> Step {
@@ -658,11 +654,11 @@ impl Filter {
         &mut self,
         host: &dyn Host,
         context_id: u32,
-        decide: impl FnOnce(&mut Filter, &dyn Host) -> Step,
+        decide: impl FnOnce(&mut Filter, &dyn Host, u32) -> Step,
     ) -> Step {
         let rec = Recorder::new(host);
         let (before, route) = self.phase_of(context_id);
-        let mut step = decide(self, &rec);
+        let mut step = decide(self, &rec, context_id);
         if before.is_some() {
             self.finish(&rec, context_id, route.as_deref(), before, &mut step);
         }

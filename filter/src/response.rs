@@ -212,6 +212,14 @@ mod tests {
     )]
     use super::*;
 
+    fn challenge_of(r: &LocalResponse) -> &str {
+        &r.headers
+            .iter()
+            .find(|(k, _)| k == "www-authenticate")
+            .unwrap()
+            .1
+    }
+
     fn origin(path: &str) -> Origin<'_> {
         Origin {
             scheme: "https",
@@ -240,12 +248,7 @@ mod tests {
             "bad \"thing\"\r\nx-evil: 1",
             None,
         );
-        let www = &r
-            .headers
-            .iter()
-            .find(|(k, _)| k == "www-authenticate")
-            .unwrap()
-            .1;
+        let www = challenge_of(&r);
         assert!(!www.contains('\r') && !www.contains('\n'), "{www}");
         assert_eq!(www.matches('"').count(), 6, "{www}");
     }
@@ -253,12 +256,7 @@ mod tests {
     #[test]
     fn a_missing_token_gets_a_bare_challenge() {
         let r = unauthorized(&origin("/mcp"), Challenge::Missing, "no token", None);
-        let www = &r
-            .headers
-            .iter()
-            .find(|(k, _)| k == "www-authenticate")
-            .unwrap()
-            .1;
+        let www = challenge_of(&r);
         assert_eq!(
             www,
             "Bearer resource_metadata=\"https://gw.example.com/.well-known/oauth-protected-resource/mcp\""
@@ -269,12 +267,7 @@ mod tests {
     fn the_challenge_names_the_scopes_when_the_policy_does() {
         for challenge in [Challenge::Missing, Challenge::InvalidToken] {
             let r = unauthorized(&origin("/mcp"), challenge, "x", Some("mcp.read mcp.write"));
-            let www = &r
-                .headers
-                .iter()
-                .find(|(k, _)| k == "www-authenticate")
-                .unwrap()
-                .1;
+            let www = challenge_of(&r);
             assert!(
                 www.starts_with(
                     "Bearer resource_metadata=\"https://gw.example.com/.well-known/oauth-protected-resource/mcp\", scope=\"mcp.read mcp.write\""
