@@ -107,6 +107,15 @@ struct Entry {
     lease_until: DateTime<Utc>,
 }
 
+impl Entry {
+    /// Ends the lease if `me` holds it (a fetch that ended, either way).
+    fn release(&mut self, me: u32) {
+        if self.lease_owner == me {
+            self.lease_until = DateTime::UNIX_EPOCH;
+        }
+    }
+}
+
 /// The answer to a fetch this VM made, as the adapter read it.
 #[derive(Debug, Clone, Default)]
 pub struct FetchResponse {
@@ -459,9 +468,7 @@ impl KeyStore {
             entry.error = None;
             entry.backoff_ms = 0;
             entry.retry_at = DateTime::UNIX_EPOCH;
-            if entry.lease_owner == me {
-                entry.lease_until = DateTime::UNIX_EPOCH;
-            }
+            entry.release(me);
             Plan::Write
         });
         host.count(metric::FETCH_OK, 1);
@@ -485,9 +492,7 @@ impl KeyStore {
             entry.error = Some(error.clone());
             entry.error_at = now;
             entry.retry_at = later(now, backoff);
-            if entry.lease_owner == me {
-                entry.lease_until = DateTime::UNIX_EPOCH;
-            }
+            entry.release(me);
             Plan::Write
         });
         host.count(metric::FETCH_FAILED, 1);

@@ -134,22 +134,14 @@ pub const DEFAULT_JWKS_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_MIN_REFRESH: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_REFRESH: Duration = Duration::from_secs(3600);
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawRoot {
-    routes: Option<BTreeMap<String, RawDoc>>,
-    hold_headers: Option<bool>,
-    log_allowed: Option<bool>,
-    mcp_targets: Option<Vec<String>>,
-    policies: Option<RawPolicies>,
-    mcp_authentication: Option<RawAuthn>,
-    authorization: Option<RawAuthz>,
-}
-
-/// One route's policy document: `policies:` or bare.
+/// The configuration, and each route's policy document in it: `policies:` or bare. The
+/// first three fields are read only at the top level.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawDoc {
+    routes: Option<BTreeMap<String, RawDoc>>,
+    hold_headers: Option<bool>,
+    log_allowed: Option<bool>,
     mcp_targets: Option<Vec<String>>,
     policies: Option<RawPolicies>,
     mcp_authentication: Option<RawAuthn>,
@@ -225,16 +217,10 @@ impl FilterConfig {
                 "is empty: expected `policies:` with `mcpAuthentication` and/or `authorization`",
             ));
         }
-        let raw: RawRoot = deserialize(text)?;
-        let hold_headers = raw.hold_headers.unwrap_or(false);
-        let log_allowed = raw.log_allowed.unwrap_or(false);
-        let doc = RawDoc {
-            mcp_targets: raw.mcp_targets,
-            policies: raw.policies,
-            mcp_authentication: raw.mcp_authentication,
-            authorization: raw.authorization,
-        };
-        let Some(routes) = raw.routes else {
+        let mut doc: RawDoc = deserialize(text)?;
+        let hold_headers = doc.hold_headers.take().unwrap_or(false);
+        let log_allowed = doc.log_allowed.take().unwrap_or(false);
+        let Some(routes) = doc.routes.take() else {
             let mut config = FilterConfig::new(
                 Some(Policy::compile(doc, "")?),
                 BTreeMap::new(),
@@ -255,7 +241,20 @@ impl FilterConfig {
         let routes = routes
             .into_iter()
             .map(|(name, doc)| {
-                let policy = Policy::compile(doc, &format!("routes.{name}."))?;
+                let at = format!("routes.{name}.");
+                for (field, set) in [
+                    ("routes", doc.routes.is_some()),
+                    ("holdHeaders", doc.hold_headers.is_some()),
+                    ("logAllowed", doc.log_allowed.is_some()),
+                ] {
+                    if set {
+                        return Err(ConfigError::new(
+                            format!("{at}{field}"),
+                            "is read only at the top level of the configuration",
+                        ));
+                    }
+                }
+                let policy = Policy::compile(doc, &at)?;
                 Ok((name, policy))
             })
             .collect::<Result<_, ConfigError>>()?;
@@ -933,6 +932,18 @@ policies:
         ] {
             Policy::parse(config(issuer, provider).as_bytes())
                 .unwrap_or_else(|e| panic!("{issuer}: {e}"));
+        }
+    }
+
+    #[test]
+    fn top_level_settings_are_refused_inside_a_route() {
+        for field in ["holdHeaders: true", "logAllowed: true", "routes: {}"] {
+            let text = format!(
+                "routes:\n  r1:\n    {field}\n    authorization:\n      rules: ['true']\n"
+            );
+            let e = FilterConfig::parse(text.as_bytes()).unwrap_err();
+            let name = field.split(':').next().unwrap();
+            assert_eq!(e.path, format!("routes.r1.{name}"), "{e}");
         }
     }
 
