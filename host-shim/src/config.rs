@@ -295,8 +295,8 @@ impl Config {
         Config::parse_in(&text, path.parent().unwrap_or(Path::new(".")), file)
     }
 
-    /// Parses a file's text, reading `jwks.file` relative to the working directory.
-    #[cfg(test)]
+    /// Parses a file's text, reading `jwks.file` relative to the working directory (for
+    /// callers that hold the text, such as tests).
     pub fn parse(text: &str) -> Result<Config, FileError> {
         Config::parse_in(text, Path::new("."), "(config)".into())
     }

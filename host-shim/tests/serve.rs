@@ -543,27 +543,6 @@ fn the_transport_rules() {
 }
 
 #[test]
-fn sessions_never_share_a_child() {
-    let shim = Shim::start(&config(&node_target("my-server"), None));
-    let first = shim.session();
-    let second = shim.session();
-    assert_ne!(first, second);
-    let pids = children(shim.pid());
-    assert_eq!(pids.len(), 2, "two sessions, two children: {pids:?}");
-    // Each session's child answers for itself.
-    for session in [&first, &second] {
-        let (_, echoed) = shim.call(
-            session,
-            "tools/call",
-            json!({"name": "echo", "arguments": {"message": session}}),
-        );
-        assert_eq!(text_of(&echoed), format!("Echo: {session}"));
-    }
-    assert!(shim.log_contains(&format!("[my-server {}]", &first[..8])));
-    assert!(shim.log_contains(&format!("[my-server {}]", &second[..8])));
-}
-
-#[test]
 fn two_targets_are_one_server_with_prefixed_names() {
     let targets = format!("{}{}", node_target("a"), node_target("b"));
     let shim = Shim::start(&config(&targets, None));
@@ -605,65 +584,6 @@ fn two_targets_are_one_server_with_prefixed_names() {
     let (_, read) = shim.call(&session, "resources/read", json!({"uri": uri}));
     assert_eq!(read["result"]["contents"][0]["uri"], uri.as_str(), "{read}");
     assert_eq!(children(shim.pid()).len(), 2, "one child per target");
-}
-
-#[test]
-fn a_server_that_exits_at_once_is_an_error_not_a_hang() {
-    let target = "          - name: broken\n            stdio:\n              cmd: sh\n              args: [\"-c\", \"echo going away >&2; exit 3\"]\n";
-    let shim = Shim::start(&config(target, None));
-    let started = Instant::now();
-    let (status, session, answer) = shim.post(None, "application/json", &initialize(1));
-    assert_eq!(status, 200);
-    assert!(session.is_none(), "no session for a failed initialize");
-    assert_eq!(answer[0]["error"]["code"], -32000, "{answer:?}");
-    let message = answer[0]["error"]["message"].as_str().unwrap();
-    assert_eq!(message, "MCP server 'broken' exited (status 3)");
-    assert!(started.elapsed() < Duration::from_secs(5));
-    eventually("the stderr line in the log", Duration::from_secs(5), || {
-        shim.log_contains("going away")
-    });
-}
-
-#[test]
-fn a_child_killed_mid_call_fails_the_call_and_the_session() {
-    let shim = Shim::start(&config(&node_target("my-server"), None));
-    let session = shim.session();
-    let pid = *children(shim.pid()).first().unwrap();
-    let killer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(500));
-        Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status()
-            .unwrap();
-    });
-    let started = Instant::now();
-    let (_, answer) = shim.call(
-        &session,
-        "tools/call",
-        json!({"name": "trigger-long-running-operation", "arguments": {"duration": 20, "steps": 2}}),
-    );
-    killer.join().unwrap();
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "answered only after {:?}",
-        started.elapsed()
-    );
-    assert_eq!(answer["error"]["code"], -32000, "{answer}");
-    let message = answer["error"]["message"].as_str().unwrap();
-    assert!(
-        message.starts_with("MCP server 'my-server' exited (signal 9"),
-        "{message}"
-    );
-    // Later calls fail the same way at once; a new session works.
-    let (_, later) = shim.call(&session, "tools/list", json!({}));
-    assert_eq!(later["error"]["message"], message);
-    let fresh = shim.session();
-    let (_, echoed) = shim.call(
-        &fresh,
-        "tools/call",
-        json!({"name": "echo", "arguments": {"message": "again"}}),
-    );
-    assert_eq!(text_of(&echoed), "Echo: again");
 }
 
 #[test]
@@ -817,66 +737,6 @@ fn the_guides_npx_target_runs_and_sigterm_leaves_nothing_behind() {
         .collect();
     assert!(left.is_empty(), "processes left behind: {left:?}");
     assert!(shim.log_contains("serve: stopped"));
-}
-
-#[test]
-fn names_split_at_the_longest_target_as_the_filter_splits_them() {
-    // `a_b_echo` is `a_b`'s echo: the filter judges it so, and the shim must call that one,
-    // not `a`'s `b_echo`.
-    let targets = format!("{}{}", node_target("a"), node_target("a_b"));
-    let shim = Shim::start(&config(&targets, None));
-    let session = shim.session();
-    let (_, tools) = shim.call(&session, "tools/list", json!({}));
-    let names: BTreeSet<&str> = tools["result"]["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
-    assert!(
-        names.contains("a_echo") && names.contains("a_b_echo"),
-        "{names:?}"
-    );
-    for name in ["a_b_echo", "a_echo"] {
-        let (status, echoed) = shim.call(
-            &session,
-            "tools/call",
-            json!({"name": name, "arguments": {"message": name}}),
-        );
-        assert_eq!(status, 200);
-        assert_eq!(text_of(&echoed), format!("Echo: {name}"), "{echoed}");
-    }
-    let (_, unknown) = shim.call(
-        &session,
-        "tools/call",
-        json!({"name": "b_echo", "arguments": {}}),
-    );
-    assert_eq!(unknown["error"]["code"], -32602, "{unknown}");
-}
-
-#[test]
-fn a_listed_name_that_would_reach_another_target_is_left_out() {
-    // `a`'s tool `b_echo` would be listed as `a_b_echo`, which is `a_b`'s `echo`: offering it
-    // would name a tool that calls another server.
-    let fake = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-mcp.mjs");
-    let target = |name: &str, tool: &str| {
-        format!(
-            "          - name: {name}\n            stdio:\n              cmd: node\n              args: [\"{}\", \"ok\", \"{tool}\"]\n",
-            fake.display()
-        )
-    };
-    let targets = format!("{}{}", target("a", "b_echo"), target("a_b", "echo"));
-    let shim = Shim::start(&config(&targets, None));
-    let session = shim.session();
-    let (_, tools) = shim.call(&session, "tools/list", json!({}));
-    let names: Vec<&str> = tools["result"]["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["a_b_echo"], "{tools}");
-    assert!(shim.log_contains("\"a_b_echo\" of target 'a' would call another target"));
 }
 
 fn tools_call_echo(message: &str) -> Json {
