@@ -9,6 +9,14 @@
 //! write garbage or stall on cue. What only the real server proves (its tools, prompts,
 //! resources, server-to-client requests, `npx`) stays in `serve.rs`, against
 //! `@modelcontextprotocol/server-everything`.
+// A test binary without libtest's `#[test]` functions, so clippy's in-test allowances do not
+// reach it: said here once for the whole binary.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod fake;
 
