@@ -500,12 +500,6 @@ fn validate_route(route: &Route, at: &str) -> Result<(), ConfigError> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::indexing_slicing,
-        clippy::panic
-    )]
     use super::*;
 
     const GUIDE: &str = r#"

@@ -479,12 +479,6 @@ fn split_authority(authority: &str, default_port: u16) -> anyhow::Result<(String
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::indexing_slicing,
-        clippy::panic
-    )]
     use super::*;
 
     fn options() -> RenderOptions {

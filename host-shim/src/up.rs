@@ -432,7 +432,6 @@ fn print_instructions(config: &Config, issuer: Option<&str>, address: &str) {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

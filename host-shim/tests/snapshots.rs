@@ -4,6 +4,7 @@
 //! a caret). A change to any of them shows as a diff of a committed `.snap` file under
 //! `tests/snapshots/`; `cargo insta review` (or `INSTA_UPDATE=always cargo test`) accepts it,
 //! while a plain `cargo test` only compares.
+#![allow(clippy::unwrap_used, clippy::panic)] // helpers outside `#[test]` functions too
 
 use std::path::PathBuf;
 
