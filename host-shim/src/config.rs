@@ -502,27 +502,8 @@ fn validate_route(route: &Route, at: &str) -> Result<(), ConfigError> {
 mod tests {
     use super::*;
 
-    const GUIDE: &str = r#"
-binds:
-- port: 3000
-  listeners:
-  - routes:
-    - backends:
-      - mcp:
-          targets:
-          - name: my-server
-            stdio:
-              cmd: npx
-              args: ["@modelcontextprotocol/server-everything"]
-      policies:
-        mcpAuthentication:
-          mode: strict
-          issuer: https://your-org.okta.com/oauth2/default
-          audiences:
-          - api://agentgateway
-          jwks:
-            url: https://your-org.okta.com/oauth2/default/v1/keys
-"#;
+    /// The Okta guide's configuration, as the repository ships it.
+    const GUIDE: &str = include_str!("../../examples/okta.yaml");
 
     #[test]
     fn the_okta_guide_parses_as_written() {

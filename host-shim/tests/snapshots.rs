@@ -84,29 +84,9 @@ binds:
     insta::assert_snapshot!(envoy_config::render(&config, &options).unwrap());
 }
 
-/// The file the errors below point into; each case changes one line of it.
-const FILE: &str = r#"# A gateway with one route.
-binds:
-- port: 3000
-  listeners:
-  - routes:
-    - name: tools
-      backends:
-      - mcp:
-          targets:
-          - name: my-server
-            stdio:
-              cmd: npx
-              args: ["@modelcontextprotocol/server-everything"]
-      policies:
-        mcpAuthentication:
-          mode: strict
-          issuer: https://your-org.okta.com/oauth2/default
-          audiences: [api://agentgateway]
-        authorization:
-          rules:
-          - if: '"AI-Users" in auth.claims.groups'
-"#;
+/// The file the errors below point into, the Okta guide's configuration as the repository ships
+/// it; each case changes one line of it.
+const FILE: &str = include_str!("../../examples/okta.yaml");
 
 /// The error `FILE` gives with `from` replaced by `to`, as the user sees it.
 fn error(from: &str, to: &str) -> String {
