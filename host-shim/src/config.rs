@@ -537,8 +537,53 @@ mod tests {
         assert_eq!(e.path, "binds");
     }
 
-    // The errors a user sees for a broken file (path, line:column, reason, caret) are
-    // snapshots: `tests/snapshots.rs`.
+    /// The error `GUIDE` gives with `from` replaced by `to`, as the user sees it.
+    fn error(from: &str, to: &str) -> String {
+        assert!(GUIDE.contains(from), "{from}");
+        Config::parse(GUIDE).unwrap();
+        Config::parse(&GUIDE.replace(from, to))
+            .err()
+            .unwrap_or_else(|| panic!("{to:?} is accepted"))
+            .to_string()
+    }
+
+    /// What a user sees for a broken file — the field's path, their line and column, the
+    /// reason and the line with a caret — as reviewed snapshots (`src/snapshots/`).
+    #[test]
+    fn errors_point_at_the_users_line_and_column() {
+        // A misspelt field: at its key.
+        insta::assert_snapshot!("misspelt_field", error("cmd: npx", "comand: npx"));
+        // A value the filter refuses (its parser reads an internal JSON form): at the value in
+        // this file, and no place in that form.
+        insta::assert_snapshot!("unknown_mode", error("mode: strict", "mode: stric"));
+        // A rule that does not compile: at the expression.
+        insta::assert_snapshot!(
+            "bad_rule",
+            error(
+                "- if: '\"AI-Users\" in auth.claims.groups'",
+                "- if: '\"AI-Users\" in in'",
+            )
+        );
+        // A YAML syntax error: at its place, with the field it is in.
+        insta::assert_snapshot!("yaml_syntax", error("mode: strict", "mode: strict: x"));
+        // An open quote runs on to the next `"`, where the parser notices: the field is still
+        // the one being read, and the reason keeps the place it started in.
+        insta::assert_snapshot!("open_quote", error("issuer: https", "issuer: \"https"));
+        // A value of the file's own fields, and a missing one: at the field, or the field
+        // that lacks it.
+        insta::assert_snapshot!("port_not_a_number", error("port: 3000", "port: http"));
+        insta::assert_snapshot!(
+            "missing_issuer",
+            error(
+                "          issuer: https://your-org.okta.com/oauth2/default\n",
+                ""
+            )
+        );
+        insta::assert_snapshot!(
+            "bad_target_name",
+            error("name: my-server", "name: my.server")
+        );
+    }
 
     #[test]
     fn jwks_files_are_inlined_relative_to_the_config_file() {

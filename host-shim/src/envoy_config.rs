@@ -494,6 +494,33 @@ mod tests {
 
     const GUIDE: &str = include_str!("../../examples/okta.yaml");
 
+    /// The bootstrap `host-shim envoy` renders for `make run`'s config, as a reviewed snapshot.
+    #[test]
+    fn the_default_config_renders_this_bootstrap() {
+        let config = Config::parse(include_str!("../../examples/okta-local.yaml")).unwrap();
+        let options = RenderOptions {
+            health_path: Some(DEFAULT_HEALTH_PATH.to_string()),
+            ..options()
+        };
+        insta::assert_snapshot!(render(&config, &options).unwrap());
+    }
+
+    /// A route with two targets behind two shims (one on a socket), as a reviewed snapshot.
+    #[test]
+    fn two_targets_behind_two_shims_render_this_bootstrap() {
+        let text = include_str!("../../examples/okta-local.yaml").replace(
+            "          targets:\n",
+            "          sessionTtl: 5m\n          targets:\n          - name: fetch\n            stdio: {cmd: uvx, args: [mcp-server-fetch]}\n",
+        );
+        let config = Config::parse(&text).unwrap();
+        assert_eq!(config.routes()[0].route.targets().count(), 2);
+        let mut options = options();
+        options
+            .shims
+            .push("unix:/run/host-shim/2.sock".parse().unwrap());
+        insta::assert_snapshot!(render(&config, &options).unwrap());
+    }
+
     #[test]
     fn a_health_route_answered_by_envoy_comes_first_when_asked() {
         let config = Config::parse(GUIDE).unwrap();
