@@ -12,33 +12,16 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufRead as _, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value as Json, json};
 use ureq::Agent;
 
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// The installed server-everything entry point; the tests need the real server.
-fn everything() -> String {
-    let path =
-        repo_root().join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
-    assert!(
-        path.exists(),
-        "{} is missing: run `npm ci` at the repository root (the Makefile does) to install the pinned MCP server",
-        path.display()
-    );
-    path.display().to_string()
-}
+mod common;
+use common::{
+    IDENTITY, alive, children, eventually, everything, initialize, temp_path, text_of, tree,
+};
 
 /// A target running server-everything with node directly (one process per child).
 fn node_target(name: &str) -> String {
@@ -55,25 +38,10 @@ fn config(targets: &str, ttl: Option<&str>) -> String {
     )
 }
 
-static CONFIGS: AtomicU32 = AtomicU32::new(0);
-
 /// A running shim; killed when dropped so a failing test leaves no process behind.
 struct Shim {
-    child: Child,
-    base: String,
+    process: common::Serve,
     agent: Agent,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-const IDENTITY: &str = "x-mcp-auth-identity";
-
-/// A fresh path in the temp dir, unique to this test run.
-fn temp_path(what: &str) -> PathBuf {
-    std::env::temp_dir().join(format!(
-        "host-shim-serve-{}-{}-{what}",
-        std::process::id(),
-        CONFIGS.fetch_add(1, Ordering::Relaxed)
-    ))
 }
 
 impl Shim {
@@ -82,51 +50,14 @@ impl Shim {
     }
 
     fn start_with(config: &str, args: &[&str]) -> Shim {
-        let path = temp_path("config.yaml");
-        std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_host-shim"))
-            .arg("serve")
-            .arg(&path)
-            .args(args)
-            .current_dir(repo_root())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn host-shim serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let base = line
-            .trim()
-            .strip_prefix("host-shim serving on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_string();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                eprintln!("shim: {line}");
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let agent: Agent = Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
         Shim {
-            child,
-            base,
-            agent,
-            log,
+            process: common::Serve::start(config, args),
+            agent: common::agent(),
         }
     }
 
     fn url(&self) -> String {
-        format!("{}/mcp", self.base)
+        format!("{}/mcp", self.process.base)
     }
 
     /// POSTs `body`; returns the status, the session header and every JSON-RPC message of the
@@ -270,41 +201,12 @@ impl Shim {
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.child.id()
     }
 
     fn log_contains(&self, needle: &str) -> bool {
-        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+        self.process.log_contains(needle)
     }
-}
-
-impl Drop for Shim {
-    /// SIGTERM first: a SIGKILLed shim could not stop its children.
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn initialize(id: u64) -> Json {
-    json!({
-        "jsonrpc": "2.0", "id": id, "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {"sampling": {}},
-            "clientInfo": {"name": "host-shim-tests", "version": "1"},
-        },
-    })
 }
 
 /// `(event, data)` of each event in an SSE body.
@@ -344,77 +246,6 @@ fn next_event(reader: &mut impl std::io::BufRead) -> (String, String) {
             block.push_str(&line);
         }
     }
-}
-
-/// `(pid, ppid, pgrp)` of every process.
-fn processes() -> Vec<(u32, u32, u32)> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        out.push((pid, fields[1].parse().unwrap(), fields[2].parse().unwrap()));
-    }
-    out
-}
-
-fn children(pid: u32) -> BTreeSet<u32> {
-    processes()
-        .into_iter()
-        .filter(|p| p.1 == pid)
-        .map(|p| p.0)
-        .collect()
-}
-
-/// Every process below `pid`, and every member of their process groups.
-fn tree(pid: u32) -> BTreeSet<u32> {
-    let all = processes();
-    let mut found = BTreeSet::new();
-    let mut frontier = vec![pid];
-    while let Some(parent) = frontier.pop() {
-        for p in all.iter().filter(|p| p.1 == parent) {
-            if found.insert(p.0) {
-                frontier.push(p.0);
-            }
-        }
-    }
-    let groups: BTreeSet<u32> = all
-        .iter()
-        .filter(|p| found.contains(&p.0))
-        .map(|p| p.2)
-        .collect();
-    found.extend(
-        all.iter()
-            .filter(|p| groups.contains(&p.2) && p.2 != pid)
-            .map(|p| p.0),
-    );
-    found
-}
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok()
-}
-
-fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(start.elapsed() < timeout, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn text_of(answer: &Json) -> String {
-    answer["result"]["content"][0]["text"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no text in {answer}"))
-        .to_string()
 }
 
 #[test]
@@ -648,7 +479,7 @@ fn the_legacy_sse_transport() {
     let shim = Shim::start(&config(&node_target("my-server"), None));
     let response = shim
         .agent
-        .get(format!("{}/sse", shim.base))
+        .get(format!("{}/sse", shim.process.base))
         .header("accept", "text/event-stream")
         .call()
         .unwrap();
@@ -658,7 +489,7 @@ fn the_legacy_sse_transport() {
     assert!(endpoint.starts_with("/message?sessionId="), "{endpoint}");
     let post = |body: Json| {
         shim.agent
-            .post(format!("{}{endpoint}", shim.base))
+            .post(format!("{}{endpoint}", shim.process.base))
             .header("content-type", "application/json")
             .send(body.to_string())
             .unwrap()
@@ -721,7 +552,7 @@ fn the_guides_npx_target_runs_and_sigterm_leaves_nothing_behind() {
         .unwrap();
     let started = Instant::now();
     let status = loop {
-        if let Some(status) = shim.child.try_wait().unwrap() {
+        if let Some(status) = shim.process.child.try_wait().unwrap() {
             break status;
         }
         assert!(
@@ -816,7 +647,7 @@ fn a_legacy_session_answers_only_the_identity_that_opened_it() {
     let shim = Shim::start(&config(&node_target("my-server"), None));
     let response = shim
         .agent
-        .get(format!("{}/sse", shim.base))
+        .get(format!("{}/sse", shim.process.base))
         .header("accept", "text/event-stream")
         .header(IDENTITY, "token-of-alice")
         .call()
@@ -826,7 +657,7 @@ fn a_legacy_session_answers_only_the_identity_that_opened_it() {
     let post = |identity: Option<&str>, path: &str, body: Json| {
         let mut request = shim
             .agent
-            .post(format!("{}{path}", shim.base))
+            .post(format!("{}{path}", shim.process.base))
             .header("content-type", "application/json");
         if let Some(identity) = identity {
             request = request.header(IDENTITY, identity);
@@ -906,7 +737,7 @@ fn sessions_are_capped_per_identity_and_in_total() {
     // The legacy transport is refused the same way.
     let mut response = shim
         .agent
-        .get(format!("{}/sse", shim.base))
+        .get(format!("{}/sse", shim.process.base))
         .header("accept", "text/event-stream")
         .header(IDENTITY, "carol")
         .call()
@@ -936,7 +767,7 @@ fn legacy_sessions_count_against_the_caps() {
     );
     let response = shim
         .agent
-        .get(format!("{}/sse", shim.base))
+        .get(format!("{}/sse", shim.process.base))
         .header("accept", "text/event-stream")
         .header(IDENTITY, "alice")
         .call()
@@ -1011,7 +842,7 @@ fn a_unix_socket_is_owner_only_serves_mcp_and_is_removed_at_exit() {
         &config(&node_target("my-server"), None),
         &["--listen", &listen],
     );
-    assert_eq!(shim.base, listen, "the first line names the socket");
+    assert_eq!(shim.process.base, listen, "the first line names the socket");
     let meta = std::fs::metadata(&socket).unwrap();
     assert!(meta.file_type().is_socket());
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);

@@ -18,7 +18,11 @@
     clippy::indexing_slicing
 )]
 
+#[path = "../common/mod.rs"]
+mod common;
 mod fake;
+
+use common::{eventually, initialize, text_of};
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -116,26 +120,7 @@ fn config(targets: &str) -> String {
 
 /// The pids of the live processes whose command line carries `tag`.
 fn tagged(tag: &str) -> BTreeSet<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
-            let zombie = stat.rsplit_once(')')?.1.split_whitespace().next() == Some("Z");
-            let tagged = cmdline.split(|b| *b == 0).any(|arg| arg == tag.as_bytes());
-            (tagged && !zombie).then_some(pid)
-        })
-        .collect()
-}
-
-fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(start.elapsed() < timeout, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::processes_naming(tag).into_iter().collect()
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -170,12 +155,10 @@ struct Client {
 
 impl Client {
     fn new(url: String) -> Client {
-        let agent = Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
-        Client { url, agent }
+        Client {
+            url,
+            agent: common::agent(),
+        }
     }
 }
 
@@ -205,37 +188,12 @@ impl Server {
 impl Client {
     /// POSTs `body` asking for JSON: the status, the session id and the answer (`null` if none).
     fn post(&self, session: Option<&str>, body: &Json) -> (u16, Option<String>, Json) {
-        let mut request = self
-            .agent
-            .post(&self.url)
-            .header("content-type", "application/json")
-            .header("accept", "application/json");
-        if let Some(session) = session {
-            request = request.header("mcp-session-id", session);
-        }
-        let mut response = request.send(body.to_string()).unwrap();
-        let status = response.status().as_u16();
-        let session = response
-            .headers()
-            .get("mcp-session-id")
-            .map(|v| v.to_str().unwrap().to_string());
-        let text = response
-            .body_mut()
-            .with_config()
-            .limit(64 * 1024 * 1024)
-            .read_to_string()
-            .unwrap();
-        let json = if text.is_empty() {
-            Json::Null
-        } else {
-            serde_json::from_str(&text).unwrap()
-        };
-        (status, session, json)
+        common::post(&self.agent, &self.url, session, body)
     }
 
     /// A new session, initialized.
     fn session(&self) -> String {
-        let (status, session, answer) = self.post(None, &initialize());
+        let (status, session, answer) = self.post(None, &initialize(1));
         assert_eq!(status, 200, "{answer}");
         let session = session.expect("Mcp-Session-Id");
         let notification = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
@@ -271,7 +229,7 @@ impl Client {
 
     /// The server still starts sessions and answers.
     fn still_up(&self) {
-        let (status, _, answer) = self.post(None, &initialize());
+        let (status, _, answer) = self.post(None, &initialize(1));
         assert_eq!(
             status, 200,
             "the server no longer starts sessions: {answer}"
@@ -293,23 +251,6 @@ impl Drop for Server {
             }
         }
     }
-}
-
-fn initialize() -> Json {
-    json!({
-        "jsonrpc": "2.0", "id": 1, "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-06-18",
-            "capabilities": {},
-            "clientInfo": {"name": "host-shim-sessions", "version": "1"},
-        },
-    })
-}
-
-fn text_of(answer: &Json) -> &str {
-    answer["result"]["content"][0]["text"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no text in {answer}"))
 }
 
 fn tool_names(answer: &Json) -> BTreeSet<&str> {
@@ -534,7 +475,7 @@ fn a_server_that_exits_at_once_is_an_error_not_a_hang() {
     let tag = new_tag();
     let server = Server::start(&config(&target("broken", "exit", &tag, None)));
     let started = Instant::now();
-    let (status, session, answer) = server.post(None, &initialize());
+    let (status, session, answer) = server.post(None, &initialize(1));
     assert_eq!(status, 200);
     assert!(session.is_none(), "no session for a failed initialize");
     assert_eq!(answer["error"]["code"], -32000, "{answer}");
@@ -625,25 +566,14 @@ fn two_hundred_sessions_opened_and_closed_leave_no_child_behind() {
 /// The same loop against a real `host-shim serve` process, whose memory and children are its
 /// own: both must come back to where they were.
 fn two_hundred_sessions_leave_the_shim_process_as_it_was() {
-    use std::io::BufRead as _;
     const SESSIONS: usize = 200;
     let tag = new_tag();
-    let path = std::env::temp_dir().join(format!("{tag}.yaml"));
-    std::fs::write(&path, config(&target("fake", "ok", &tag, None))).unwrap();
-    let mut shim = std::process::Command::new(env!("CARGO_BIN_EXE_host-shim"))
-        .arg("serve")
-        .arg(&path)
-        .args(["--listen", "127.0.0.1:0"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(shim.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line.trim().strip_prefix("host-shim serving on ").unwrap();
-    let server = Client::new(format!("{base}/mcp"));
-    let pid = shim.id();
+    let shim = common::Serve::start(
+        &config(&target("fake", "ok", &tag, None)),
+        &["--listen", "127.0.0.1:0"],
+    );
+    let server = Client::new(format!("{}/mcp", shim.base));
+    let pid = shim.child.id();
     let rss_kib = || {
         std::fs::read_to_string(format!("/proc/{pid}/status"))
             .unwrap()
@@ -676,10 +606,7 @@ fn two_hundred_sessions_leave_the_shim_process_as_it_was() {
         rss_after < rss_before + 16 * 1024,
         "the shim's memory grew from {rss_before} KiB to {rss_after} KiB"
     );
-    assert!(shim.try_wait().unwrap().is_none(), "the shim exited");
-    let _ = shim.kill();
-    let _ = shim.wait();
-    let _ = std::fs::remove_file(path);
+    server.still_up();
 }
 
 fn names_split_at_the_longest_target_as_the_filter_splits_them() {
