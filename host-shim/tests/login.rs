@@ -11,9 +11,8 @@
 )]
 
 use std::collections::HashMap;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -25,6 +24,8 @@ use rsa::RsaPublicKey;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use ureq::Agent;
+
+mod common;
 use url::Url;
 
 /// What an MCP client listens on for the redirect: registered without a port, used with one.
@@ -33,11 +34,7 @@ const REDIRECT: &str = "http://127.0.0.1:53682/callback";
 
 /// A running issuer; killed when dropped so a failing test leaves no process behind.
 struct Issuer {
-    child: Child,
-    /// `http://127.0.0.1:PORT/oauth2/default`
-    url: String,
-    /// `http://127.0.0.1:PORT`
-    base: String,
+    process: common::IssuerProcess,
     agent: Agent,
 }
 
@@ -98,22 +95,6 @@ fn request_id(page: &str) -> String {
 
 impl Issuer {
     fn start(extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_host-shim"))
-            .args(["issuer", "--port", "0"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn host-shim issuer");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read");
-        let url = line
-            .trim()
-            .strip_prefix("issuer listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_owned();
-        let base = url.trim_end_matches("/oauth2/default").to_owned();
         // A client follows the redirect itself: it must see the `Location`.
         let agent: Agent = Agent::config_builder()
             .http_status_as_error(false)
@@ -122,9 +103,7 @@ impl Issuer {
             .build()
             .into();
         Self {
-            child,
-            url,
-            base,
+            process: common::IssuerProcess::start(extra),
             agent,
         }
     }
@@ -136,7 +115,7 @@ impl Issuer {
     fn metadata(&self) -> Value {
         self.get(&format!(
             "{}/.well-known/oauth-authorization-server/oauth2/default",
-            self.base
+            self.process.base
         ))
         .json()
     }
@@ -163,7 +142,7 @@ impl Issuer {
 
     /// `GET /v1/authorize` with these parameters.
     fn authorize(&self, params: &[(&str, &str)]) -> Answer {
-        let mut url = Url::parse(&format!("{}/v1/authorize", self.url)).unwrap();
+        let mut url = Url::parse(&format!("{}/v1/authorize", self.process.url)).unwrap();
         url.query_pairs_mut().extend_pairs(params);
         self.get(url.as_str())
     }
@@ -175,7 +154,7 @@ impl Issuer {
         let id = request_id(&page.body);
         answer(
             self.agent
-                .post(format!("{}/v1/authorize", self.url))
+                .post(format!("{}/v1/authorize", self.process.url))
                 .send_form([
                     ("request_id", id.as_str()),
                     ("username", username),
@@ -188,7 +167,7 @@ impl Issuer {
     fn token(&self, form: &[(&str, &str)]) -> Answer {
         answer(
             self.agent
-                .post(format!("{}/v1/token", self.url))
+                .post(format!("{}/v1/token", self.process.url))
                 .send_form(form.iter().copied())
                 .unwrap(),
         )
@@ -238,7 +217,7 @@ impl Issuer {
 
     /// Verifies `token` against the JWKS the way a resource server does.
     fn verify(&self, token: &str) -> Value {
-        let jwks = self.get(&format!("{}/v1/keys", self.url)).json();
+        let jwks = self.get(&format!("{}/v1/keys", self.process.url)).json();
         let untrusted = UntrustedToken::new(token).unwrap();
         let kid = untrusted.header().key_id.clone().expect("kid in header");
         let jwk = jwks["keys"]
@@ -262,13 +241,6 @@ impl Issuer {
             object.insert("iat".into(), json!(iat.timestamp()));
         }
         claims
-    }
-}
-
-impl Drop for Issuer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -308,7 +280,7 @@ fn alice_logs_in_from_a_registered_mcp_client_and_refreshes() {
         "the loopback port the client used is kept"
     );
     assert_eq!(params["state"], "state-123");
-    assert_eq!(params["iss"], issuer.url);
+    assert_eq!(params["iss"], issuer.process.url);
 
     let tokens = issuer.exchange(&client_id, &params["code"], &verifier);
     assert_eq!(tokens.status, 200, "{}", tokens.body);
@@ -318,7 +290,7 @@ fn alice_logs_in_from_a_registered_mcp_client_and_refreshes() {
     assert_eq!(tokens["scope"], "agentgateway offline_access");
     assert!(tokens.get("id_token").is_none(), "no openid, no ID token");
     let claims = issuer.verify(tokens["access_token"].as_str().unwrap());
-    assert_eq!(claims["iss"], issuer.url.as_str());
+    assert_eq!(claims["iss"], issuer.process.url.as_str());
     assert_eq!(claims["aud"], "api://agentgateway");
     assert_eq!(claims["sub"], "alice");
     assert_eq!(claims["cid"], client_id.as_str());
@@ -399,7 +371,7 @@ fn a_wrong_password_shows_the_form_again_and_cancel_is_access_denied() {
     let cancelled = answer(
         issuer
             .agent
-            .post(format!("{}/v1/authorize", issuer.url))
+            .post(format!("{}/v1/authorize", issuer.process.url))
             .send_form([
                 ("request_id", request_id(&page.body).as_str()),
                 ("action", "cancel"),
@@ -616,7 +588,7 @@ fn plain_pkce_and_a_missing_challenge_are_refused_the_oauth_way() {
         let redirect = refused.redirect_params();
         assert_eq!(redirect["error"], "invalid_request", "{pkce_params:?}");
         assert_eq!(redirect["state"], "st");
-        assert_eq!(redirect["iss"], issuer.url);
+        assert_eq!(redirect["iss"], issuer.process.url);
         assert!(!redirect.contains_key("code"));
     }
 }
@@ -715,7 +687,7 @@ fn openid_adds_an_id_token_with_the_nonce() {
     assert_eq!(id["sub"], access["uid"]);
     assert_eq!(id["nonce"], "n-0S6_WzA2Mj");
     assert_eq!(id["preferred_username"], "alice");
-    assert_eq!(id["iss"], issuer.url.as_str());
+    assert_eq!(id["iss"], issuer.process.url.as_str());
 }
 
 #[test]
@@ -829,7 +801,7 @@ fn registration_off_hides_the_endpoint() {
     let response = answer(
         issuer
             .agent
-            .post(format!("{}/v1/register", issuer.url))
+            .post(format!("{}/v1/register", issuer.process.url))
             .send_json(json!({ "redirect_uris": [REGISTERED_REDIRECT] }))
             .unwrap(),
     );
@@ -864,14 +836,17 @@ fn the_metadata_is_the_same_truthful_document_everywhere_clients_look() {
     let locations = [
         format!(
             "{}/.well-known/oauth-authorization-server/oauth2/default",
-            issuer.base
+            issuer.process.base
         ),
         format!(
             "{}/.well-known/openid-configuration/oauth2/default",
-            issuer.base
+            issuer.process.base
         ),
-        format!("{}/.well-known/oauth-authorization-server", issuer.url),
-        format!("{}/.well-known/openid-configuration", issuer.url),
+        format!(
+            "{}/.well-known/oauth-authorization-server",
+            issuer.process.url
+        ),
+        format!("{}/.well-known/openid-configuration", issuer.process.url),
     ];
     let first = issuer.get(&locations[0]).json();
     for location in &locations {
@@ -879,7 +854,7 @@ fn the_metadata_is_the_same_truthful_document_everywhere_clients_look() {
         assert_eq!(answer.status, 200, "{location}");
         let doc = answer.json();
         assert_eq!(doc, first, "{location}");
-        let url = &issuer.url;
+        let url = &issuer.process.url;
         assert_eq!(doc["issuer"], url.as_str());
         assert_eq!(doc["authorization_endpoint"], format!("{url}/v1/authorize"));
         assert_eq!(doc["token_endpoint"], format!("{url}/v1/token"));
@@ -1093,7 +1068,7 @@ fn browser_clients_may_call_the_endpoints_but_not_frame_the_login_page() {
     let issuer = Issuer::start(&[]);
     let preflight = issuer
         .agent
-        .options(format!("{}/v1/token", issuer.url))
+        .options(format!("{}/v1/token", issuer.process.url))
         .header("origin", "http://localhost:6274")
         .header("access-control-request-method", "POST")
         .header("access-control-request-headers", "content-type")
@@ -1111,7 +1086,7 @@ fn browser_clients_may_call_the_endpoints_but_not_frame_the_login_page() {
         .agent
         .get(format!(
             "{}/.well-known/oauth-authorization-server/oauth2/default",
-            issuer.base
+            issuer.process.base
         ))
         .header("origin", "http://localhost:6274")
         .call()
@@ -1120,7 +1095,7 @@ fn browser_clients_may_call_the_endpoints_but_not_frame_the_login_page() {
 
     let client_id = issuer.register_public();
     let (_, challenge) = pkce();
-    let mut url = Url::parse(&format!("{}/v1/authorize", issuer.url)).unwrap();
+    let mut url = Url::parse(&format!("{}/v1/authorize", issuer.process.url)).unwrap();
     url.query_pairs_mut().extend_pairs([
         ("response_type", "code"),
         ("client_id", client_id.as_str()),

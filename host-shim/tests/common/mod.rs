@@ -327,3 +327,42 @@ impl Drop for Serve {
         stop(&mut self.child, Duration::from_secs(10));
     }
 }
+
+/// A `host-shim issuer` process on a free port, with `extra` flags; killed when dropped.
+pub struct IssuerProcess {
+    pub child: Child,
+    /// `http://127.0.0.1:PORT/oauth2/default`
+    pub url: String,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+}
+
+impl IssuerProcess {
+    pub fn start(extra: &[&str]) -> IssuerProcess {
+        use std::io::{BufRead as _, BufReader};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_host-shim"))
+            .args(["issuer", "--port", "0"])
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("spawn host-shim issuer");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read");
+        let url = line
+            .trim()
+            .strip_prefix("issuer listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_owned();
+        let base = url.trim_end_matches("/oauth2/default").to_owned();
+        IssuerProcess { child, url, base }
+    }
+}
+
+impl Drop for IssuerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
