@@ -147,6 +147,19 @@ impl Issuer {
         self.get(url.as_str())
     }
 
+    /// The authorization request of these tests: a code for `client_id` at `REDIRECT` with the
+    /// S256 `challenge`, then `extra` parameters (`scope`, `state`, `nonce`, `resource`...).
+    fn authorize_s256(&self, client_id: &str, challenge: &str, extra: &[(&str, &str)]) -> Answer {
+        let standard = [
+            ("response_type", "code"),
+            ("client_id", client_id),
+            ("redirect_uri", REDIRECT),
+            ("code_challenge", challenge),
+            ("code_challenge_method", "S256"),
+        ];
+        self.authorize(&[&standard[..], extra].concat())
+    }
+
     /// Posts the login form of `page` as the person would.
     fn sign_in(&self, page: &Answer, username: &str, password: &str) -> Answer {
         assert_eq!(page.status, 200, "{}", page.body);
@@ -182,15 +195,11 @@ impl Issuer {
         username: &str,
         password: &str,
     ) -> HashMap<String, String> {
-        let page = self.authorize(&[
-            ("response_type", "code"),
-            ("client_id", client_id),
-            ("redirect_uri", REDIRECT),
-            ("scope", scope),
-            ("state", "state-123"),
-            ("code_challenge", challenge),
-            ("code_challenge_method", "S256"),
-        ]);
+        let page = self.authorize_s256(
+            client_id,
+            challenge,
+            &[("scope", scope), ("state", "state-123")],
+        );
         let redirect = self.sign_in(&page, username, password);
         assert_eq!(redirect.status, 303, "{}", redirect.body);
         assert!(redirect.location.as_deref().unwrap().starts_with(REDIRECT));
@@ -250,16 +259,15 @@ fn alice_logs_in_from_a_registered_mcp_client_and_refreshes() {
     let client_id = issuer.register_public();
     let (verifier, challenge) = pkce();
 
-    let page = issuer.authorize(&[
-        ("response_type", "code"),
-        ("client_id", &client_id),
-        ("redirect_uri", REDIRECT),
-        ("scope", "agentgateway offline_access"),
-        ("state", "state-123"),
-        ("code_challenge", &challenge),
-        ("code_challenge_method", "S256"),
-        ("resource", "api://agentgateway"),
-    ]);
+    let page = issuer.authorize_s256(
+        &client_id,
+        &challenge,
+        &[
+            ("scope", "agentgateway offline_access"),
+            ("state", "state-123"),
+            ("resource", "api://agentgateway"),
+        ],
+    );
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains("Test MCP client"));
     assert!(page.body.contains("name=\"username\""));
@@ -354,14 +362,7 @@ fn a_wrong_password_shows_the_form_again_and_cancel_is_access_denied() {
     let issuer = Issuer::start(&[]);
     let client_id = issuer.register_public();
     let (_, challenge) = pkce();
-    let page = issuer.authorize(&[
-        ("response_type", "code"),
-        ("client_id", &client_id),
-        ("redirect_uri", REDIRECT),
-        ("state", "s"),
-        ("code_challenge", &challenge),
-        ("code_challenge_method", "S256"),
-    ]);
+    let page = issuer.authorize_s256(&client_id, &challenge, &[("state", "s")]);
     let again = issuer.sign_in(&page, "alice", "bob-password");
     assert_eq!(again.status, 401);
     assert!(again.location.is_none());
@@ -508,13 +509,7 @@ fn a_wrong_redirect_uri_is_never_redirected_to() {
 fn an_unknown_client_gets_an_error_page_and_invalid_client() {
     let issuer = Issuer::start(&[]);
     let (verifier, challenge) = pkce();
-    let page = issuer.authorize(&[
-        ("response_type", "code"),
-        ("client_id", "0oaNOSUCHCLIENT00000"),
-        ("redirect_uri", REDIRECT),
-        ("code_challenge", &challenge),
-        ("code_challenge_method", "S256"),
-    ]);
+    let page = issuer.authorize_s256("0oaNOSUCHCLIENT00000", &challenge, &[]);
     assert_eq!(page.status, 400);
     assert!(page.location.is_none());
     assert!(
@@ -523,13 +518,7 @@ fn an_unknown_client_gets_an_error_page_and_invalid_client() {
         page.body
     );
     // A machine client has no redirect URIs: it cannot send people to the login page.
-    let machine = issuer.authorize(&[
-        ("response_type", "code"),
-        ("client_id", "ai-user"),
-        ("redirect_uri", REDIRECT),
-        ("code_challenge", &challenge),
-        ("code_challenge_method", "S256"),
-    ]);
+    let machine = issuer.authorize_s256("ai-user", &challenge, &[]);
     assert_eq!(machine.status, 400);
 
     let refused = issuer.exchange("0oaNOSUCHCLIENT00000", "some-code", &verifier);
@@ -645,14 +634,7 @@ fn an_unoffered_scope_is_invalid_scope_and_no_scope_gets_the_default() {
     let issuer = Issuer::start(&[]);
     let client_id = issuer.register_public();
     let (verifier, challenge) = pkce();
-    let refused = issuer.authorize(&[
-        ("response_type", "code"),
-        ("client_id", &client_id),
-        ("redirect_uri", REDIRECT),
-        ("scope", "agentgateway admin"),
-        ("code_challenge", &challenge),
-        ("code_challenge_method", "S256"),
-    ]);
+    let refused = issuer.authorize_s256(&client_id, &challenge, &[("scope", "agentgateway admin")]);
     assert_eq!(refused.redirect_params()["error"], "invalid_scope");
 
     let params = issuer.login_as(&client_id, &challenge, "", "alice", "alice-password");
@@ -667,15 +649,14 @@ fn openid_adds_an_id_token_with_the_nonce() {
     let issuer = Issuer::start(&[]);
     let client_id = issuer.register_public();
     let (verifier, challenge) = pkce();
-    let page = issuer.authorize(&[
-        ("response_type", "code"),
-        ("client_id", &client_id),
-        ("redirect_uri", REDIRECT),
-        ("scope", "openid profile agentgateway"),
-        ("nonce", "n-0S6_WzA2Mj"),
-        ("code_challenge", &challenge),
-        ("code_challenge_method", "S256"),
-    ]);
+    let page = issuer.authorize_s256(
+        &client_id,
+        &challenge,
+        &[
+            ("scope", "openid profile agentgateway"),
+            ("nonce", "n-0S6_WzA2Mj"),
+        ],
+    );
     let code = issuer
         .sign_in(&page, "alice", "alice-password")
         .redirect_params()["code"]
@@ -901,13 +882,7 @@ fn people_and_public_clients_come_from_flags_and_the_clients_file() {
     ]);
     let (verifier, challenge) = pkce();
     // Configured people replace alice and bob.
-    let page = issuer.authorize(&[
-        ("response_type", "code"),
-        ("client_id", "laptop"),
-        ("redirect_uri", REDIRECT),
-        ("code_challenge", &challenge),
-        ("code_challenge_method", "S256"),
-    ]);
+    let page = issuer.authorize_s256("laptop", &challenge, &[]);
     assert_eq!(issuer.sign_in(&page, "alice", "alice-password").status, 401);
 
     for (name, password, groups) in [
@@ -1006,15 +981,11 @@ fn a_client_id_metadata_document_identifies_the_client() {
     let (verifier, challenge) = pkce();
     let client_id = format!("http://127.0.0.1:{port}/client.json");
 
-    let page = issuer.authorize(&[
-        ("response_type", "code"),
-        ("client_id", &client_id),
-        ("redirect_uri", REDIRECT),
-        ("scope", "agentgateway offline_access"),
-        ("state", "doc"),
-        ("code_challenge", &challenge),
-        ("code_challenge_method", "S256"),
-    ]);
+    let page = issuer.authorize_s256(
+        &client_id,
+        &challenge,
+        &[("scope", "agentgateway offline_access"), ("state", "doc")],
+    );
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains("Document Client"));
     let params = issuer
@@ -1036,25 +1007,14 @@ fn a_client_id_metadata_document_identifies_the_client() {
         ("/huge.json", "larger than"),
         ("/missing.json", "HTTP 404"),
     ] {
-        let page = issuer.authorize(&[
-            ("response_type", "code"),
-            ("client_id", &format!("http://127.0.0.1:{port}{path}")),
-            ("redirect_uri", REDIRECT),
-            ("code_challenge", &challenge),
-            ("code_challenge_method", "S256"),
-        ]);
+        let page =
+            issuer.authorize_s256(&format!("http://127.0.0.1:{port}{path}"), &challenge, &[]);
         assert_eq!(page.status, 400, "{path}: {}", page.body);
         assert!(page.location.is_none(), "{path}");
         assert!(page.body.contains(reason), "{path}: {}", page.body);
     }
     // Plain http is for loopback only: nothing is fetched for another host.
-    let insecure = issuer.authorize(&[
-        ("response_type", "code"),
-        ("client_id", "http://clients.example/client.json"),
-        ("redirect_uri", REDIRECT),
-        ("code_challenge", &challenge),
-        ("code_challenge_method", "S256"),
-    ]);
+    let insecure = issuer.authorize_s256("http://clients.example/client.json", &challenge, &[]);
     assert_eq!(insecure.status, 400);
     assert!(
         insecure.body.contains("must use https"),
