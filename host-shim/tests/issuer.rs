@@ -12,14 +12,12 @@
 use std::process::Command;
 use std::time::Duration;
 
-use jwt_compact::alg::Rsa;
-use jwt_compact::jwk::JsonWebKey;
-use jwt_compact::{AlgorithmExt as _, UntrustedToken};
-use rsa::RsaPublicKey;
 use serde_json::Value;
 use ureq::Agent;
 
 mod common;
+use common::verify;
+use jwt_compact::UntrustedToken;
 
 /// A running issuer; killed when dropped so a failing test leaves no process behind.
 struct Issuer {
@@ -82,26 +80,6 @@ impl Issuer {
         let (_, body, _) = self.get(&format!("{}/control/stats", self.process.base));
         serde_json::from_str(&body).unwrap()
     }
-}
-
-/// Verifies `token` against the JWKS the way a resource server does: pick the key by `kid`.
-fn verify(token: &str, jwks: &Value) -> Value {
-    let untrusted = UntrustedToken::new(token).unwrap();
-    assert_eq!(untrusted.algorithm(), "RS256");
-    let kid = untrusted.header().key_id.clone().expect("kid in header");
-    let jwk = jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|key| key["kid"] == kid.as_str())
-        .unwrap_or_else(|| panic!("kid {kid} not in JWKS"));
-    let jwk: JsonWebKey<'_> = serde_json::from_value(jwk.clone()).unwrap();
-    let key = RsaPublicKey::try_from(&jwk).unwrap();
-    let token = Rsa::rs256()
-        .validator::<Value>(&key)
-        .validate(&untrusted)
-        .expect("signature verifies");
-    token.claims().custom.clone()
 }
 
 #[test]

@@ -17,10 +17,6 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jwt_compact::alg::Rsa;
-use jwt_compact::jwk::JsonWebKey;
-use jwt_compact::{AlgorithmExt as _, UntrustedToken};
-use rsa::RsaPublicKey;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use ureq::Agent;
@@ -227,29 +223,7 @@ impl Issuer {
     /// Verifies `token` against the JWKS the way a resource server does.
     fn verify(&self, token: &str) -> Value {
         let jwks = self.get(&format!("{}/v1/keys", self.process.url)).json();
-        let untrusted = UntrustedToken::new(token).unwrap();
-        let kid = untrusted.header().key_id.clone().expect("kid in header");
-        let jwk = jwks["keys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|key| key["kid"] == kid.as_str())
-            .unwrap_or_else(|| panic!("kid {kid} not in JWKS"));
-        let jwk: JsonWebKey<'_> = serde_json::from_value(jwk.clone()).unwrap();
-        let key = RsaPublicKey::try_from(&jwk).unwrap();
-        let token = Rsa::rs256()
-            .validator::<Value>(&key)
-            .validate(&untrusted)
-            .expect("signature verifies");
-        let mut claims = token.claims().custom.clone();
-        let object = claims.as_object_mut().unwrap();
-        if let Some(exp) = token.claims().expiration {
-            object.insert("exp".into(), json!(exp.timestamp()));
-        }
-        if let Some(iat) = token.claims().issued_at {
-            object.insert("iat".into(), json!(iat.timestamp()));
-        }
-        claims
+        common::verify(token, &jwks)
     }
 }
 

@@ -366,3 +366,35 @@ impl Drop for IssuerProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Verifies an RS256 `token` against `jwks` the way a resource server does (the key picked by
+/// `kid`): its claims, with `exp` and `iat` among them as numbers.
+pub fn verify(token: &str, jwks: &Json) -> Json {
+    use jwt_compact::alg::Rsa;
+    use jwt_compact::jwk::JsonWebKey;
+    use jwt_compact::{AlgorithmExt as _, UntrustedToken};
+    let untrusted = UntrustedToken::new(token).unwrap();
+    assert_eq!(untrusted.algorithm(), "RS256");
+    let kid = untrusted.header().key_id.clone().expect("kid in header");
+    let jwk = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|key| key["kid"] == kid.as_str())
+        .unwrap_or_else(|| panic!("kid {kid} not in JWKS"));
+    let jwk: JsonWebKey<'_> = serde_json::from_value(jwk.clone()).unwrap();
+    let key = rsa::RsaPublicKey::try_from(&jwk).unwrap();
+    let token = Rsa::rs256()
+        .validator::<Json>(&key)
+        .validate(&untrusted)
+        .expect("signature verifies");
+    let mut claims = token.claims().custom.clone();
+    let object = claims.as_object_mut().unwrap();
+    if let Some(exp) = token.claims().expiration {
+        object.insert("exp".into(), json!(exp.timestamp()));
+    }
+    if let Some(iat) = token.claims().issued_at {
+        object.insert("iat".into(), json!(iat.timestamp()));
+    }
+    claims
+}
