@@ -255,12 +255,7 @@ fn a_session_lists_calls_and_reads_and_ends_with_delete() {
 
     let (status, tools) = shim.call(&session, "tools/list", json!({}));
     assert_eq!(status, 200);
-    let names: Vec<&str> = tools["result"]["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
+    let names = common::tool_names(&tools["result"]);
     assert!(names.contains(&"echo"), "{names:?}");
 
     let (_, echoed) = shim.call(
@@ -379,12 +374,7 @@ fn two_targets_are_one_server_with_prefixed_names() {
     let shim = Shim::start(&config(&targets, None));
     let session = shim.session();
     let (_, tools) = shim.call(&session, "tools/list", json!({}));
-    let names: BTreeSet<&str> = tools["result"]["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
+    let names: BTreeSet<&str> = common::tool_names(&tools["result"]).into_iter().collect();
     assert!(
         names.contains("a_echo") && names.contains("b_echo"),
         "{names:?}"

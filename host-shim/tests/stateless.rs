@@ -255,12 +255,7 @@ fn discover_then_tools_resources_and_prompts_without_a_session() {
     assert_eq!(listed["resultType"], "complete");
     assert_eq!(listed["ttlMs"], 0);
     assert_eq!(listed["cacheScope"], "private");
-    let names: Vec<&str> = listed["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
+    let names = common::tool_names(listed);
     assert!(names.contains(&"echo"), "{names:?}");
     // Initialized without client capabilities, the server offers no tool that would ask the
     // client something.

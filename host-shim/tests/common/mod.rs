@@ -398,3 +398,13 @@ pub fn verify(token: &str, jwks: &Json) -> Json {
     }
     claims
 }
+
+/// The names in a `tools/list` result (the object holding `tools`), in the order listed.
+pub fn tool_names(list: &Json) -> Vec<&str> {
+    list["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no tools in {list}"))
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect()
+}
