@@ -295,8 +295,8 @@ impl Config {
         Config::parse_in(&text, path.parent().unwrap_or(Path::new(".")), file)
     }
 
-    /// Parses a file's text, reading `jwks.file` relative to the working directory.
-    #[cfg(test)]
+    /// Parses a file's text, reading `jwks.file` relative to the working directory (for
+    /// callers that hold the text, such as tests).
     pub fn parse(text: &str) -> Result<Config, FileError> {
         Config::parse_in(text, Path::new("."), "(config)".into())
     }
@@ -492,35 +492,10 @@ fn validate_route(route: &Route, at: &str) -> Result<(), ConfigError> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::indexing_slicing,
-        clippy::panic
-    )]
     use super::*;
 
-    const GUIDE: &str = r#"
-binds:
-- port: 3000
-  listeners:
-  - routes:
-    - backends:
-      - mcp:
-          targets:
-          - name: my-server
-            stdio:
-              cmd: npx
-              args: ["@modelcontextprotocol/server-everything"]
-      policies:
-        mcpAuthentication:
-          mode: strict
-          issuer: https://your-org.okta.com/oauth2/default
-          audiences:
-          - api://agentgateway
-          jwks:
-            url: https://your-org.okta.com/oauth2/default/v1/keys
-"#;
+    /// The Okta guide's configuration, as the repository ships it.
+    const GUIDE: &str = include_str!("../../examples/okta.yaml");
 
     #[test]
     fn the_okta_guide_parses_as_written() {
@@ -554,127 +529,52 @@ binds:
         assert_eq!(e.path, "binds");
     }
 
-    /// The file the errors below point into; each test changes one line of it.
-    const FILE: &str = r#"# A gateway with one route.
-binds:
-- port: 3000
-  listeners:
-  - routes:
-    - name: tools
-      backends:
-      - mcp:
-          targets:
-          - name: my-server
-            stdio:
-              cmd: npx
-              args: ["@modelcontextprotocol/server-everything"]
-      policies:
-        mcpAuthentication:
-          mode: strict
-          issuer: https://your-org.okta.com/oauth2/default
-          audiences: [api://agentgateway]
-        authorization:
-          rules:
-          - if: '"AI-Users" in auth.claims.groups'
-"#;
-
-    /// `FILE` with `from` replaced, loaded from disk: the error it gives.
-    fn file_error(from: &str, to: &str) -> FileError {
-        assert!(FILE.contains(from), "{from}");
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("gateway.yaml");
-        std::fs::write(&path, FILE.replace(from, to)).unwrap();
-        let e = Config::load(&path).unwrap_err();
-        assert_eq!(e.file, path.display().to_string());
-        let text = e.to_string();
-        let at = e.at.unwrap();
-        assert!(
-            text.starts_with(&format!(
-                "{}:{}:{}: {}: {}",
-                e.file, at.line, at.column, e.path, e.reason
-            )),
-            "{text}"
-        );
-        e
+    /// The error `GUIDE` gives with `from` replaced by `to`, as the user sees it.
+    fn error(from: &str, to: &str) -> String {
+        assert!(GUIDE.contains(from), "{from}");
+        Config::parse(GUIDE).unwrap();
+        Config::parse(&GUIDE.replace(from, to))
+            .err()
+            .unwrap_or_else(|| panic!("{to:?} is accepted"))
+            .to_string()
     }
 
-    fn at(e: &FileError) -> (usize, usize) {
-        e.at.map(|a| (a.line, a.column)).unwrap()
-    }
-
+    /// What a user sees for a broken file — the field's path, their line and column, the
+    /// reason and the line with a caret — as reviewed snapshots (`src/snapshots/`).
     #[test]
     fn errors_point_at_the_users_line_and_column() {
-        Config::parse(FILE).unwrap();
-        let route = "binds[0].listeners[0].routes[0]";
-
         // A misspelt field: at its key.
-        let e = file_error("cmd: npx", "comand: npx");
-        assert_eq!(
-            e.path,
-            format!("{route}.backends[0].mcp.targets[0].stdio.comand")
-        );
-        assert!(
-            e.reason
-                .starts_with("unknown field `comand`, expected one of `cmd`"),
-            "{e}"
-        );
-        assert_eq!(at(&e), (12, 15));
-
-        // A value the filter refuses (its parser reads an internal JSON form): at the value
-        // in this file, and no place in that form.
-        let e = file_error("mode: strict", "mode: stric");
-        assert_eq!(e.path, format!("{route}.policies.mcpAuthentication.mode"));
-        assert_eq!(
-            e.reason,
-            "unknown variant `stric`, expected one of `strict`, `optional`, `permissive`"
-        );
-        assert_eq!(at(&e), (16, 17));
-        assert!(
-            e.to_string()
-                .ends_with("\n   |\n16 |           mode: stric\n   |                 ^"),
-            "{e}"
-        );
-
+        insta::assert_snapshot!("misspelt_field", error("cmd: npx", "comand: npx"));
+        // A value the filter refuses (its parser reads an internal JSON form): at the value in
+        // this file, and no place in that form.
+        insta::assert_snapshot!("unknown_mode", error("mode: strict", "mode: stric"));
         // A rule that does not compile: at the expression.
-        let e = file_error(
-            "- if: '\"AI-Users\" in auth.claims.groups'",
-            "- if: '\"AI-Users\" in in'",
+        insta::assert_snapshot!(
+            "bad_rule",
+            error(
+                "- if: '\"AI-Users\" in auth.claims.groups'",
+                "- if: '\"AI-Users\" in in'",
+            )
         );
-        assert_eq!(
-            e.path,
-            format!("{route}.policies.authorization.rules[0].if")
-        );
-        assert_eq!(at(&e), (21, 17));
-        assert!(!e.reason.contains("line 1 column"), "{e}");
-
         // A YAML syntax error: at its place, with the field it is in.
-        let e = file_error("mode: strict", "mode: strict: x");
-        assert_eq!(e.path, format!("{route}.policies.mcpAuthentication.mode"));
-        assert_eq!(e.reason, "mapping values are not allowed in this context");
-        assert_eq!(at(&e), (16, 23));
-        // An open quote runs on to the next `"`, four lines down, where the parser notices: the
-        // field is still the one being read, and the reason keeps the place it started in.
-        let e = file_error("issuer: https", "issuer: \"https");
-        assert_eq!(e.path, format!("{route}.policies.mcpAuthentication.issuer"));
-        assert_eq!(
-            e.reason,
-            "did not find expected key, while parsing a block mapping at line 16 column 11"
-        );
-        assert_eq!(at(&e), (21, 19));
-
+        insta::assert_snapshot!("yaml_syntax", error("mode: strict", "mode: strict: x"));
+        // An open quote runs on to the next `"`, where the parser notices: the field is still
+        // the one being read, and the reason keeps the place it started in.
+        insta::assert_snapshot!("open_quote", error("issuer: https", "issuer: \"https"));
         // A value of the file's own fields, and a missing one: at the field, or the field
         // that lacks it.
-        let e = file_error("port: 3000", "port: http");
-        assert_eq!((e.path.as_str(), at(&e)), ("binds[0].port", (3, 9)));
-        let e = file_error(
-            "          issuer: https://your-org.okta.com/oauth2/default\n",
-            "",
+        insta::assert_snapshot!("port_not_a_number", error("port: 3000", "port: http"));
+        insta::assert_snapshot!(
+            "missing_issuer",
+            error(
+                "          issuer: https://your-org.okta.com/oauth2/default\n",
+                ""
+            )
         );
-        assert_eq!(e.path, format!("{route}.policies.mcpAuthentication.issuer"));
-        assert_eq!((e.reason.as_str(), at(&e)), ("is required", (15, 9)));
-        let e = file_error("name: my-server", "name: my.server");
-        assert_eq!(e.path, format!("{route}.backends[0].mcp.targets[0].name"));
-        assert_eq!(at(&e), (10, 19));
+        insta::assert_snapshot!(
+            "bad_target_name",
+            error("name: my-server", "name: my.server")
+        );
     }
 
     #[test]

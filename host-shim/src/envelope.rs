@@ -287,7 +287,6 @@ pub fn log_wanted(wanted: &str, level: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
     use axum::http::HeaderValue;
 

@@ -44,28 +44,37 @@ const MAX_CONNECTIONS: u64 = 10_000;
 pub struct EnvoyArgs {
     /// The Agent Gateway configuration file.
     pub config: PathBuf,
-    /// The filter module.
-    #[arg(long, default_value = DEFAULT_WASM)]
-    pub wasm: PathBuf,
+    #[command(flatten)]
+    pub gateway: GatewayFlags,
     /// Where `host-shim serve` listens: HOST:PORT or unix:/absolute/path. Repeat it for
     /// several shims: each MCP session then sticks to the shim that created it (Envoy's
     /// stateful_session with the envelope on `mcp-session-id`).
     #[arg(long, default_value = "127.0.0.1:3100")]
     pub shim: Vec<Address>,
-    /// The address the binds listen on (0.0.0.0 to serve other machines).
-    #[arg(long, default_value = "127.0.0.1")]
-    pub listen_address: String,
-    #[arg(long, default_value_t = 9901)]
-    pub admin_port: u16,
-    /// The CAs that https JWKS endpoints are verified against.
-    #[arg(long, default_value = DEFAULT_CA_FILE)]
-    pub ca_file: PathBuf,
     /// The path Envoy answers 200 on, without a token, for health checks ("" for none).
     #[arg(long, default_value = DEFAULT_HEALTH_PATH)]
     pub health_path: String,
     /// Write the bootstrap here instead of stdout.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
+}
+
+/// The flags `host-shim envoy` and `host-shim up` share: what the rendered bootstrap loads and
+/// where it listens, spelt the same way in both commands.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GatewayFlags {
+    /// The filter module.
+    #[arg(long, default_value = DEFAULT_WASM)]
+    pub wasm: PathBuf,
+    /// The address the binds listen on (0.0.0.0 to serve other machines).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub listen_address: String,
+    /// Envoy's admin port (stats: /stats?filter=wasmcustom).
+    #[arg(long, default_value_t = 9901)]
+    pub admin_port: u16,
+    /// The CAs that https JWKS endpoints are verified against.
+    #[arg(long, default_value = DEFAULT_CA_FILE)]
+    pub ca_file: PathBuf,
 }
 
 /// The default health path.
@@ -75,36 +84,25 @@ pub const DEFAULT_HEALTH_PATH: &str = "/healthz";
 pub const DEFAULT_WASM: &str = "target/filter-wasm/wasm32-wasip1/release/mcp_auth_filter.wasm";
 
 impl RenderOptions {
-    /// Options for `config_path`, with the module path made absolute for Envoy.
-    pub fn new(
-        wasm: &Path,
-        shims: Vec<Address>,
-        listen_address: String,
-        admin_port: u16,
-        ca_file: PathBuf,
-    ) -> anyhow::Result<RenderOptions> {
+    /// Options for the shims at `shims`, with the module path made absolute for Envoy.
+    pub fn new(gateway: &GatewayFlags, shims: Vec<Address>) -> anyhow::Result<RenderOptions> {
+        let wasm = &gateway.wasm;
         let wasm = std::fs::canonicalize(wasm)
             .with_context(|| format!("the filter module {} (run `make wasm`)", wasm.display()))?;
         Ok(RenderOptions {
             health_path: Some(DEFAULT_HEALTH_PATH.to_string()),
             wasm,
             shims,
-            listen_address,
-            admin_port,
-            ca_file,
+            listen_address: gateway.listen_address.clone(),
+            admin_port: gateway.admin_port,
+            ca_file: gateway.ca_file.clone(),
         })
     }
 }
 
 pub fn run(args: EnvoyArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
-    let mut options = RenderOptions::new(
-        &args.wasm,
-        args.shim,
-        args.listen_address,
-        args.admin_port,
-        args.ca_file,
-    )?;
+    let mut options = RenderOptions::new(&args.gateway, args.shim)?;
     options.health_path = Some(args.health_path).filter(|p| !p.is_empty());
     let yaml = render(&config, &options)?;
     match args.output {
@@ -482,12 +480,6 @@ fn split_authority(authority: &str, default_port: u16) -> anyhow::Result<(String
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::indexing_slicing,
-        clippy::panic
-    )]
     use super::*;
 
     fn options() -> RenderOptions {
@@ -502,6 +494,33 @@ mod tests {
     }
 
     const GUIDE: &str = include_str!("../../examples/okta.yaml");
+
+    /// The bootstrap `host-shim envoy` renders for `make run`'s config, as a reviewed snapshot.
+    #[test]
+    fn the_default_config_renders_this_bootstrap() {
+        let config = Config::parse(include_str!("../../examples/okta-local.yaml")).unwrap();
+        let options = RenderOptions {
+            health_path: Some(DEFAULT_HEALTH_PATH.to_string()),
+            ..options()
+        };
+        insta::assert_snapshot!(render(&config, &options).unwrap());
+    }
+
+    /// A route with two targets behind two shims (one on a socket), as a reviewed snapshot.
+    #[test]
+    fn two_targets_behind_two_shims_render_this_bootstrap() {
+        let text = include_str!("../../examples/okta-local.yaml").replace(
+            "          targets:\n",
+            "          sessionTtl: 5m\n          targets:\n          - name: fetch\n            stdio: {cmd: uvx, args: [mcp-server-fetch]}\n",
+        );
+        let config = Config::parse(&text).unwrap();
+        assert_eq!(config.routes()[0].route.targets().count(), 2);
+        let mut options = options();
+        options
+            .shims
+            .push("unix:/run/host-shim/2.sock".parse().unwrap());
+        insta::assert_snapshot!(render(&config, &options).unwrap());
+    }
 
     #[test]
     fn a_health_route_answered_by_envoy_comes_first_when_asked() {

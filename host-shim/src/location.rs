@@ -228,7 +228,6 @@ impl Walk {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
 
     const TEXT: &str = "\

@@ -3,30 +3,13 @@
 //! local Okta-compatible authorization server (the one the end-to-end tests and `make run` use
 //! instead of a real Okta org); `serve` runs the config's MCP stdio targets behind HTTP for Envoy;
 //! `envoy` renders the Envoy bootstrap; `up` starts the whole stack; `oci` packages the module
-//! as an OCI image for Istio's `WasmPlugin`.
-
-mod address;
-#[allow(dead_code)] // the session and stdio fields are read by `serve`
-mod config;
-mod envelope;
-mod envoy_config;
-mod envoy_start;
-mod http;
-mod issuer;
-mod location;
-mod mcp;
-mod oci;
-mod preflight;
-mod serve;
-mod session;
-mod shutdown;
-mod stateless;
-mod stdio;
-mod up;
+//! as an OCI image for Istio's `WasmPlugin`. This file only parses the command line and calls
+//! into the library (`lib.rs`), where each job lives.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use host_shim::{config, envoy_config, envoy_start, issuer, oci, preflight, serve, up};
 
 #[derive(Debug, Parser)]
 #[command(name = "host-shim", version, about)]

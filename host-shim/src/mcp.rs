@@ -699,7 +699,6 @@ fn merge_capabilities(into: &mut Json, from: &Json) {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
 
     #[test]

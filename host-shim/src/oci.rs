@@ -214,7 +214,6 @@ pub fn run(args: OciArgs) -> anyhow::Result<()> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use std::io::Read as _;
 

@@ -223,7 +223,6 @@ fn origin(url: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
     use super::*;
 
     fn config(cmd: &str, issuer: &str) -> Config {

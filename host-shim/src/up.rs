@@ -24,7 +24,7 @@ use tokio::process::{Child, Command};
 
 use crate::address::Address;
 use crate::config::Config;
-use crate::envoy_config::{self, DEFAULT_CA_FILE, DEFAULT_WASM, RenderOptions};
+use crate::envoy_config::{self, GatewayFlags, RenderOptions};
 use crate::envoy_start::{EnvoyLog, StartError};
 use crate::preflight::{self, Port, PreflightError};
 use crate::session::{DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_IDENTITY};
@@ -37,9 +37,8 @@ pub struct UpArgs {
     /// (it must be an http://127.0.0.1:PORT/... URL).
     #[arg(long)]
     pub local_issuer: bool,
-    /// The filter module.
-    #[arg(long, default_value = DEFAULT_WASM)]
-    pub wasm: PathBuf,
+    #[command(flatten)]
+    pub gateway: GatewayFlags,
     /// The Envoy binary (`make envoy` installs it at .tools/bin/envoy).
     #[arg(long, env = "ENVOY_BIN", default_value = ".tools/bin/envoy")]
     pub envoy: PathBuf,
@@ -50,15 +49,6 @@ pub struct UpArgs {
     /// created it. With several, one exiting is survivable: its sessions end, others go on.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub shims: u16,
-    /// The address the binds listen on (0.0.0.0 to serve other machines).
-    #[arg(long, default_value = "127.0.0.1")]
-    pub listen_address: String,
-    /// Envoy's admin port (stats: /stats?filter=wasmcustom).
-    #[arg(long, default_value_t = 9901)]
-    pub admin_port: u16,
-    /// The CAs that https JWKS endpoints are verified against.
-    #[arg(long, default_value = DEFAULT_CA_FILE)]
-    pub ca_file: PathBuf,
     /// Sessions each shim holds at once (`host-shim serve --max-sessions`).
     #[arg(long, default_value_t = DEFAULT_MAX_SESSIONS, value_parser = crate::serve::at_least_one)]
     pub max_sessions: usize,
@@ -155,19 +145,21 @@ async fn first_line(child: &mut Supervised, prefix: &str) -> anyhow::Result<Stri
     Ok(rest)
 }
 
+/// The string at `pointer` in the first route policy that has one.
+fn first_policy_string(config: &Config, pointer: &str) -> Option<String> {
+    config.routes().iter().find_map(|r| {
+        r.route
+            .policies
+            .as_ref()?
+            .pointer(pointer)?
+            .as_str()
+            .map(str::to_string)
+    })
+}
+
 /// The local issuer's listen port and path, from the config's issuer URL.
 fn local_issuer(config: &Config) -> anyhow::Result<(u16, String, String)> {
-    let issuer = config
-        .routes()
-        .iter()
-        .find_map(|r| {
-            r.route
-                .policies
-                .as_ref()?
-                .pointer("/mcpAuthentication/issuer")?
-                .as_str()
-                .map(str::to_string)
-        })
+    let issuer = first_policy_string(config, "/mcpAuthentication/issuer")
         .context("--local-issuer: no route has an mcpAuthentication issuer")?;
     let rest = issuer.strip_prefix("http://127.0.0.1:").with_context(|| {
         format!("--local-issuer needs an http://127.0.0.1:PORT/... issuer, not {issuer:?}")
@@ -184,17 +176,7 @@ fn local_issuer(config: &Config) -> anyhow::Result<(u16, String, String)> {
 /// the RFC 8707 `resource` an MCP client names when it signs in; the issuer refuses a resource
 /// that is none of its audiences.
 fn issuer_audiences(config: &Config, address: &str) -> Vec<String> {
-    let first = config
-        .routes()
-        .iter()
-        .find_map(|r| {
-            r.route
-                .policies
-                .as_ref()?
-                .pointer("/mcpAuthentication/audiences/0")?
-                .as_str()
-                .map(str::to_string)
-        })
+    let first = first_policy_string(config, "/mcpAuthentication/audiences/0")
         .unwrap_or_else(|| "api://agentgateway".into());
     let mut audiences = vec![first];
     for url in mcp_urls(config, address) {
@@ -245,9 +227,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         let missing = format!("no Envoy at {} (run `make envoy`)", args.envoy.display());
         return Err(PreflightError::Argument(missing).into());
     }
-    let mut ports = preflight::bind_ports(&config, &args.listen_address);
+    let mut ports = preflight::bind_ports(&config, &args.gateway.listen_address);
     ports.push(Port {
-        port: args.admin_port,
+        port: args.gateway.admin_port,
         address: "127.0.0.1".into(),
         what: "Envoy's admin port, --admin-port".into(),
     });
@@ -309,7 +291,7 @@ async fn run_in(
                     "--path-prefix",
                     &path,
                 ])
-                .args(issuer_audiences(config, &args.listen_address))
+                .args(issuer_audiences(config, &args.gateway.listen_address))
                 .args(&args.issuer_args)
                 .stdout(Stdio::piped()),
         )?);
@@ -346,13 +328,7 @@ async fn run_in(
         shims.push(shim);
     }
 
-    let options = RenderOptions::new(
-        &args.wasm,
-        shims,
-        args.listen_address.clone(),
-        args.admin_port,
-        args.ca_file.clone(),
-    )?;
+    let options = RenderOptions::new(&args.gateway, shims)?;
     let bootstrap = envoy_config::render(config, &options)?;
     let bootstrap_path = dir.join("envoy.yaml");
     std::fs::write(&bootstrap_path, bootstrap)?;
@@ -377,14 +353,14 @@ async fn run_in(
             .context("Envoy's stderr is not piped")?;
         let mut log = EnvoyLog::capture(stderr);
         let ports: Vec<u16> = config.binds.iter().map(|b| b.port).collect();
-        let host = if args.listen_address == "0.0.0.0" {
+        let host = if args.gateway.listen_address == "0.0.0.0" {
             "127.0.0.1"
         } else {
-            args.listen_address.as_str()
+            args.gateway.listen_address.as_str()
         };
         crate::envoy_start::wait_listening(&mut envoy.child, &mut log, host, &ports).await?;
     }
-    print_instructions(config, issuer_url.as_deref(), &args.listen_address);
+    print_instructions(config, issuer_url.as_deref(), &args.gateway.listen_address);
 
     // Until a child exits whose loss breaks the stack: Envoy, the issuer, or the last shim. A
     // shim among several may go: Envoy sends its sessions a 503 and new ones to the others.
@@ -456,7 +432,6 @@ fn print_instructions(config: &Config, issuer: Option<&str>, address: &str) {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

@@ -14,73 +14,19 @@
     clippy::indexing_slicing
 )]
 
-use std::collections::BTreeSet;
 use std::io::{BufRead as _, BufReader};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value as Json, json};
+use serde_json::json;
 
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn envoy() -> PathBuf {
-    let path = repo_root().join(".tools/bin/envoy");
-    assert!(
-        path.exists(),
-        "{} is missing: run `make envoy` to install Envoy 1.40",
-        path.display()
-    );
-    path
-}
-
-fn everything() -> String {
-    let path =
-        repo_root().join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
-    assert!(
-        path.exists(),
-        "{} is missing: run `npm ci` at the repository root",
-        path.display()
-    );
-    path.display().to_string()
-}
-
-static PATHS: AtomicU32 = AtomicU32::new(0);
-
-fn temp_path(what: &str) -> PathBuf {
-    std::env::temp_dir().join(format!(
-        "host-shim-envoy-{}-{}-{what}",
-        std::process::id(),
-        PATHS.fetch_add(1, Ordering::Relaxed)
-    ))
-}
-
-/// The pass-through module, compiled once.
-fn pass_filter() -> &'static Path {
-    static MODULE: OnceLock<PathBuf> = OnceLock::new();
-    MODULE.get_or_init(|| {
-        let wat = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pass-filter.wat");
-        let path = temp_path("pass-filter.wasm");
-        std::fs::write(&path, wat::parse_file(&wat).unwrap()).unwrap();
-        path
-    })
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod common;
+use common::{
+    children, descendants, envoy, everything, free_port, pass_filter, repo_root, temp_path,
+    wait_for_port,
+};
 
 fn config(port: u16) -> String {
     format!(
@@ -204,29 +150,7 @@ struct Running(Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(15) {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for_port(port: u16) {
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "nothing listens on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
+        common::stop(&mut self.0, Duration::from_secs(15));
     }
 }
 
@@ -267,78 +191,9 @@ fn a_second_envoy_cannot_share_a_rendered_listeners_port() {
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
 }
 
-/// `(pid, ppid)` of every process.
-fn processes() -> Vec<(u32, u32)> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        out.push((pid, fields[1].parse().unwrap()));
-    }
-    out
-}
-
-fn children(pid: u32) -> BTreeSet<u32> {
-    processes()
-        .into_iter()
-        .filter(|p| p.1 == pid)
-        .map(|p| p.0)
-        .collect()
-}
-
-fn descendants(pid: u32) -> BTreeSet<u32> {
-    let all = processes();
-    let mut found = BTreeSet::new();
-    let mut frontier = vec![pid];
-    while let Some(parent) = frontier.pop() {
-        for p in all.iter().filter(|p| p.1 == parent) {
-            if found.insert(p.0) {
-                frontier.push(p.0);
-            }
-        }
-    }
-    found
-}
-
 fn is_shim(pid: u32) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .is_ok_and(|c| c.split(|b| *b == 0).any(|arg| arg == b"serve"))
-}
-
-fn post(url: &str, session: Option<&str>, body: &Json) -> (u16, Option<String>, Json) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into();
-    let mut request = agent
-        .post(url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json");
-    if let Some(session) = session {
-        request = request.header("mcp-session-id", session);
-    }
-    let mut response = request.send(body.to_string()).unwrap();
-    let status = response.status().as_u16();
-    let session = response
-        .headers()
-        .get("mcp-session-id")
-        .map(|v| v.to_str().unwrap().to_string());
-    let text = response.body_mut().read_to_string().unwrap();
-    let answer = if text.is_empty() {
-        Json::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
-    };
-    (status, session, answer)
 }
 
 #[test]
@@ -367,6 +222,7 @@ fn up_reaches_two_shims_over_owner_only_sockets_and_keeps_each_session_on_its_sh
         }
     };
     assert_eq!(url, format!("http://127.0.0.1:{port}/mcp"));
+    let agent = common::agent();
     std::thread::spawn(move || for _ in lines {});
 
     let prefix = format!("host-shim-up-{}-", up.0.id());
@@ -396,11 +252,14 @@ fn up_reaches_two_shims_over_owner_only_sockets_and_keeps_each_session_on_its_sh
     }});
     let sessions: Vec<String> = (0..4)
         .map(|_| {
-            let (status, session, answer) = post(&url, None, &initialize);
+            let (status, session, answer) = common::post(&agent, &url, None, &initialize);
             assert_eq!(status, 200, "{answer}");
             let session = session.expect("Mcp-Session-Id");
             let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-            assert_eq!(post(&url, Some(&session), &initialized).0, 202);
+            assert_eq!(
+                common::post(&agent, &url, Some(&session), &initialized).0,
+                202
+            );
             session
         })
         .collect();
@@ -421,7 +280,7 @@ fn up_reaches_two_shims_over_owner_only_sockets_and_keeps_each_session_on_its_sh
             let message = format!("{round} {}", &session[..8]);
             let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
                 "params": {"name": "echo", "arguments": {"message": message}}});
-            let (status, _, answer) = post(&url, Some(session), &call);
+            let (status, _, answer) = common::post(&agent, &url, Some(session), &call);
             assert_eq!(status, 200, "{answer}");
             assert_eq!(
                 answer["result"]["content"][0]["text"],

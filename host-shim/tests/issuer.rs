@@ -9,54 +9,31 @@
     clippy::indexing_slicing
 )]
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use jwt_compact::alg::Rsa;
-use jwt_compact::jwk::JsonWebKey;
-use jwt_compact::{AlgorithmExt as _, UntrustedToken};
-use rsa::RsaPublicKey;
 use serde_json::Value;
 use ureq::Agent;
 
+mod common;
+use common::verify;
+use jwt_compact::UntrustedToken;
+
 /// A running issuer; killed when dropped so a failing test leaves no process behind.
 struct Issuer {
-    child: Child,
-    /// `http://127.0.0.1:PORT/oauth2/default`
-    url: String,
-    /// `http://127.0.0.1:PORT`
-    base: String,
+    process: common::IssuerProcess,
     agent: Agent,
 }
 
 impl Issuer {
     fn start(extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_host-shim"))
-            .args(["issuer", "--port", "0"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn host-shim issuer");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read");
-        let url = line
-            .trim()
-            .strip_prefix("issuer listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_owned();
-        let base = url.trim_end_matches("/oauth2/default").to_owned();
         let agent: Agent = Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(10)))
             .build()
             .into();
         Self {
-            child,
-            url,
-            base,
+            process: common::IssuerProcess::start(extra),
             agent,
         }
     }
@@ -81,7 +58,7 @@ impl Issuer {
     fn token(&self, client_id: &str, secret: &str, scope: &str) -> (u16, Value) {
         let mut response = self
             .agent
-            .post(format!("{}/v1/token", self.url))
+            .post(format!("{}/v1/token", self.process.url))
             .send_form([
                 ("grant_type", "client_credentials"),
                 ("client_id", client_id),
@@ -94,42 +71,15 @@ impl Issuer {
     }
 
     fn jwks(&self) -> Value {
-        let (status, body, _) = self.get(&format!("{}/v1/keys", self.url));
+        let (status, body, _) = self.get(&format!("{}/v1/keys", self.process.url));
         assert_eq!(status, 200, "{body}");
         serde_json::from_str(&body).unwrap()
     }
 
     fn stats(&self) -> Value {
-        let (_, body, _) = self.get(&format!("{}/control/stats", self.base));
+        let (_, body, _) = self.get(&format!("{}/control/stats", self.process.base));
         serde_json::from_str(&body).unwrap()
     }
-}
-
-impl Drop for Issuer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Verifies `token` against the JWKS the way a resource server does: pick the key by `kid`.
-fn verify(token: &str, jwks: &Value) -> Value {
-    let untrusted = UntrustedToken::new(token).unwrap();
-    assert_eq!(untrusted.algorithm(), "RS256");
-    let kid = untrusted.header().key_id.clone().expect("kid in header");
-    let jwk = jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|key| key["kid"] == kid.as_str())
-        .unwrap_or_else(|| panic!("kid {kid} not in JWKS"));
-    let jwk: JsonWebKey<'_> = serde_json::from_value(jwk.clone()).unwrap();
-    let key = RsaPublicKey::try_from(&jwk).unwrap();
-    let token = Rsa::rs256()
-        .validator::<Value>(&key)
-        .validate(&untrusted)
-        .expect("signature verifies");
-    token.claims().custom.clone()
 }
 
 #[test]
@@ -142,7 +92,7 @@ fn a_client_credentials_token_verifies_against_the_jwks() {
     assert_eq!(body["scope"], "agentgateway");
 
     let claims = verify(body["access_token"].as_str().unwrap(), &issuer.jwks());
-    assert_eq!(claims["iss"], issuer.url.as_str());
+    assert_eq!(claims["iss"], issuer.process.url.as_str());
     assert_eq!(claims["aud"], "api://agentgateway");
     assert_eq!(claims["ver"], 1);
     assert_eq!(claims["cid"], "ai-user");
@@ -159,12 +109,15 @@ fn a_client_credentials_token_verifies_against_the_jwks() {
 fn discovery_and_keys_look_like_oktas() {
     let issuer = Issuer::start(&["--keys-max-age", "42"]);
     for doc in ["openid-configuration", "oauth-authorization-server"] {
-        let (status, body, _) = issuer.get(&format!("{}/.well-known/{doc}", issuer.url));
+        let (status, body, _) = issuer.get(&format!("{}/.well-known/{doc}", issuer.process.url));
         assert_eq!(status, 200);
         let doc: Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(doc["issuer"], issuer.url.as_str());
-        assert_eq!(doc["jwks_uri"], format!("{}/v1/keys", issuer.url));
-        assert_eq!(doc["token_endpoint"], format!("{}/v1/token", issuer.url));
+        assert_eq!(doc["issuer"], issuer.process.url.as_str());
+        assert_eq!(doc["jwks_uri"], format!("{}/v1/keys", issuer.process.url));
+        assert_eq!(
+            doc["token_endpoint"],
+            format!("{}/v1/token", issuer.process.url)
+        );
         assert!(
             doc["grant_types_supported"]
                 .as_array()
@@ -172,7 +125,7 @@ fn discovery_and_keys_look_like_oktas() {
                 .contains(&"client_credentials".into())
         );
     }
-    let (status, body, cache) = issuer.get(&format!("{}/v1/keys", issuer.url));
+    let (status, body, cache) = issuer.get(&format!("{}/v1/keys", issuer.process.url));
     assert_eq!(status, 200, "{body}");
     assert_eq!(cache.as_deref(), Some("max-age=42"));
     let jwks: Value = serde_json::from_str(&body).unwrap();
@@ -185,7 +138,7 @@ fn basic_auth_works_as_at_okta() {
     let issuer = Issuer::start(&[]);
     let mut response = issuer
         .agent
-        .post(format!("{}/v1/token", issuer.url))
+        .post(format!("{}/v1/token", issuer.process.url))
         // base64("plain-user:plain-user-secret")
         .header(
             "authorization",
@@ -223,7 +176,7 @@ fn another_grant_type_is_unsupported() {
     let issuer = Issuer::start(&[]);
     let mut response = issuer
         .agent
-        .post(format!("{}/v1/token", issuer.url))
+        .post(format!("{}/v1/token", issuer.process.url))
         .send_form([
             ("grant_type", "password"),
             ("client_id", "ai-user"),
@@ -254,7 +207,7 @@ fn rotation_changes_the_kid_and_keeps_or_drops_the_old_key() {
     let old_token = before["access_token"].as_str().unwrap().to_owned();
     let old_kid = issuer.stats()["kid"].as_str().unwrap().to_owned();
 
-    let (status, body) = issuer.post(&format!("{}/control/rotate", issuer.base), "");
+    let (status, body) = issuer.post(&format!("{}/control/rotate", issuer.process.base), "");
     assert_eq!(status, 200, "{body}");
     let new_kid = issuer.stats()["kid"].as_str().unwrap().to_owned();
     assert_ne!(new_kid, old_kid);
@@ -268,7 +221,7 @@ fn rotation_changes_the_kid_and_keeps_or_drops_the_old_key() {
     verify(new_token, &issuer.jwks());
 
     let (status, _) = issuer.post(
-        &format!("{}/control/rotate?keep_old=false", issuer.base),
+        &format!("{}/control/rotate?keep_old=false", issuer.process.base),
         "",
     );
     assert_eq!(status, 200);
@@ -280,9 +233,9 @@ fn rotation_changes_the_kid_and_keeps_or_drops_the_old_key() {
 #[test]
 fn keys_modes_fail_garbage_stall_and_recover() {
     let issuer = Issuer::start(&[]);
-    let keys = format!("{}/v1/keys", issuer.url);
+    let keys = format!("{}/v1/keys", issuer.process.url);
     let mode = |m: &str| {
-        let (status, body) = issuer.post(&format!("{}/control/keys-mode", issuer.base), m);
+        let (status, body) = issuer.post(&format!("{}/control/keys-mode", issuer.process.base), m);
         assert_eq!(status, 200, "{body}");
     };
 
@@ -309,16 +262,22 @@ fn keys_modes_fail_garbage_stall_and_recover() {
     // Every request counts, whatever the mode answered.
     assert_eq!(issuer.stats()["keys_requests"], 4);
 
-    let (status, _) = issuer.post(&format!("{}/control/keys-mode", issuer.base), "slow");
+    let (status, _) = issuer.post(
+        &format!("{}/control/keys-mode", issuer.process.base),
+        "slow",
+    );
     assert_eq!(status, 400);
 }
 
 #[test]
 fn sigterm_stops_the_issuer_even_with_a_stalled_request() {
     let mut issuer = Issuer::start(&[]);
-    let (status, _) = issuer.post(&format!("{}/control/keys-mode", issuer.base), "stall");
+    let (status, _) = issuer.post(
+        &format!("{}/control/keys-mode", issuer.process.base),
+        "stall",
+    );
     assert_eq!(status, 200);
-    let keys = format!("{}/v1/keys", issuer.url);
+    let keys = format!("{}/v1/keys", issuer.process.url);
     let stalled = std::thread::spawn(move || {
         let agent: Agent = Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(30)))
@@ -327,12 +286,12 @@ fn sigterm_stops_the_issuer_even_with_a_stalled_request() {
         let _ = agent.get(&keys).call();
     });
     std::thread::sleep(Duration::from_millis(300));
-    let pid = issuer.child.id().to_string();
+    let pid = issuer.process.child.id().to_string();
     let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(killed.success());
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        if let Some(status) = issuer.child.try_wait().unwrap() {
+        if let Some(status) = issuer.process.child.try_wait().unwrap() {
             assert!(status.success(), "issuer exited with {status}");
             break;
         }

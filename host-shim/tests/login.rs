@@ -11,20 +11,17 @@
 )]
 
 use std::collections::HashMap;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jwt_compact::alg::Rsa;
-use jwt_compact::jwk::JsonWebKey;
-use jwt_compact::{AlgorithmExt as _, UntrustedToken};
-use rsa::RsaPublicKey;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use ureq::Agent;
+
+mod common;
 use url::Url;
 
 /// What an MCP client listens on for the redirect: registered without a port, used with one.
@@ -33,11 +30,7 @@ const REDIRECT: &str = "http://127.0.0.1:53682/callback";
 
 /// A running issuer; killed when dropped so a failing test leaves no process behind.
 struct Issuer {
-    child: Child,
-    /// `http://127.0.0.1:PORT/oauth2/default`
-    url: String,
-    /// `http://127.0.0.1:PORT`
-    base: String,
+    process: common::IssuerProcess,
     agent: Agent,
 }
 
@@ -98,22 +91,6 @@ fn request_id(page: &str) -> String {
 
 impl Issuer {
     fn start(extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_host-shim"))
-            .args(["issuer", "--port", "0"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn host-shim issuer");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read");
-        let url = line
-            .trim()
-            .strip_prefix("issuer listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_owned();
-        let base = url.trim_end_matches("/oauth2/default").to_owned();
         // A client follows the redirect itself: it must see the `Location`.
         let agent: Agent = Agent::config_builder()
             .http_status_as_error(false)
@@ -122,9 +99,7 @@ impl Issuer {
             .build()
             .into();
         Self {
-            child,
-            url,
-            base,
+            process: common::IssuerProcess::start(extra),
             agent,
         }
     }
@@ -136,7 +111,7 @@ impl Issuer {
     fn metadata(&self) -> Value {
         self.get(&format!(
             "{}/.well-known/oauth-authorization-server/oauth2/default",
-            self.base
+            self.process.base
         ))
         .json()
     }
@@ -163,9 +138,22 @@ impl Issuer {
 
     /// `GET /v1/authorize` with these parameters.
     fn authorize(&self, params: &[(&str, &str)]) -> Answer {
-        let mut url = Url::parse(&format!("{}/v1/authorize", self.url)).unwrap();
+        let mut url = Url::parse(&format!("{}/v1/authorize", self.process.url)).unwrap();
         url.query_pairs_mut().extend_pairs(params);
         self.get(url.as_str())
+    }
+
+    /// The authorization request of these tests: a code for `client_id` at `REDIRECT` with the
+    /// S256 `challenge`, then `extra` parameters (`scope`, `state`, `nonce`, `resource`...).
+    fn authorize_s256(&self, client_id: &str, challenge: &str, extra: &[(&str, &str)]) -> Answer {
+        let standard = [
+            ("response_type", "code"),
+            ("client_id", client_id),
+            ("redirect_uri", REDIRECT),
+            ("code_challenge", challenge),
+            ("code_challenge_method", "S256"),
+        ];
+        self.authorize(&[&standard[..], extra].concat())
     }
 
     /// Posts the login form of `page` as the person would.
@@ -175,7 +163,7 @@ impl Issuer {
         let id = request_id(&page.body);
         answer(
             self.agent
-                .post(format!("{}/v1/authorize", self.url))
+                .post(format!("{}/v1/authorize", self.process.url))
                 .send_form([
                     ("request_id", id.as_str()),
                     ("username", username),
@@ -188,7 +176,7 @@ impl Issuer {
     fn token(&self, form: &[(&str, &str)]) -> Answer {
         answer(
             self.agent
-                .post(format!("{}/v1/token", self.url))
+                .post(format!("{}/v1/token", self.process.url))
                 .send_form(form.iter().copied())
                 .unwrap(),
         )
@@ -203,15 +191,11 @@ impl Issuer {
         username: &str,
         password: &str,
     ) -> HashMap<String, String> {
-        let page = self.authorize(&[
-            ("response_type", "code"),
-            ("client_id", client_id),
-            ("redirect_uri", REDIRECT),
-            ("scope", scope),
-            ("state", "state-123"),
-            ("code_challenge", challenge),
-            ("code_challenge_method", "S256"),
-        ]);
+        let page = self.authorize_s256(
+            client_id,
+            challenge,
+            &[("scope", scope), ("state", "state-123")],
+        );
         let redirect = self.sign_in(&page, username, password);
         assert_eq!(redirect.status, 303, "{}", redirect.body);
         assert!(redirect.location.as_deref().unwrap().starts_with(REDIRECT));
@@ -238,37 +222,8 @@ impl Issuer {
 
     /// Verifies `token` against the JWKS the way a resource server does.
     fn verify(&self, token: &str) -> Value {
-        let jwks = self.get(&format!("{}/v1/keys", self.url)).json();
-        let untrusted = UntrustedToken::new(token).unwrap();
-        let kid = untrusted.header().key_id.clone().expect("kid in header");
-        let jwk = jwks["keys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|key| key["kid"] == kid.as_str())
-            .unwrap_or_else(|| panic!("kid {kid} not in JWKS"));
-        let jwk: JsonWebKey<'_> = serde_json::from_value(jwk.clone()).unwrap();
-        let key = RsaPublicKey::try_from(&jwk).unwrap();
-        let token = Rsa::rs256()
-            .validator::<Value>(&key)
-            .validate(&untrusted)
-            .expect("signature verifies");
-        let mut claims = token.claims().custom.clone();
-        let object = claims.as_object_mut().unwrap();
-        if let Some(exp) = token.claims().expiration {
-            object.insert("exp".into(), json!(exp.timestamp()));
-        }
-        if let Some(iat) = token.claims().issued_at {
-            object.insert("iat".into(), json!(iat.timestamp()));
-        }
-        claims
-    }
-}
-
-impl Drop for Issuer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let jwks = self.get(&format!("{}/v1/keys", self.process.url)).json();
+        common::verify(token, &jwks)
     }
 }
 
@@ -278,16 +233,15 @@ fn alice_logs_in_from_a_registered_mcp_client_and_refreshes() {
     let client_id = issuer.register_public();
     let (verifier, challenge) = pkce();
 
-    let page = issuer.authorize(&[
-        ("response_type", "code"),
-        ("client_id", &client_id),
-        ("redirect_uri", REDIRECT),
-        ("scope", "agentgateway offline_access"),
-        ("state", "state-123"),
-        ("code_challenge", &challenge),
-        ("code_challenge_method", "S256"),
-        ("resource", "api://agentgateway"),
-    ]);
+    let page = issuer.authorize_s256(
+        &client_id,
+        &challenge,
+        &[
+            ("scope", "agentgateway offline_access"),
+            ("state", "state-123"),
+            ("resource", "api://agentgateway"),
+        ],
+    );
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains("Test MCP client"));
     assert!(page.body.contains("name=\"username\""));
@@ -308,7 +262,7 @@ fn alice_logs_in_from_a_registered_mcp_client_and_refreshes() {
         "the loopback port the client used is kept"
     );
     assert_eq!(params["state"], "state-123");
-    assert_eq!(params["iss"], issuer.url);
+    assert_eq!(params["iss"], issuer.process.url);
 
     let tokens = issuer.exchange(&client_id, &params["code"], &verifier);
     assert_eq!(tokens.status, 200, "{}", tokens.body);
@@ -318,7 +272,7 @@ fn alice_logs_in_from_a_registered_mcp_client_and_refreshes() {
     assert_eq!(tokens["scope"], "agentgateway offline_access");
     assert!(tokens.get("id_token").is_none(), "no openid, no ID token");
     let claims = issuer.verify(tokens["access_token"].as_str().unwrap());
-    assert_eq!(claims["iss"], issuer.url.as_str());
+    assert_eq!(claims["iss"], issuer.process.url.as_str());
     assert_eq!(claims["aud"], "api://agentgateway");
     assert_eq!(claims["sub"], "alice");
     assert_eq!(claims["cid"], client_id.as_str());
@@ -382,14 +336,7 @@ fn a_wrong_password_shows_the_form_again_and_cancel_is_access_denied() {
     let issuer = Issuer::start(&[]);
     let client_id = issuer.register_public();
     let (_, challenge) = pkce();
-    let page = issuer.authorize(&[
-        ("response_type", "code"),
-        ("client_id", &client_id),
-        ("redirect_uri", REDIRECT),
-        ("state", "s"),
-        ("code_challenge", &challenge),
-        ("code_challenge_method", "S256"),
-    ]);
+    let page = issuer.authorize_s256(&client_id, &challenge, &[("state", "s")]);
     let again = issuer.sign_in(&page, "alice", "bob-password");
     assert_eq!(again.status, 401);
     assert!(again.location.is_none());
@@ -399,7 +346,7 @@ fn a_wrong_password_shows_the_form_again_and_cancel_is_access_denied() {
     let cancelled = answer(
         issuer
             .agent
-            .post(format!("{}/v1/authorize", issuer.url))
+            .post(format!("{}/v1/authorize", issuer.process.url))
             .send_form([
                 ("request_id", request_id(&page.body).as_str()),
                 ("action", "cancel"),
@@ -536,13 +483,7 @@ fn a_wrong_redirect_uri_is_never_redirected_to() {
 fn an_unknown_client_gets_an_error_page_and_invalid_client() {
     let issuer = Issuer::start(&[]);
     let (verifier, challenge) = pkce();
-    let page = issuer.authorize(&[
-        ("response_type", "code"),
-        ("client_id", "0oaNOSUCHCLIENT00000"),
-        ("redirect_uri", REDIRECT),
-        ("code_challenge", &challenge),
-        ("code_challenge_method", "S256"),
-    ]);
+    let page = issuer.authorize_s256("0oaNOSUCHCLIENT00000", &challenge, &[]);
     assert_eq!(page.status, 400);
     assert!(page.location.is_none());
     assert!(
@@ -551,13 +492,7 @@ fn an_unknown_client_gets_an_error_page_and_invalid_client() {
         page.body
     );
     // A machine client has no redirect URIs: it cannot send people to the login page.
-    let machine = issuer.authorize(&[
-        ("response_type", "code"),
-        ("client_id", "ai-user"),
-        ("redirect_uri", REDIRECT),
-        ("code_challenge", &challenge),
-        ("code_challenge_method", "S256"),
-    ]);
+    let machine = issuer.authorize_s256("ai-user", &challenge, &[]);
     assert_eq!(machine.status, 400);
 
     let refused = issuer.exchange("0oaNOSUCHCLIENT00000", "some-code", &verifier);
@@ -616,7 +551,7 @@ fn plain_pkce_and_a_missing_challenge_are_refused_the_oauth_way() {
         let redirect = refused.redirect_params();
         assert_eq!(redirect["error"], "invalid_request", "{pkce_params:?}");
         assert_eq!(redirect["state"], "st");
-        assert_eq!(redirect["iss"], issuer.url);
+        assert_eq!(redirect["iss"], issuer.process.url);
         assert!(!redirect.contains_key("code"));
     }
 }
@@ -673,14 +608,7 @@ fn an_unoffered_scope_is_invalid_scope_and_no_scope_gets_the_default() {
     let issuer = Issuer::start(&[]);
     let client_id = issuer.register_public();
     let (verifier, challenge) = pkce();
-    let refused = issuer.authorize(&[
-        ("response_type", "code"),
-        ("client_id", &client_id),
-        ("redirect_uri", REDIRECT),
-        ("scope", "agentgateway admin"),
-        ("code_challenge", &challenge),
-        ("code_challenge_method", "S256"),
-    ]);
+    let refused = issuer.authorize_s256(&client_id, &challenge, &[("scope", "agentgateway admin")]);
     assert_eq!(refused.redirect_params()["error"], "invalid_scope");
 
     let params = issuer.login_as(&client_id, &challenge, "", "alice", "alice-password");
@@ -695,15 +623,14 @@ fn openid_adds_an_id_token_with_the_nonce() {
     let issuer = Issuer::start(&[]);
     let client_id = issuer.register_public();
     let (verifier, challenge) = pkce();
-    let page = issuer.authorize(&[
-        ("response_type", "code"),
-        ("client_id", &client_id),
-        ("redirect_uri", REDIRECT),
-        ("scope", "openid profile agentgateway"),
-        ("nonce", "n-0S6_WzA2Mj"),
-        ("code_challenge", &challenge),
-        ("code_challenge_method", "S256"),
-    ]);
+    let page = issuer.authorize_s256(
+        &client_id,
+        &challenge,
+        &[
+            ("scope", "openid profile agentgateway"),
+            ("nonce", "n-0S6_WzA2Mj"),
+        ],
+    );
     let code = issuer
         .sign_in(&page, "alice", "alice-password")
         .redirect_params()["code"]
@@ -715,7 +642,7 @@ fn openid_adds_an_id_token_with_the_nonce() {
     assert_eq!(id["sub"], access["uid"]);
     assert_eq!(id["nonce"], "n-0S6_WzA2Mj");
     assert_eq!(id["preferred_username"], "alice");
-    assert_eq!(id["iss"], issuer.url.as_str());
+    assert_eq!(id["iss"], issuer.process.url.as_str());
 }
 
 #[test]
@@ -829,7 +756,7 @@ fn registration_off_hides_the_endpoint() {
     let response = answer(
         issuer
             .agent
-            .post(format!("{}/v1/register", issuer.url))
+            .post(format!("{}/v1/register", issuer.process.url))
             .send_json(json!({ "redirect_uris": [REGISTERED_REDIRECT] }))
             .unwrap(),
     );
@@ -864,14 +791,17 @@ fn the_metadata_is_the_same_truthful_document_everywhere_clients_look() {
     let locations = [
         format!(
             "{}/.well-known/oauth-authorization-server/oauth2/default",
-            issuer.base
+            issuer.process.base
         ),
         format!(
             "{}/.well-known/openid-configuration/oauth2/default",
-            issuer.base
+            issuer.process.base
         ),
-        format!("{}/.well-known/oauth-authorization-server", issuer.url),
-        format!("{}/.well-known/openid-configuration", issuer.url),
+        format!(
+            "{}/.well-known/oauth-authorization-server",
+            issuer.process.url
+        ),
+        format!("{}/.well-known/openid-configuration", issuer.process.url),
     ];
     let first = issuer.get(&locations[0]).json();
     for location in &locations {
@@ -879,7 +809,7 @@ fn the_metadata_is_the_same_truthful_document_everywhere_clients_look() {
         assert_eq!(answer.status, 200, "{location}");
         let doc = answer.json();
         assert_eq!(doc, first, "{location}");
-        let url = &issuer.url;
+        let url = &issuer.process.url;
         assert_eq!(doc["issuer"], url.as_str());
         assert_eq!(doc["authorization_endpoint"], format!("{url}/v1/authorize"));
         assert_eq!(doc["token_endpoint"], format!("{url}/v1/token"));
@@ -926,13 +856,7 @@ fn people_and_public_clients_come_from_flags_and_the_clients_file() {
     ]);
     let (verifier, challenge) = pkce();
     // Configured people replace alice and bob.
-    let page = issuer.authorize(&[
-        ("response_type", "code"),
-        ("client_id", "laptop"),
-        ("redirect_uri", REDIRECT),
-        ("code_challenge", &challenge),
-        ("code_challenge_method", "S256"),
-    ]);
+    let page = issuer.authorize_s256("laptop", &challenge, &[]);
     assert_eq!(issuer.sign_in(&page, "alice", "alice-password").status, 401);
 
     for (name, password, groups) in [
@@ -1031,15 +955,11 @@ fn a_client_id_metadata_document_identifies_the_client() {
     let (verifier, challenge) = pkce();
     let client_id = format!("http://127.0.0.1:{port}/client.json");
 
-    let page = issuer.authorize(&[
-        ("response_type", "code"),
-        ("client_id", &client_id),
-        ("redirect_uri", REDIRECT),
-        ("scope", "agentgateway offline_access"),
-        ("state", "doc"),
-        ("code_challenge", &challenge),
-        ("code_challenge_method", "S256"),
-    ]);
+    let page = issuer.authorize_s256(
+        &client_id,
+        &challenge,
+        &[("scope", "agentgateway offline_access"), ("state", "doc")],
+    );
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains("Document Client"));
     let params = issuer
@@ -1061,25 +981,14 @@ fn a_client_id_metadata_document_identifies_the_client() {
         ("/huge.json", "larger than"),
         ("/missing.json", "HTTP 404"),
     ] {
-        let page = issuer.authorize(&[
-            ("response_type", "code"),
-            ("client_id", &format!("http://127.0.0.1:{port}{path}")),
-            ("redirect_uri", REDIRECT),
-            ("code_challenge", &challenge),
-            ("code_challenge_method", "S256"),
-        ]);
+        let page =
+            issuer.authorize_s256(&format!("http://127.0.0.1:{port}{path}"), &challenge, &[]);
         assert_eq!(page.status, 400, "{path}: {}", page.body);
         assert!(page.location.is_none(), "{path}");
         assert!(page.body.contains(reason), "{path}: {}", page.body);
     }
     // Plain http is for loopback only: nothing is fetched for another host.
-    let insecure = issuer.authorize(&[
-        ("response_type", "code"),
-        ("client_id", "http://clients.example/client.json"),
-        ("redirect_uri", REDIRECT),
-        ("code_challenge", &challenge),
-        ("code_challenge_method", "S256"),
-    ]);
+    let insecure = issuer.authorize_s256("http://clients.example/client.json", &challenge, &[]);
     assert_eq!(insecure.status, 400);
     assert!(
         insecure.body.contains("must use https"),
@@ -1093,7 +1002,7 @@ fn browser_clients_may_call_the_endpoints_but_not_frame_the_login_page() {
     let issuer = Issuer::start(&[]);
     let preflight = issuer
         .agent
-        .options(format!("{}/v1/token", issuer.url))
+        .options(format!("{}/v1/token", issuer.process.url))
         .header("origin", "http://localhost:6274")
         .header("access-control-request-method", "POST")
         .header("access-control-request-headers", "content-type")
@@ -1111,7 +1020,7 @@ fn browser_clients_may_call_the_endpoints_but_not_frame_the_login_page() {
         .agent
         .get(format!(
             "{}/.well-known/oauth-authorization-server/oauth2/default",
-            issuer.base
+            issuer.process.base
         ))
         .header("origin", "http://localhost:6274")
         .call()
@@ -1120,7 +1029,7 @@ fn browser_clients_may_call_the_endpoints_but_not_frame_the_login_page() {
 
     let client_id = issuer.register_public();
     let (_, challenge) = pkce();
-    let mut url = Url::parse(&format!("{}/v1/authorize", issuer.url)).unwrap();
+    let mut url = Url::parse(&format!("{}/v1/authorize", issuer.process.url)).unwrap();
     url.query_pairs_mut().extend_pairs([
         ("response_type", "code"),
         ("client_id", client_id.as_str()),

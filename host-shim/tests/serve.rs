@@ -12,33 +12,16 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufRead as _, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value as Json, json};
 use ureq::Agent;
 
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// The installed server-everything entry point; the tests need the real server.
-fn everything() -> String {
-    let path =
-        repo_root().join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
-    assert!(
-        path.exists(),
-        "{} is missing: run `npm ci` at the repository root (the Makefile does) to install the pinned MCP server",
-        path.display()
-    );
-    path.display().to_string()
-}
+mod common;
+use common::{
+    IDENTITY, alive, children, eventually, everything, initialize, temp_path, text_of, tree,
+};
 
 /// A target running server-everything with node directly (one process per child).
 fn node_target(name: &str) -> String {
@@ -55,25 +38,10 @@ fn config(targets: &str, ttl: Option<&str>) -> String {
     )
 }
 
-static CONFIGS: AtomicU32 = AtomicU32::new(0);
-
 /// A running shim; killed when dropped so a failing test leaves no process behind.
 struct Shim {
-    child: Child,
-    base: String,
+    process: common::Serve,
     agent: Agent,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-const IDENTITY: &str = "x-mcp-auth-identity";
-
-/// A fresh path in the temp dir, unique to this test run.
-fn temp_path(what: &str) -> PathBuf {
-    std::env::temp_dir().join(format!(
-        "host-shim-serve-{}-{}-{what}",
-        std::process::id(),
-        CONFIGS.fetch_add(1, Ordering::Relaxed)
-    ))
 }
 
 impl Shim {
@@ -82,51 +50,14 @@ impl Shim {
     }
 
     fn start_with(config: &str, args: &[&str]) -> Shim {
-        let path = temp_path("config.yaml");
-        std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_host-shim"))
-            .arg("serve")
-            .arg(&path)
-            .args(args)
-            .current_dir(repo_root())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn host-shim serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let base = line
-            .trim()
-            .strip_prefix("host-shim serving on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_string();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                eprintln!("shim: {line}");
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let agent: Agent = Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
         Shim {
-            child,
-            base,
-            agent,
-            log,
+            process: common::Serve::start(config, args),
+            agent: common::agent(),
         }
     }
 
     fn url(&self) -> String {
-        format!("{}/mcp", self.base)
+        format!("{}/mcp", self.process.base)
     }
 
     /// POSTs `body`; returns the status, the session header and every JSON-RPC message of the
@@ -270,41 +201,12 @@ impl Shim {
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.child.id()
     }
 
     fn log_contains(&self, needle: &str) -> bool {
-        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+        self.process.log_contains(needle)
     }
-}
-
-impl Drop for Shim {
-    /// SIGTERM first: a SIGKILLed shim could not stop its children.
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn initialize(id: u64) -> Json {
-    json!({
-        "jsonrpc": "2.0", "id": id, "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {"sampling": {}},
-            "clientInfo": {"name": "host-shim-tests", "version": "1"},
-        },
-    })
 }
 
 /// `(event, data)` of each event in an SSE body.
@@ -346,77 +248,6 @@ fn next_event(reader: &mut impl std::io::BufRead) -> (String, String) {
     }
 }
 
-/// `(pid, ppid, pgrp)` of every process.
-fn processes() -> Vec<(u32, u32, u32)> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        out.push((pid, fields[1].parse().unwrap(), fields[2].parse().unwrap()));
-    }
-    out
-}
-
-fn children(pid: u32) -> BTreeSet<u32> {
-    processes()
-        .into_iter()
-        .filter(|p| p.1 == pid)
-        .map(|p| p.0)
-        .collect()
-}
-
-/// Every process below `pid`, and every member of their process groups.
-fn tree(pid: u32) -> BTreeSet<u32> {
-    let all = processes();
-    let mut found = BTreeSet::new();
-    let mut frontier = vec![pid];
-    while let Some(parent) = frontier.pop() {
-        for p in all.iter().filter(|p| p.1 == parent) {
-            if found.insert(p.0) {
-                frontier.push(p.0);
-            }
-        }
-    }
-    let groups: BTreeSet<u32> = all
-        .iter()
-        .filter(|p| found.contains(&p.0))
-        .map(|p| p.2)
-        .collect();
-    found.extend(
-        all.iter()
-            .filter(|p| groups.contains(&p.2) && p.2 != pid)
-            .map(|p| p.0),
-    );
-    found
-}
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok()
-}
-
-fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(start.elapsed() < timeout, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn text_of(answer: &Json) -> String {
-    answer["result"]["content"][0]["text"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no text in {answer}"))
-        .to_string()
-}
-
 #[test]
 fn a_session_lists_calls_and_reads_and_ends_with_delete() {
     let shim = Shim::start(&config(&node_target("my-server"), None));
@@ -424,12 +255,7 @@ fn a_session_lists_calls_and_reads_and_ends_with_delete() {
 
     let (status, tools) = shim.call(&session, "tools/list", json!({}));
     assert_eq!(status, 200);
-    let names: Vec<&str> = tools["result"]["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
+    let names = common::tool_names(&tools["result"]);
     assert!(names.contains(&"echo"), "{names:?}");
 
     let (_, echoed) = shim.call(
@@ -543,38 +369,12 @@ fn the_transport_rules() {
 }
 
 #[test]
-fn sessions_never_share_a_child() {
-    let shim = Shim::start(&config(&node_target("my-server"), None));
-    let first = shim.session();
-    let second = shim.session();
-    assert_ne!(first, second);
-    let pids = children(shim.pid());
-    assert_eq!(pids.len(), 2, "two sessions, two children: {pids:?}");
-    // Each session's child answers for itself.
-    for session in [&first, &second] {
-        let (_, echoed) = shim.call(
-            session,
-            "tools/call",
-            json!({"name": "echo", "arguments": {"message": session}}),
-        );
-        assert_eq!(text_of(&echoed), format!("Echo: {session}"));
-    }
-    assert!(shim.log_contains(&format!("[my-server {}]", &first[..8])));
-    assert!(shim.log_contains(&format!("[my-server {}]", &second[..8])));
-}
-
-#[test]
 fn two_targets_are_one_server_with_prefixed_names() {
     let targets = format!("{}{}", node_target("a"), node_target("b"));
     let shim = Shim::start(&config(&targets, None));
     let session = shim.session();
     let (_, tools) = shim.call(&session, "tools/list", json!({}));
-    let names: BTreeSet<&str> = tools["result"]["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
+    let names: BTreeSet<&str> = common::tool_names(&tools["result"]).into_iter().collect();
     assert!(
         names.contains("a_echo") && names.contains("b_echo"),
         "{names:?}"
@@ -605,65 +405,6 @@ fn two_targets_are_one_server_with_prefixed_names() {
     let (_, read) = shim.call(&session, "resources/read", json!({"uri": uri}));
     assert_eq!(read["result"]["contents"][0]["uri"], uri.as_str(), "{read}");
     assert_eq!(children(shim.pid()).len(), 2, "one child per target");
-}
-
-#[test]
-fn a_server_that_exits_at_once_is_an_error_not_a_hang() {
-    let target = "          - name: broken\n            stdio:\n              cmd: sh\n              args: [\"-c\", \"echo going away >&2; exit 3\"]\n";
-    let shim = Shim::start(&config(target, None));
-    let started = Instant::now();
-    let (status, session, answer) = shim.post(None, "application/json", &initialize(1));
-    assert_eq!(status, 200);
-    assert!(session.is_none(), "no session for a failed initialize");
-    assert_eq!(answer[0]["error"]["code"], -32000, "{answer:?}");
-    let message = answer[0]["error"]["message"].as_str().unwrap();
-    assert_eq!(message, "MCP server 'broken' exited (status 3)");
-    assert!(started.elapsed() < Duration::from_secs(5));
-    eventually("the stderr line in the log", Duration::from_secs(5), || {
-        shim.log_contains("going away")
-    });
-}
-
-#[test]
-fn a_child_killed_mid_call_fails_the_call_and_the_session() {
-    let shim = Shim::start(&config(&node_target("my-server"), None));
-    let session = shim.session();
-    let pid = *children(shim.pid()).first().unwrap();
-    let killer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(500));
-        Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status()
-            .unwrap();
-    });
-    let started = Instant::now();
-    let (_, answer) = shim.call(
-        &session,
-        "tools/call",
-        json!({"name": "trigger-long-running-operation", "arguments": {"duration": 20, "steps": 2}}),
-    );
-    killer.join().unwrap();
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "answered only after {:?}",
-        started.elapsed()
-    );
-    assert_eq!(answer["error"]["code"], -32000, "{answer}");
-    let message = answer["error"]["message"].as_str().unwrap();
-    assert!(
-        message.starts_with("MCP server 'my-server' exited (signal 9"),
-        "{message}"
-    );
-    // Later calls fail the same way at once; a new session works.
-    let (_, later) = shim.call(&session, "tools/list", json!({}));
-    assert_eq!(later["error"]["message"], message);
-    let fresh = shim.session();
-    let (_, echoed) = shim.call(
-        &fresh,
-        "tools/call",
-        json!({"name": "echo", "arguments": {"message": "again"}}),
-    );
-    assert_eq!(text_of(&echoed), "Echo: again");
 }
 
 #[test]
@@ -728,7 +469,7 @@ fn the_legacy_sse_transport() {
     let shim = Shim::start(&config(&node_target("my-server"), None));
     let response = shim
         .agent
-        .get(format!("{}/sse", shim.base))
+        .get(format!("{}/sse", shim.process.base))
         .header("accept", "text/event-stream")
         .call()
         .unwrap();
@@ -738,7 +479,7 @@ fn the_legacy_sse_transport() {
     assert!(endpoint.starts_with("/message?sessionId="), "{endpoint}");
     let post = |body: Json| {
         shim.agent
-            .post(format!("{}{endpoint}", shim.base))
+            .post(format!("{}{endpoint}", shim.process.base))
             .header("content-type", "application/json")
             .send(body.to_string())
             .unwrap()
@@ -801,7 +542,7 @@ fn the_guides_npx_target_runs_and_sigterm_leaves_nothing_behind() {
         .unwrap();
     let started = Instant::now();
     let status = loop {
-        if let Some(status) = shim.child.try_wait().unwrap() {
+        if let Some(status) = shim.process.child.try_wait().unwrap() {
             break status;
         }
         assert!(
@@ -817,66 +558,6 @@ fn the_guides_npx_target_runs_and_sigterm_leaves_nothing_behind() {
         .collect();
     assert!(left.is_empty(), "processes left behind: {left:?}");
     assert!(shim.log_contains("serve: stopped"));
-}
-
-#[test]
-fn names_split_at_the_longest_target_as_the_filter_splits_them() {
-    // `a_b_echo` is `a_b`'s echo: the filter judges it so, and the shim must call that one,
-    // not `a`'s `b_echo`.
-    let targets = format!("{}{}", node_target("a"), node_target("a_b"));
-    let shim = Shim::start(&config(&targets, None));
-    let session = shim.session();
-    let (_, tools) = shim.call(&session, "tools/list", json!({}));
-    let names: BTreeSet<&str> = tools["result"]["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
-    assert!(
-        names.contains("a_echo") && names.contains("a_b_echo"),
-        "{names:?}"
-    );
-    for name in ["a_b_echo", "a_echo"] {
-        let (status, echoed) = shim.call(
-            &session,
-            "tools/call",
-            json!({"name": name, "arguments": {"message": name}}),
-        );
-        assert_eq!(status, 200);
-        assert_eq!(text_of(&echoed), format!("Echo: {name}"), "{echoed}");
-    }
-    let (_, unknown) = shim.call(
-        &session,
-        "tools/call",
-        json!({"name": "b_echo", "arguments": {}}),
-    );
-    assert_eq!(unknown["error"]["code"], -32602, "{unknown}");
-}
-
-#[test]
-fn a_listed_name_that_would_reach_another_target_is_left_out() {
-    // `a`'s tool `b_echo` would be listed as `a_b_echo`, which is `a_b`'s `echo`: offering it
-    // would name a tool that calls another server.
-    let fake = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-mcp.mjs");
-    let target = |name: &str, tool: &str| {
-        format!(
-            "          - name: {name}\n            stdio:\n              cmd: node\n              args: [\"{}\", \"ok\", \"{tool}\"]\n",
-            fake.display()
-        )
-    };
-    let targets = format!("{}{}", target("a", "b_echo"), target("a_b", "echo"));
-    let shim = Shim::start(&config(&targets, None));
-    let session = shim.session();
-    let (_, tools) = shim.call(&session, "tools/list", json!({}));
-    let names: Vec<&str> = tools["result"]["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["a_b_echo"], "{tools}");
-    assert!(shim.log_contains("\"a_b_echo\" of target 'a' would call another target"));
 }
 
 fn tools_call_echo(message: &str) -> Json {
@@ -956,7 +637,7 @@ fn a_legacy_session_answers_only_the_identity_that_opened_it() {
     let shim = Shim::start(&config(&node_target("my-server"), None));
     let response = shim
         .agent
-        .get(format!("{}/sse", shim.base))
+        .get(format!("{}/sse", shim.process.base))
         .header("accept", "text/event-stream")
         .header(IDENTITY, "token-of-alice")
         .call()
@@ -966,7 +647,7 @@ fn a_legacy_session_answers_only_the_identity_that_opened_it() {
     let post = |identity: Option<&str>, path: &str, body: Json| {
         let mut request = shim
             .agent
-            .post(format!("{}{path}", shim.base))
+            .post(format!("{}{path}", shim.process.base))
             .header("content-type", "application/json");
         if let Some(identity) = identity {
             request = request.header(IDENTITY, identity);
@@ -1046,7 +727,7 @@ fn sessions_are_capped_per_identity_and_in_total() {
     // The legacy transport is refused the same way.
     let mut response = shim
         .agent
-        .get(format!("{}/sse", shim.base))
+        .get(format!("{}/sse", shim.process.base))
         .header("accept", "text/event-stream")
         .header(IDENTITY, "carol")
         .call()
@@ -1076,7 +757,7 @@ fn legacy_sessions_count_against_the_caps() {
     );
     let response = shim
         .agent
-        .get(format!("{}/sse", shim.base))
+        .get(format!("{}/sse", shim.process.base))
         .header("accept", "text/event-stream")
         .header(IDENTITY, "alice")
         .call()
@@ -1151,7 +832,7 @@ fn a_unix_socket_is_owner_only_serves_mcp_and_is_removed_at_exit() {
         &config(&node_target("my-server"), None),
         &["--listen", &listen],
     );
-    assert_eq!(shim.base, listen, "the first line names the socket");
+    assert_eq!(shim.process.base, listen, "the first line names the socket");
     let meta = std::fs::metadata(&socket).unwrap();
     assert!(meta.file_type().is_socket());
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);

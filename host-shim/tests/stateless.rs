@@ -10,50 +10,30 @@
     clippy::indexing_slicing
 )]
 
-use std::collections::BTreeSet;
 use std::io::{BufRead as _, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::Command;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value as Json, json};
 use ureq::Agent;
 
-const IDENTITY: &str = "x-mcp-auth-identity";
+mod common;
+use common::{IDENTITY, children, everything, text_of};
+
 const VERSION: &str = "2026-07-28";
 
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
 fn config() -> String {
-    let everything =
-        repo_root().join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
-    assert!(
-        everything.exists(),
-        "{} is missing: run `npm ci` at the repository root",
-        everything.display()
-    );
     format!(
         "binds:\n- port: 3000\n  listeners:\n  - routes:\n    - name: tools\n      backends:\n      - mcp:\n          targets:\n          - name: my-server\n            stdio:\n              cmd: node\n              args: [\"{}\", \"stdio\"]\n",
-        everything.display()
+        everything()
     )
 }
 
-static CONFIGS: AtomicU32 = AtomicU32::new(0);
-
 /// A running shim, stopped with SIGTERM when dropped.
 struct Shim {
-    child: Child,
-    base: String,
+    process: common::Serve,
     agent: Agent,
-    log: Arc<Mutex<Vec<String>>>,
 }
 
 /// One answer: status, headers that matter here, and the JSON-RPC messages (every event of an
@@ -73,58 +53,19 @@ impl Answer {
 
 impl Shim {
     fn start(args: &[&str]) -> Shim {
-        let path = std::env::temp_dir().join(format!(
-            "host-shim-stateless-{}-{}.yaml",
-            std::process::id(),
-            CONFIGS.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::write(&path, config()).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_host-shim"))
-            .arg("serve")
-            .arg(&path)
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args)
-            .current_dir(repo_root())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn host-shim serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let base = line
-            .trim()
-            .strip_prefix("host-shim serving on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_string();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (stderr, sink) = (child.stderr.take().unwrap(), log.clone());
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("shim: {line}");
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let agent: Agent = Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
+        let args = [&["--listen", "127.0.0.1:0"], args].concat();
         Shim {
-            child,
-            base,
-            agent,
-            log,
+            process: common::Serve::start(&config(), &args),
+            agent: common::agent(),
         }
     }
 
     fn url(&self) -> String {
-        format!("{}/mcp", self.base)
+        format!("{}/mcp", self.process.base)
     }
 
     fn log_contains(&self, needle: &str) -> bool {
-        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+        self.process.log_contains(needle)
     }
 
     /// POSTs `body` with exactly `headers` (besides content type, accept and identity).
@@ -240,24 +181,7 @@ impl Shim {
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Shim {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.child.id()
     }
 }
 
@@ -291,32 +215,6 @@ fn events(text: &str) -> Vec<Json> {
             (!data.is_empty()).then(|| serde_json::from_str(&data.join("\n")).unwrap())
         })
         .collect()
-}
-
-fn children(pid: u32) -> BTreeSet<u32> {
-    let mut out = BTreeSet::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        if rest.split_whitespace().nth(1) == Some(&pid.to_string()) {
-            out.insert(child);
-        }
-    }
-    out
-}
-
-fn text_of(answer: &Json) -> String {
-    answer["result"]["content"][0]["text"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no text in {answer}"))
-        .to_string()
 }
 
 /// The next message on a listen stream, within `timeout`.
@@ -357,12 +255,7 @@ fn discover_then_tools_resources_and_prompts_without_a_session() {
     assert_eq!(listed["resultType"], "complete");
     assert_eq!(listed["ttlMs"], 0);
     assert_eq!(listed["cacheScope"], "private");
-    let names: Vec<&str> = listed["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
+    let names = common::tool_names(listed);
     assert!(names.contains(&"echo"), "{names:?}");
     // Initialized without client capabilities, the server offers no tool that would ask the
     // client something.
@@ -504,6 +397,7 @@ fn headers_that_disagree_with_the_body_are_refused_with_header_mismatch() {
     let served = shim.call_tool(alice, "echo", json!({ "message": "x" }));
     assert_eq!(text_of(served.last()), "Echo: x");
     let calls = shim
+        .process
         .log
         .lock()
         .unwrap()

@@ -21,63 +21,11 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value as Json, json};
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn envoy() -> PathBuf {
-    let path = repo_root().join(".tools/bin/envoy");
-    assert!(
-        path.exists(),
-        "{} is missing: run `make envoy` to install Envoy 1.40",
-        path.display()
-    );
-    path
-}
-
-fn everything() -> String {
-    let path =
-        repo_root().join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
-    assert!(
-        path.exists(),
-        "{} is missing: run `npm ci` at the repository root",
-        path.display()
-    );
-    path.display().to_string()
-}
-
-/// Files the tests share (the module, scripts): in a directory no `up` is pointed at.
-fn scratch() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| tempfile::tempdir().unwrap()).path()
-}
-
-/// The pass-through module, compiled once.
-fn pass_filter() -> &'static Path {
-    static MODULE: OnceLock<PathBuf> = OnceLock::new();
-    MODULE.get_or_init(|| {
-        let wat = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pass-filter.wat");
-        let path = scratch().join("pass-filter.wasm");
-        std::fs::write(&path, wat::parse_file(&wat).unwrap()).unwrap();
-        path
-    })
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod common;
+use common::{children, envoy, everything, free_port, pass_filter, processes_naming, scratch};
 
 /// One route on `port` serving server-everything, then `policies` (already indented) if any.
 fn config(port: u16, cmd: &str, policies: &str) -> String {
@@ -272,42 +220,6 @@ fn signal(pid: u32, name: &str) {
     assert!(status.success());
 }
 
-/// Live processes whose command line holds `needle` (a zombie has none).
-fn processes_naming(needle: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        if String::from_utf8_lossy(&cmdline).contains(needle) {
-            out.push(pid);
-        }
-    }
-    out
-}
-
-fn children_of(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        if rest.split_whitespace().nth(1) == Some(&pid.to_string()) {
-            out.push(child);
-        }
-    }
-    out
-}
-
 fn comm(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .unwrap_or_default()
@@ -317,25 +229,8 @@ fn comm(pid: u32) -> String {
 
 /// An MCP `initialize` through the gateway: the status.
 fn initialize(url: &str) -> u16 {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into();
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-11-25", "capabilities": {},
-        "clientInfo": {"name": "host-shim-tests", "version": "1"},
-    }});
-    let mut response = agent
-        .post(url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json")
-        .send(body.to_string())
-        .unwrap();
-    let status = response.status().as_u16();
-    let text = response.body_mut().read_to_string().unwrap();
+    let (status, _, answer) = common::post(&common::agent(), url, None, &common::initialize(1));
     if status == 200 {
-        let answer: Json = serde_json::from_str(&text).unwrap();
         assert!(answer["result"]["serverInfo"].is_object(), "{answer}");
     }
     status
@@ -392,7 +287,7 @@ fn a_second_up_on_a_taken_port_is_refused_at_once_and_the_first_goes_on_serving(
     assert_eq!(initialize(&url), 200);
 
     // A child dying ends `up` too, and it still cleans up after itself.
-    let envoy = children_of(first.pid())
+    let envoy = children(first.pid())
         .into_iter()
         .find(|pid| comm(*pid) == "envoy")
         .expect("Envoy is up's child");
@@ -484,10 +379,7 @@ fn a_signal_while_envoy_is_starting_stops_everything_and_cleans_up() {
         &["--envoy", slow.to_str().unwrap()],
     );
     let started = Instant::now();
-    while !children_of(up.pid())
-        .iter()
-        .any(|pid| comm(*pid) == "sleep")
-    {
+    while !children(up.pid()).iter().any(|pid| comm(*pid) == "sleep") {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "{}",
@@ -495,7 +387,7 @@ fn a_signal_while_envoy_is_starting_stops_everything_and_cleans_up() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let sleeper = children_of(up.pid())
+    let sleeper = children(up.pid())
         .into_iter()
         .find(|pid| comm(*pid) == "sleep")
         .unwrap();

@@ -435,7 +435,6 @@ pub async fn submit(State(issuer): State<Arc<Issuer>>, body: Bytes) -> Response 
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

@@ -133,7 +133,6 @@ pub fn resolve(flags: Vec<Client>, file: Vec<Client>) -> anyhow::Result<Vec<Clie
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
 
     #[test]

@@ -134,7 +134,6 @@ pub fn failure(status: StatusCode, message: &str) -> Response {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

@@ -188,7 +188,6 @@ pub fn parse(client_id: &str, body: &[u8]) -> Result<ClientDocument, DocumentErr
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     const ID: &str = "https://app.example/oauth/client.json";

@@ -254,7 +254,6 @@ fn new_client_id() -> String {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
 
     fn supported() -> Vec<String> {

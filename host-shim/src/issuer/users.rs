@@ -107,7 +107,6 @@ pub fn resolve(flags: Vec<User>, file: Vec<User>) -> anyhow::Result<Vec<User>> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
 
     #[test]

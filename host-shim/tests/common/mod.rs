@@ -1,0 +1,410 @@
+//! What the host-shim integration tests share: where the real components are (Envoy, the
+//! real MCP server, the pass-through module), scratch paths and ports, the process tree as
+//! `/proc` shows it, and a plain HTTP client for MCP's JSON answers. Each test binary includes
+//! it with `mod common;` and uses what it needs, so an item one binary leaves unused is no
+//! warning.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value as Json, json};
+use ureq::Agent;
+
+/// The header the filter names the caller in, as `serve` trusts it.
+pub const IDENTITY: &str = "x-mcp-auth-identity";
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The Envoy `make envoy` installs.
+pub fn envoy() -> PathBuf {
+    let path = repo_root().join(".tools/bin/envoy");
+    assert!(
+        path.exists(),
+        "{} is missing: run `make envoy` to install Envoy 1.40",
+        path.display()
+    );
+    path
+}
+
+/// The installed server-everything entry point: the tests that need the real server.
+pub fn everything() -> String {
+    let path =
+        repo_root().join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    assert!(
+        path.exists(),
+        "{} is missing: run `npm ci` at the repository root (the Makefile does) to install the pinned MCP server",
+        path.display()
+    );
+    path.display().to_string()
+}
+
+static PATHS: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh path in the temp dir, unique to this test run.
+pub fn temp_path(what: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "host-shim-test-{}-{}-{what}",
+        std::process::id(),
+        PATHS.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// Files the tests of one binary share (the module, scripts), in a directory of their own.
+pub fn scratch() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
+
+/// The pass-through module Envoy loads where a test is about the bootstrap or `up`, not the
+/// filter's judgement (the real module's end-to-end tests are in `tests/`), compiled once.
+pub fn pass_filter() -> &'static Path {
+    static MODULE: OnceLock<PathBuf> = OnceLock::new();
+    MODULE.get_or_init(|| {
+        let wat = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pass-filter.wat");
+        let path = scratch().join("pass-filter.wasm");
+        std::fs::write(&path, wat::parse_file(&wat).unwrap()).unwrap();
+        path
+    })
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn wait_for_port(port: u16) {
+    eventually(
+        &format!("something listening on {port}"),
+        Duration::from_secs(60),
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    );
+}
+
+pub fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < timeout, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGTERM to `child` (a SIGKILLed shim could not stop its own children), then SIGKILL after
+/// `grace`; reaped either way.
+pub fn stop(child: &mut Child, grace: Duration) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let started = Instant::now();
+    while started.elapsed() < grace {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// One process as `/proc/<pid>/stat` tells it.
+#[derive(Debug, Clone, Copy)]
+pub struct Process {
+    pub pid: u32,
+    pub ppid: u32,
+    pub group: u32,
+}
+
+pub fn processes() -> Vec<Process> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        out.push(Process {
+            pid,
+            ppid: fields[1].parse().unwrap(),
+            group: fields[2].parse().unwrap(),
+        });
+    }
+    out
+}
+
+pub fn children(pid: u32) -> BTreeSet<u32> {
+    processes()
+        .into_iter()
+        .filter(|p| p.ppid == pid)
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// Every process below `pid`.
+pub fn descendants(pid: u32) -> BTreeSet<u32> {
+    let all = processes();
+    let mut found = BTreeSet::new();
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        for p in all.iter().filter(|p| p.ppid == parent) {
+            if found.insert(p.pid) {
+                frontier.push(p.pid);
+            }
+        }
+    }
+    found
+}
+
+/// Every process below `pid`, and every member of their process groups.
+pub fn tree(pid: u32) -> BTreeSet<u32> {
+    let all = processes();
+    let mut found = descendants(pid);
+    let groups: BTreeSet<u32> = all
+        .iter()
+        .filter(|p| found.contains(&p.pid))
+        .map(|p| p.group)
+        .collect();
+    found.extend(
+        all.iter()
+            .filter(|p| groups.contains(&p.group) && p.group != pid)
+            .map(|p| p.pid),
+    );
+    found
+}
+
+/// Live processes whose command line holds `needle` (a zombie has none).
+pub fn processes_naming(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        if String::from_utf8_lossy(&cmdline).contains(needle) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok()
+}
+
+/// A client that reports every status as it is (no error for a 4xx) and gives up after 30 s.
+pub fn agent() -> Agent {
+    Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+/// POSTs one JSON-RPC message asking for JSON: the status, the `Mcp-Session-Id` and the answer
+/// (`null` for an empty body).
+pub fn post(
+    agent: &Agent,
+    url: &str,
+    session: Option<&str>,
+    body: &Json,
+) -> (u16, Option<String>, Json) {
+    let mut request = agent
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json");
+    if let Some(session) = session {
+        request = request.header("mcp-session-id", session);
+    }
+    let mut response = request.send(body.to_string()).unwrap();
+    let status = response.status().as_u16();
+    let session = response
+        .headers()
+        .get("mcp-session-id")
+        .map(|v| v.to_str().unwrap().to_string());
+    let text = response
+        .body_mut()
+        .with_config()
+        .limit(64 * 1024 * 1024)
+        .read_to_string()
+        .unwrap();
+    let answer = if text.is_empty() {
+        Json::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text:.300}"))
+    };
+    (status, session, answer)
+}
+
+/// An `initialize` request with id `id`.
+pub fn initialize(id: u64) -> Json {
+    json!({
+        "jsonrpc": "2.0", "id": id, "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {"sampling": {}},
+            "clientInfo": {"name": "host-shim-tests", "version": "1"},
+        },
+    })
+}
+
+/// The text of a `tools/call` answer.
+pub fn text_of(answer: &Json) -> String {
+    answer["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no text in {answer}"))
+        .to_string()
+}
+
+/// A `host-shim serve` process on `config`, started in the repository root; its stderr is kept
+/// (and echoed behind `shim: `), and it is stopped with SIGTERM when dropped so a failing test
+/// leaves no process behind.
+pub struct Serve {
+    pub child: Child,
+    /// `http://127.0.0.1:PORT` (or `unix:/path`), as its first stdout line announces it.
+    pub base: String,
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Serve {
+    pub fn start(config: &str, args: &[&str]) -> Serve {
+        use std::io::{BufRead as _, BufReader};
+        let path = temp_path("config.yaml");
+        std::fs::write(&path, config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_host-shim"))
+            .arg("serve")
+            .arg(&path)
+            .args(args)
+            .current_dir(repo_root())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn host-shim serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let base = line
+            .trim()
+            .strip_prefix("host-shim serving on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_string();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (stderr, sink) = (child.stderr.take().unwrap(), log.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("shim: {line}");
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Serve { child, base, log }
+    }
+
+    pub fn log_contains(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        stop(&mut self.child, Duration::from_secs(10));
+    }
+}
+
+/// A `host-shim issuer` process on a free port, with `extra` flags; killed when dropped.
+pub struct IssuerProcess {
+    pub child: Child,
+    /// `http://127.0.0.1:PORT/oauth2/default`
+    pub url: String,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+}
+
+impl IssuerProcess {
+    pub fn start(extra: &[&str]) -> IssuerProcess {
+        use std::io::{BufRead as _, BufReader};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_host-shim"))
+            .args(["issuer", "--port", "0"])
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("spawn host-shim issuer");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read");
+        let url = line
+            .trim()
+            .strip_prefix("issuer listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_owned();
+        let base = url.trim_end_matches("/oauth2/default").to_owned();
+        IssuerProcess { child, url, base }
+    }
+}
+
+impl Drop for IssuerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Verifies an RS256 `token` against `jwks` the way a resource server does (the key picked by
+/// `kid`): its claims, with `exp` and `iat` among them as numbers.
+pub fn verify(token: &str, jwks: &Json) -> Json {
+    use jwt_compact::alg::Rsa;
+    use jwt_compact::jwk::JsonWebKey;
+    use jwt_compact::{AlgorithmExt as _, UntrustedToken};
+    let untrusted = UntrustedToken::new(token).unwrap();
+    assert_eq!(untrusted.algorithm(), "RS256");
+    let kid = untrusted.header().key_id.clone().expect("kid in header");
+    let jwk = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|key| key["kid"] == kid.as_str())
+        .unwrap_or_else(|| panic!("kid {kid} not in JWKS"));
+    let jwk: JsonWebKey<'_> = serde_json::from_value(jwk.clone()).unwrap();
+    let key = rsa::RsaPublicKey::try_from(&jwk).unwrap();
+    let token = Rsa::rs256()
+        .validator::<Json>(&key)
+        .validate(&untrusted)
+        .expect("signature verifies");
+    let mut claims = token.claims().custom.clone();
+    let object = claims.as_object_mut().unwrap();
+    if let Some(exp) = token.claims().expiration {
+        object.insert("exp".into(), json!(exp.timestamp()));
+    }
+    if let Some(iat) = token.claims().issued_at {
+        object.insert("iat".into(), json!(iat.timestamp()));
+    }
+    claims
+}
+
+/// The names in a `tools/list` result (the object holding `tools`), in the order listed.
+pub fn tool_names(list: &Json) -> Vec<&str> {
+    list["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no tools in {list}"))
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect()
+}
