@@ -10,7 +10,7 @@ CONFIG ?= examples/okta-local.yaml
 # The local Okta stand-in starts with the default config, whose issuer it is.
 UP_FLAGS ?= $(if $(filter examples/okta-local.yaml,$(CONFIG)),--local-issuer,)
 
-.PHONY: run test lint fmt wasm setup envoy npm python bench oci test-wasm wasm-bindgen fuzz fuzz-smoke soak
+.PHONY: run test lint fmt wasm setup envoy npm python bench envoy-examples oci test-wasm wasm-bindgen fuzz fuzz-smoke soak
 
 setup:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
@@ -52,6 +52,10 @@ test: setup envoy npm python lint test-wasm fuzz-smoke
 	$(CARGO) build -p host-shim
 	$(CARGO) test --workspace
 	node --test tests/istio/
+
+# envoy/*.yaml: the renderer's output for the examples, rewritten (a test checks they match).
+envoy-examples:
+	UPDATE_ENVOY_EXAMPLES=1 $(CARGO) test -q -p host-shim --lib the_envoy_examples_are_what_the_renderer_makes
 
 # The module as an OCI image layout (Istio's wasm "compat" variant) in target/oci, no Docker.
 oci: wasm

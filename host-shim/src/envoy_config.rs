@@ -495,6 +495,51 @@ mod tests {
 
     const GUIDE: &str = include_str!("../../examples/okta.yaml");
 
+    /// `envoy/*.yaml` are this renderer's output for the examples, with the default flags and
+    /// the module path as `make wasm` leaves it (relative: run Envoy from the repository
+    /// root). `make envoy-examples` rewrites them (this test, with `UPDATE_ENVOY_EXAMPLES=1`).
+    #[test]
+    fn the_envoy_examples_are_what_the_renderer_makes() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let examples = [
+            (
+                "examples/okta-local.yaml",
+                "envoy/envoy-local.yaml",
+                "the local issuer (`host-shim issuer`, port 9000) standing in for an Okta org",
+            ),
+            (
+                "examples/okta.yaml",
+                "envoy/envoy-okta-https.yaml",
+                "a real Okta org, its keys fetched over verified TLS (replace `your-org.okta.com`)",
+            ),
+        ];
+        for (example, bootstrap, what) in examples {
+            let config = Config::load(&root.join(example)).unwrap();
+            let options = RenderOptions {
+                health_path: Some(DEFAULT_HEALTH_PATH.to_string()),
+                wasm: DEFAULT_WASM.into(),
+                ..options()
+            };
+            let rendered = format!(
+                "# Envoy 1.40 bootstrap for {what}.\n\
+                 # Generated from {example} by `make envoy-examples` (the renderer of\n\
+                 # `host-shim envoy`): edit the example or the renderer, not this file.\n\
+                 # Run from the repository root, beside `host-shim serve {example}` (port 3100):\n\
+                 #   make wasm && .tools/bin/envoy -c {bootstrap}\n\n{}",
+                render(&config, &options).unwrap()
+            );
+            let path = root.join(bootstrap);
+            if std::env::var_os("UPDATE_ENVOY_EXAMPLES").is_some() {
+                std::fs::write(&path, &rendered).unwrap();
+            }
+            let committed = std::fs::read_to_string(&path).unwrap();
+            assert!(
+                committed == rendered,
+                "{bootstrap} is not what the renderer makes of {example}: run `make envoy-examples`"
+            );
+        }
+    }
+
     /// The bootstrap `host-shim envoy` renders for `make run`'s config, as a reviewed snapshot.
     #[test]
     fn the_default_config_renders_this_bootstrap() {
