@@ -11,8 +11,8 @@ guide's policy only), with its one upstream cluster pointed at the upstream Envo
 comparison configuration replaces only the `http_filters` chain of that document; listener,
 routes and clusters stay as rendered (the hardened HTTP settings and the access log included:
 Envoy's application log goes to a file, the access log to /dev/null). The upstream is one more
-Envoy (`--concurrency 2`, started once, shared by every run) answering every path with a
-`direct_response`: "ok", a `tools/call` result, or a `tools/list` answer of 100 tools (10 of
+Envoy (`--concurrency 2`, started once, shared by every run; it reads each whole request, so
+connections are reused) answering every path with a `direct_response`: "ok", a `tools/call` result, or a `tools/list` answer of 100 tools (10 of
 them `admin_*`) as JSON or as an SSE event; so it costs nearly nothing and the same for all.
 
 Chains (`--concurrency 2` Envoy, a fresh one for every run):
@@ -327,7 +327,11 @@ def upstream_bootstrap():
             "max_direct_response_body_size_bytes": MIB,
             "virtual_hosts": [{"name": "upstream", "domains": ["*"], "routes": routes}],
         },
-        "http_filters": [router()],
+        # The whole request is read before the answer: a direct_response sent while a body is
+        # still coming closes the connection, and every POST would pay for a new one.
+        "http_filters": [{"name": "envoy.filters.http.buffer", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+            "max_request_bytes": MIB}}, router()],
     }
     return listener_bootstrap("upstream", hcm)
 
@@ -1012,6 +1016,8 @@ def write_readme(block):
 
 
 def main():
+    # A stop (timeout, kill) unwinds like an error, so every Envoy started here is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ensure_tools()
     build()
     os.makedirs(WORK, exist_ok=True)
