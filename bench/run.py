@@ -994,7 +994,8 @@ def report(info, load_avg, tp, lat, mem, mic, module_size, notes):
 
 def readme_block(targets, now, info):
     lines = ["<!-- bench:latest -->",
-             f"Latest full `make bench`: {now}, commit {info['commit']} "
+             f"Latest `make bench`: {now}, commit {info['commit']}, {SECONDS} s × {ROUNDS} "
+             "rounds per measurement "
              "([bench/RESULTS.md](bench/RESULTS.md) has every number and how it was measured).",
              "", "| target | measured | goal | |", "|---|---:|---|---|"]
     lines += [f"| {n} | {m} | {g} | **{v}** |" for n, m, g, v in targets]
