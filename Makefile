@@ -116,4 +116,4 @@ soak: setup envoy npm
 
 # The benchmark: Envoy configurations side by side, microbenchmarks, bench/RESULTS.md.
 bench:
-	bench/run
+	bench/run.py

@@ -57,6 +57,10 @@ pub struct EnvoyArgs {
     /// Write the bootstrap here instead of stdout.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
+    /// Write the bootstrap as JSON instead of YAML (the same document; Envoy reads either),
+    /// for tools that edit it without a YAML parser.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The flags `host-shim envoy` and `host-shim up` share: what the rendered bootstrap loads and
@@ -104,10 +108,14 @@ pub fn run(args: EnvoyArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
     let mut options = RenderOptions::new(&args.gateway, args.shim)?;
     options.health_path = Some(args.health_path).filter(|p| !p.is_empty());
-    let yaml = render(&config, &options)?;
+    let mut text = render(&config, &options)?;
+    if args.json {
+        let doc: Json = serde_yaml::from_str(&text)?;
+        text = serde_json::to_string_pretty(&doc)? + "\n";
+    }
     match args.output {
-        Some(path) => std::fs::write(&path, yaml).with_context(|| path.display().to_string())?,
-        None => print!("{yaml}"),
+        Some(path) => std::fs::write(&path, text).with_context(|| path.display().to_string())?,
+        None => print!("{text}"),
     }
     Ok(())
 }

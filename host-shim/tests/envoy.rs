@@ -110,6 +110,22 @@ fn rendered_bootstraps_pass_envoy_validation() {
 }
 
 #[test]
+fn json_renders_the_same_bootstrap_as_yaml() {
+    let guide = std::fs::read_to_string(repo_root().join("examples/okta.yaml")).unwrap();
+    let yaml = render(&guide, &["--shim", "127.0.0.1:4000"]);
+    let json = temp_path("envoy.json");
+    std::fs::copy(
+        render(&guide, &["--shim", "127.0.0.1:4000", "--json"]),
+        &json,
+    )
+    .unwrap();
+    let as_yaml: Json = serde_yaml::from_str(&std::fs::read_to_string(&yaml).unwrap()).unwrap();
+    let as_json: Json = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(as_json, as_yaml);
+    assert_valid(&json);
+}
+
+#[test]
 fn the_hand_written_bootstraps_are_hardened_and_pass_envoy_validation() {
     for name in ["envoy-local.yaml", "envoy-okta-https.yaml"] {
         let text = std::fs::read_to_string(repo_root().join("envoy").join(name)).unwrap();

@@ -1,4 +1,4 @@
-//! `bench-tool`: what `bench/run` needs besides Envoy and wrk.
+//! `bench-tool`: what `bench/run.py` needs besides Envoy and wrk.
 //!
 //! - `keys DIR` — a fresh RS256 2048-bit key: `DIR/rsa-key.der` (PKCS#8) and `DIR/jwks.json`,
 //!   the key set Envoy gets inline (the wasm filter's `jwks:` and `jwt_authn`'s `local_jwks`).
@@ -7,11 +7,14 @@
 //! - `micro COUNT FILE` — the cases file of `bench-micro`: fresh RS256, ES256 and EdDSA keys,
 //!   each with its key set and COUNT tokens.
 //! - `load ADDR TOKENS [--rps R --seconds S --warmup S | --requests N] [--connections K]
-//!   [--offset O]` — HTTP/1.1 `GET /` with `Authorization: Bearer <token>` (tokens cycled from
-//!   the file) to ADDR (`127.0.0.1:PORT`). With `--rps` it is open-loop at a constant rate: each
-//!   request has a scheduled send time and its latency counts from that time, so a stalled
-//!   server is not hidden (wrk has no rate control). With `--requests` it is closed-loop:
-//!   exactly N requests as fast as the K connections go. Prints one JSON object.
+//!   [--offset O] [--method M] [--path P] [--body FILE] [--header 'Name: value']...` —
+//!   HTTP/1.1 requests (`GET /` unless told) with `Authorization: Bearer <token>` (tokens
+//!   cycled from the file) to ADDR (`127.0.0.1:PORT`); `--body` sends the file's bytes with
+//!   their `Content-Length`, `--header` (repeatable) adds a header to every request. With
+//!   `--rps` it is open-loop at a constant rate: each request has a scheduled send time and its
+//!   latency counts from that time, so a stalled server is not hidden (wrk has no rate
+//!   control). With `--requests` it is closed-loop: exactly N requests as fast as the K
+//!   connections go. Prints one JSON object.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -26,7 +29,7 @@ use rsa::signature::{SignatureEncoding as _, Signer as _};
 use rsa::traits::PublicKeyParts as _;
 use serde_json::{Value, json};
 
-/// The issuer and audience of every token; `bench/run` writes the same into the policies.
+/// The issuer and audience of every token; `bench/run.py` writes the same into the policies.
 const ISSUER: &str = "https://bench.okta.example/oauth2/default";
 const AUDIENCE: &str = "api://agentgateway";
 const RSA_KID: &str = "bench-rs256";
@@ -251,10 +254,25 @@ fn load(args: &[String]) -> Res<()> {
     let addr = arg(args, 0, "ADDR")?.to_string();
     let path = arg(args, 1, "TOKENS")?;
     let mut opts = std::collections::HashMap::new();
+    let mut headers = String::new();
     let mut rest = args.get(2..).unwrap_or_default().iter();
     while let Some(name) = rest.next() {
         let value = rest.next().ok_or_else(|| format!("{name} needs a value"))?;
-        opts.insert(name.trim_start_matches("--").to_string(), value.clone());
+        if name == "--header" {
+            headers.push_str(value);
+            headers.push_str("\r\n");
+        } else {
+            opts.insert(name.trim_start_matches("--").to_string(), value.clone());
+        }
+    }
+    let method = opts.get("method").map_or("GET", String::as_str);
+    let target = opts.get("path").map_or("/", String::as_str);
+    let body = match opts.get("body") {
+        Some(file) => std::fs::read(file).map_err(|e| format!("{file}: {e}"))?,
+        None => Vec::new(),
+    };
+    if !body.is_empty() {
+        headers.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     let opt = |name: &str, default: f64| -> Res<f64> {
         opts.get(name).map_or(Ok(default), |v| parse(v, name))
@@ -277,8 +295,13 @@ fn load(args: &[String]) -> Res<()> {
         .lines()
         .filter(|l| !l.is_empty())
         .map(|t| {
-            format!("GET / HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {t}\r\n\r\n")
-                .into_bytes()
+            let mut request = format!(
+                "{method} {target} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {t}\r\n\
+                 {headers}\r\n"
+            )
+            .into_bytes();
+            request.extend_from_slice(&body);
+            request
         })
         .collect();
     if requests.is_empty() {
