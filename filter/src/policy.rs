@@ -938,9 +938,8 @@ policies:
     #[test]
     fn top_level_settings_are_refused_inside_a_route() {
         for field in ["holdHeaders: true", "logAllowed: true", "routes: {}"] {
-            let text = format!(
-                "routes:\n  r1:\n    {field}\n    authorization:\n      rules: ['true']\n"
-            );
+            let text =
+                format!("routes:\n  r1:\n    {field}\n    authorization:\n      rules: ['true']\n");
             let e = FilterConfig::parse(text.as_bytes()).unwrap_err();
             let name = field.split(':').next().unwrap();
             assert_eq!(e.path, format!("routes.r1.{name}"), "{e}");
