@@ -15,9 +15,11 @@
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, TimeDelta};
-use mcp_auth_filter::engine::{self, Decision, KeyState, RequestView};
-use mcp_auth_filter::host::{Host, SharedWrite};
-use mcp_auth_filter::policy::{FilterConfig, Location};
+use mcp_auth_filter::cache::TokenCache;
+use mcp_auth_filter::engine::{self, Decision, RequestView};
+use mcp_auth_filter::keystore::KeyState;
+use mcp_auth_filter::policy::FilterConfig;
+use mcp_auth_filter::testing::FakeHost;
 use mcp_auth_filter::{jwks, jwt};
 use serde::Deserialize;
 
@@ -103,29 +105,6 @@ fn run() -> Result<(), String> {
     warm(&cases, rs256, now)
 }
 
-/// The host of a decision made outside a proxy: the fixed clock, counters dropped.
-struct Quiet(DateTime<chrono::Utc>);
-
-impl Host for Quiet {
-    fn now(&self) -> DateTime<chrono::Utc> {
-        self.0
-    }
-    fn count(&self, _name: &str, _delta: u64) {}
-    fn shared_get(&self, _key: &str) -> Option<(Vec<u8>, u32)> {
-        None
-    }
-    fn shared_set(&self, _key: &str, _value: &[u8], _cas: u32) -> SharedWrite {
-        SharedWrite::Failed
-    }
-    fn dispatch_get(
-        &self,
-        _location: &Location,
-        _timeout: std::time::Duration,
-    ) -> Result<u32, String> {
-        Err("no upstream here".into())
-    }
-}
-
 const BATCH: usize = 100;
 const BATCHES: usize = 400;
 
@@ -154,13 +133,14 @@ fn warm(cases: &Cases, case: &Case, now: DateTime<chrono::Utc>) -> Result<(), St
         header("x-request-id", "8a3c5a8e-0a8e-4c57-9d0e-3b4c1f2a9e77"),
     ];
     let request = RequestView { headers: &headers };
-    let host = Quiet(now);
+    let host = FakeHost::at(now);
+    let cache = TokenCache::new(1024);
     let decide = || {
         let keys = KeyState::Ready {
             set: &keys,
             may_refetch: false,
         };
-        engine::decide(policy, keys, &request, &host)
+        engine::decide(policy, keys, &cache, &request, &host)
     };
     match decide() {
         Decision::Continue(_) => {}
