@@ -9,6 +9,7 @@ pub mod audit;
 pub mod authz;
 pub mod cache;
 pub mod discovery;
+pub mod ec_verify;
 pub mod engine;
 pub mod host;
 pub mod jwks;
