@@ -257,8 +257,9 @@ pub fn verify(
     if !key.accepts(alg) {
         return Err(TokenError::AlgKeyMismatch(alg.name()));
     }
-    let token = check_signature(alg, &key.material, &untrusted).map_err(from_validation)?;
-    let claims = token.claims();
+    let (_, claims) = check_signature(alg, &key.material, &untrusted)
+        .map_err(from_validation)?
+        .into_parts();
 
     let options = TimeOptions::new(expect.clock_skew, move || now);
     let expires_at = claims.expiration.ok_or(TokenError::MissingExp)?;
@@ -276,7 +277,9 @@ pub fn verify(
         return Err(TokenError::IssuedInFuture);
     }
 
-    let mut all = claims.custom.clone();
+    // The claims are moved, not copied, into the identity.
+    let (not_before, issued_at) = (claims.not_before, claims.issued_at);
+    let mut all = claims.custom;
     match all.get("iss") {
         None => return Err(TokenError::MissingIssuer),
         Some(Value::String(iss)) if *iss == expect.issuer => {}
@@ -292,10 +295,10 @@ pub fn verify(
         return Err(TokenError::WrongAudience);
     }
     all.insert("exp".into(), Value::from(expires_at.timestamp()));
-    if let Some(nbf) = claims.not_before {
+    if let Some(nbf) = not_before {
         all.insert("nbf".into(), Value::from(nbf.timestamp()));
     }
-    if let Some(iat) = claims.issued_at {
+    if let Some(iat) = issued_at {
         all.insert("iat".into(), Value::from(iat.timestamp()));
     }
     Ok(Identity {
