@@ -62,8 +62,8 @@ impl Alg {
 #[derive(Debug, Clone)]
 pub enum KeyMaterial {
     Rsa(crate::rsa_verify::RsaKey),
-    P256(p256::ecdsa::VerifyingKey),
-    P384(p384::ecdsa::VerifyingKey),
+    P256(crate::ec_verify::EcKey<p256::NistP256>),
+    P384(crate::ec_verify::EcKey<p384::NistP384>),
     Ed25519(ed25519_compact::PublicKey),
 }
 
@@ -277,14 +277,16 @@ fn ec_key(raw: &RawJwk) -> Result<KeyMaterial, KeyError> {
     point.push(0x04);
     point.extend_from_slice(&x);
     point.extend_from_slice(&y);
-    let invalid = |e: p256::ecdsa::Error| KeyError::Invalid(e.to_string());
+    // A point on the curve and not the identity (`PublicKey` checks both), then its table.
+    let invalid = |e: p256::elliptic_curve::Error| KeyError::Invalid(e.to_string());
+    use crate::ec_verify::EcKey;
     Ok(match crv {
-        "P-256" => {
-            KeyMaterial::P256(p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).map_err(invalid)?)
-        }
-        _ => {
-            KeyMaterial::P384(p384::ecdsa::VerifyingKey::from_sec1_bytes(&point).map_err(invalid)?)
-        }
+        "P-256" => KeyMaterial::P256(EcKey::new(
+            p256::PublicKey::from_sec1_bytes(&point).map_err(invalid)?,
+        )),
+        _ => KeyMaterial::P384(EcKey::new(
+            p384::PublicKey::from_sec1_bytes(&point).map_err(invalid)?,
+        )),
     })
 }
 

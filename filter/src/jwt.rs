@@ -4,12 +4,10 @@
 //! the issuer, the audience and the clock checks all passed: code that holds one never needs
 //! to ask whether the claims are trustworthy.
 
-use std::borrow::Cow;
-use std::num::NonZeroUsize;
 use std::rc::Rc;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use jwt_compact::alg::{Ed25519, Es256, Rsa};
+use jwt_compact::alg::{Ed25519, Rsa};
 use jwt_compact::{
     Algorithm, AlgorithmExt as _, AlgorithmSignature, TimeOptions, Token, UntrustedToken,
     ValidationError,
@@ -17,6 +15,7 @@ use jwt_compact::{
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::ec_verify::{Es256, Es384};
 use crate::jwks::{Alg, KeyMaterial, KeySet};
 use crate::rsa_verify::{Rs, RsHash};
 
@@ -229,8 +228,9 @@ pub fn verify(
     if !key.accepts(alg) {
         return Err(TokenError::AlgKeyMismatch(alg.name()));
     }
-    let token = check_signature(alg, &key.material, &untrusted).map_err(from_validation)?;
-    let claims = token.claims();
+    let (_, claims) = check_signature(alg, &key.material, &untrusted)
+        .map_err(from_validation)?
+        .into_parts();
 
     let options = TimeOptions::new(expect.clock_skew, move || now);
     let expires_at = claims.expiration.ok_or(TokenError::MissingExp)?;
@@ -248,7 +248,9 @@ pub fn verify(
         return Err(TokenError::IssuedInFuture);
     }
 
-    let mut all = claims.custom.clone();
+    // The claims are moved, not copied, into the identity.
+    let (not_before, issued_at) = (claims.not_before, claims.issued_at);
+    let mut all = claims.custom;
     match all.get("iss") {
         None => return Err(TokenError::MissingIssuer),
         Some(Value::String(iss)) if *iss == expect.issuer => {}
@@ -264,10 +266,10 @@ pub fn verify(
         return Err(TokenError::WrongAudience);
     }
     all.insert("exp".into(), Value::from(expires_at.timestamp()));
-    if let Some(nbf) = claims.not_before {
+    if let Some(nbf) = not_before {
         all.insert("nbf".into(), Value::from(nbf.timestamp()));
     }
-    if let Some(iat) = claims.issued_at {
+    if let Some(iat) = issued_at {
         all.insert("iat".into(), Value::from(iat.timestamp()));
     }
     Ok(Identity {
@@ -335,8 +337,8 @@ fn check_signature(
         (Alg::Ps256, KeyMaterial::Rsa(k)) => run(Rsa::ps256(), k.public(), token),
         (Alg::Ps384, KeyMaterial::Rsa(k)) => run(Rsa::ps384(), k.public(), token),
         (Alg::Ps512, KeyMaterial::Rsa(k)) => run(Rsa::ps512(), k.public(), token),
-        (Alg::Es256, KeyMaterial::P256(k)) => run(Es256, k, token),
-        (Alg::Es384, KeyMaterial::P384(k)) => run(Es384, k, token),
+        (Alg::Es256, KeyMaterial::P256(k)) => run(Es256::default(), k, token),
+        (Alg::Es384, KeyMaterial::P384(k)) => run(Es384::default(), k, token),
         (Alg::EdDsa, KeyMaterial::Ed25519(k)) => run(Ed25519, k, token),
         // `Jwk::accepts` was checked first; this arm keeps the match total without a panic.
         _ => Err(ValidationError::AlgorithmMismatch {
@@ -366,8 +368,8 @@ pub fn verify_raw(alg: Alg, key: &KeyMaterial, message: &[u8], signature: &[u8])
         (Alg::Ps256, KeyMaterial::Rsa(k)) => run(Rsa::ps256(), k.public(), message, signature),
         (Alg::Ps384, KeyMaterial::Rsa(k)) => run(Rsa::ps384(), k.public(), message, signature),
         (Alg::Ps512, KeyMaterial::Rsa(k)) => run(Rsa::ps512(), k.public(), message, signature),
-        (Alg::Es256, KeyMaterial::P256(k)) => run(Es256, k, message, signature),
-        (Alg::Es384, KeyMaterial::P384(k)) => run(Es384, k, message, signature),
+        (Alg::Es256, KeyMaterial::P256(k)) => run(Es256::default(), k, message, signature),
+        (Alg::Es384, KeyMaterial::P384(k)) => run(Es384::default(), k, message, signature),
         (Alg::EdDsa, KeyMaterial::Ed25519(k)) => run(Ed25519, k, message, signature),
         _ => false,
     }
@@ -384,53 +386,6 @@ fn from_validation(e: ValidationError) -> TokenError {
         ValidationError::Expired => TokenError::Expired,
         ValidationError::NotMature => TokenError::NotYetValid,
         other => TokenError::MalformedClaims(other.to_string()),
-    }
-}
-
-/// ECDSA on P-384 with SHA-384 (RFC 7518 §3.4), which jwt-compact does not ship.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Es384;
-
-/// A P-384 signature in the JOSE form: raw `r || s`, 48 bytes each (never DER).
-#[derive(Debug, Clone)]
-pub struct Es384Signature(p384::ecdsa::Signature);
-
-impl AlgorithmSignature for Es384Signature {
-    const LENGTH: Option<NonZeroUsize> = NonZeroUsize::new(96);
-
-    fn try_from_slice(slice: &[u8]) -> anyhow::Result<Self> {
-        p384::ecdsa::Signature::from_slice(slice)
-            .map(Es384Signature)
-            .map_err(|e| anyhow::anyhow!(e))
-    }
-
-    fn as_bytes(&self) -> Cow<'_, [u8]> {
-        Cow::Owned(self.0.to_bytes().to_vec())
-    }
-}
-
-impl Algorithm for Es384 {
-    type SigningKey = p384::ecdsa::SigningKey;
-    type VerifyingKey = p384::ecdsa::VerifyingKey;
-    type Signature = Es384Signature;
-
-    fn name(&self) -> Cow<'static, str> {
-        Cow::Borrowed("ES384")
-    }
-
-    fn sign(&self, signing_key: &Self::SigningKey, message: &[u8]) -> Self::Signature {
-        use p384::ecdsa::signature::Signer as _;
-        Es384Signature(signing_key.sign(message))
-    }
-
-    fn verify_signature(
-        &self,
-        signature: &Self::Signature,
-        verifying_key: &Self::VerifyingKey,
-        message: &[u8],
-    ) -> bool {
-        use p384::ecdsa::signature::Verifier as _;
-        verifying_key.verify(message, &signature.0).is_ok()
     }
 }
 

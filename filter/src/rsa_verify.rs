@@ -273,7 +273,7 @@ impl Mont {
         // Left to right over the exponent's bits below its top one (e is public).
         let top = u64::BITS - e.leading_zeros();
         for bit in (0..top.saturating_sub(1)).rev() {
-            self.mul::<W>(&acc, &acc, &mut tmp, &mut scratch);
+            self.mul_sq::<W, true>(&acc, &acc, &mut tmp, &mut scratch);
             std::mem::swap(&mut acc, &mut tmp);
             if (e >> bit) & 1 == 1 {
                 self.mul::<W>(&acc, &x, &mut tmp, &mut scratch);
@@ -294,6 +294,19 @@ impl Mont {
 
     /// `out = x·y / R mod n` (below `2n` when `x` and `y` are), all `limbs` long.
     fn mul<const W: u32>(&self, x: &[u64], y: &[u64], out: &mut [u64], scratch: &mut Scratch) {
+        self.mul_sq::<W, false>(x, y, out, scratch);
+    }
+
+    /// [`Mont::mul`]; with `SQUARE` (and then `y` must be `x`) each column's products
+    /// `x_j·x_k` are summed once for `j < k` and doubled, about half the multiplications of
+    /// the `x·y` half (a column's total is the same, so the bound on `limbs` still holds).
+    fn mul_sq<const W: u32, const SQUARE: bool>(
+        &self,
+        x: &[u64],
+        y: &[u64],
+        out: &mut [u64],
+        scratch: &mut Scratch,
+    ) {
         let l = self.limbs;
         let m = mask(W);
         let Scratch { rev: y_rev, u } = scratch;
@@ -305,7 +318,7 @@ impl Mont {
         // Low columns: each one picks the multiple of n that zeroes it.
         for i in 0..l {
             let off = l - 1 - i;
-            t = t.wrapping_add(dot(x.get(..=i), y_rev.get(off..)));
+            t = t.wrapping_add(column::<SQUARE>(x, y_rev, l, i));
             t = t.wrapping_add(dot(u.get(..i), self.n_rev.get(off..l - 1)));
             let ui = t.wrapping_mul(self.n_inv) & m;
             if let Some(slot) = u.get_mut(i) {
@@ -317,7 +330,7 @@ impl Mont {
         for i in l..2 * l - 1 {
             let from = i - l + 1;
             let to = 2 * l - 1 - i;
-            t = t.wrapping_add(dot(x.get(from..), y_rev.get(..to)));
+            t = t.wrapping_add(column::<SQUARE>(x, y_rev, l, i));
             t = t.wrapping_add(dot(u.get(from..), self.n_rev.get(..to)));
             if let Some(slot) = out.get_mut(i - l) {
                 *slot = t & m;
@@ -333,6 +346,29 @@ impl Mont {
 struct Scratch {
     rev: Vec<u64>,
     u: Vec<u64>,
+}
+
+/// Column `c` of the product of `x` (`l` limbs) and the number whose limbs reversed are
+/// `y_rev`: the sum of `x_j·y_k` over `j + k = c`. With `SQUARE`, `y` is `x`.
+#[inline(always)]
+fn column<const SQUARE: bool>(x: &[u64], y_rev: &[u64], l: usize, c: usize) -> u64 {
+    // j runs from `first` to `min(c, l-1)`; y_k = y_rev[l-1-k] = y_rev[l-1-c+j].
+    let first = c.saturating_sub(l - 1);
+    let rev_first = (l - 1 + first).saturating_sub(c);
+    if SQUARE {
+        // The pairs j < k (j below ⌈c/2⌉) twice, and x_{c/2}² once when c is even.
+        let pairs = x
+            .get(first..c.div_ceil(2))
+            .map_or(0, |x| dot(Some(x), y_rev.get(rev_first..)));
+        let middle = if c.is_multiple_of(2) {
+            x.get(c / 2).map_or(0, |m| m * m)
+        } else {
+            0
+        };
+        pairs.wrapping_mul(2).wrapping_add(middle)
+    } else {
+        dot(x.get(first..=c.min(l - 1)), y_rev.get(rev_first..))
+    }
 }
 
 #[inline(always)]
@@ -475,6 +511,43 @@ mod tests {
                     assert_eq!(got.len(), len);
                     assert_eq!(BigUint::from_bytes_be(&got), want, "bits {bits} e {e}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn squaring_matches_multiplying_a_number_by_itself() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        for bits in [64, 255, 2048, 3072, 4096] {
+            let n = odd_modulus(&mut rng, bits);
+            let mont = Mont::new(&n).unwrap();
+            let l = mont.limbs;
+            let mut scratch = Scratch {
+                rev: vec![0; l],
+                u: vec![0; l],
+            };
+            let w = mont.radix.bits();
+            // Inputs up to 2n - 1, the largest a multiplication hands on.
+            let two_n_less_one = (&n << 1) - BigUint::from(1u8);
+            for x in [
+                vec![0u8],
+                two_n_less_one.to_bytes_be(),
+                random_below(&mut rng, &n),
+                random_below(&mut rng, &n),
+            ] {
+                let x = to_limbs(&x, w as usize, l).unwrap();
+                let (mut sq, mut mul) = (vec![0; l], vec![0; l]);
+                match mont.radix {
+                    Radix::W28 => {
+                        mont.mul_sq::<28, true>(&x, &x, &mut sq, &mut scratch);
+                        mont.mul_sq::<28, false>(&x, &x, &mut mul, &mut scratch);
+                    }
+                    Radix::W26 => {
+                        mont.mul_sq::<26, true>(&x, &x, &mut sq, &mut scratch);
+                        mont.mul_sq::<26, false>(&x, &x, &mut mul, &mut scratch);
+                    }
+                }
+                assert_eq!(sq, mul, "bits {bits}");
             }
         }
     }
