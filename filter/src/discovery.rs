@@ -394,12 +394,6 @@ fn json_response(status: u32, body: &Json, details: &str) -> LocalResponse {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::indexing_slicing,
-        clippy::panic
-    )]
     use super::*;
     use crate::policy::Policy;
     use crate::testing::FakeHost;

@@ -193,7 +193,6 @@ impl Response {
     }
 
     /// The body parsed as JSON; panics (test failure) with the body if it is not JSON.
-    #[allow(clippy::panic)]
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
             panic!(

@@ -4,13 +4,6 @@
 //! cannot read) and what the filter must do instead. The Envoy-only classes (HTTP/2 framing,
 //! timeouts) are in `envoy_attacks.rs`.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
 use std::time::Duration;
 
 use base64::Engine as _;

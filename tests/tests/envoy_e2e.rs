@@ -6,13 +6,6 @@
 //!
 //! Needs `envoy/install-envoy.sh` and `cargo build -p host-shim` first (`make test` does both);
 //! `MCP_AUTH_SKIP_ENVOY=1` skips, loudly.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
 mod envoy_support;
 
 use std::time::{Duration, Instant};

@@ -8,13 +8,6 @@
 //!
 //! The policy refetches after 1 s (`minRefresh: 1s`) so one stack can walk through every
 //! fault; needs what `envoy_e2e.rs` needs (`MCP_AUTH_SKIP_ENVOY=1` skips).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
 mod envoy_support;
 
 use std::sync::RwLock;

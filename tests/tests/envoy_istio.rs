@@ -23,13 +23,6 @@
 //! - the cluster: in the mesh, DNS for `your-org.okta.com:443` with the DestinationRule's TLS;
 //!   here the local issuer over plain HTTP on loopback, under the same name, which is all the
 //!   filter sees.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
 mod envoy_support;
 
 use envoy_support::{Issuer, Options, Stack, Upstream};

@@ -7,13 +7,6 @@
 //! linear memory, which only grows) is read after the first 100,000 requests (or a fifth of a
 //! shorter run) and at the end: in `make soak` it must not have grown, in the short run it is
 //! printed.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
 mod envoy_support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

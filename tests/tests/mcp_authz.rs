@@ -2,13 +2,6 @@
 //! errors for denied calls; list responses filtered per caller (JSON and SSE); scopes; claims
 //! as headers; and the strictness that keeps a deny-list from being bypassed.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
 use mcp_auth_filter_tests::tokens::{Key, OKTA_AUDIENCE, OKTA_ISSUER, TokenBuilder, jwks};
 use mcp_auth_filter_tests::{Host, Outcome, Request, Vm};
 use serde_json::{Value, json};

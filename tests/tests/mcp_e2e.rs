@@ -3,13 +3,7 @@
 //! running `npx @modelcontextprotocol/server-everything`), the local issuer, and the official
 //! MCP TypeScript SDK client (`tests/e2e/mcp-client.mjs`) over Streamable HTTP.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    dead_code
-)]
+#![allow(dead_code)]
 
 mod envoy_support;
 

@@ -6,13 +6,7 @@
 //! login form over plain HTTP where a desktop client would open a browser; discovery,
 //! registration, PKCE, the code exchange and refresh are the SDKs' own.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    dead_code
-)]
+#![allow(dead_code)]
 
 mod envoy_support;
 

@@ -10,13 +10,7 @@
 //! State a server keeps follows the verified identity, not the connection: two client processes
 //! of one identity see each other's, another identity does not.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    dead_code
-)]
+#![allow(dead_code)]
 
 mod envoy_support;
 

@@ -2,13 +2,6 @@
 //! --local-issuer` (what `make run` starts, on its default ports 3000 and 9000), then the
 //! README's curl session and its Python SDK snippet, copied out of the README itself, so the
 //! commands a newcomer pastes are the commands that pass here.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
 mod envoy_support;
 
 use std::io::{BufRead as _, BufReader};

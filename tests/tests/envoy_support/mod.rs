@@ -10,13 +10,7 @@
 //! host-shim`, which `make test` runs first: a test cannot run cargo on its own target
 //! directory while cargo holds its lock). The filter module is the release build whose path
 //! `build.rs` exports as `FILTER_WASM`.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    dead_code
-)]
+#![allow(dead_code)]
 
 use std::fs::File;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
