@@ -243,6 +243,15 @@ impl Outcome {
         matches!(self, Outcome::Forwarded { .. })
     }
 
+    /// The JSON body of the request as it went upstream; panics unless it was forwarded.
+    #[track_caller]
+    pub fn forwarded_json(&self) -> serde_json::Value {
+        let Outcome::Forwarded { request_body, .. } = self else {
+            panic!("expected the request to go upstream, got {self:?}")
+        };
+        serde_json::from_slice(request_body).unwrap()
+    }
+
     /// A header of the request as it went upstream (forwarded only).
     pub fn upstream_header(&self, name: &str) -> Option<String> {
         match self {
