@@ -88,13 +88,13 @@ fn examples(path: &Path) -> Vec<Example> {
                 mark,
                 yaml: body,
             });
-        } else if !trimmed.is_empty() {
-            if let Some((n, c)) = pending {
-                panic!(
-                    "{name}:{n}: `{}` is not followed by a ```yaml block",
-                    c.trim()
-                );
-            }
+        } else if !trimmed.is_empty()
+            && let Some((n, c)) = pending
+        {
+            panic!(
+                "{name}:{n}: `{}` is not followed by a ```yaml block",
+                c.trim()
+            );
         }
         i += 1;
     }
