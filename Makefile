@@ -10,7 +10,7 @@ CONFIG ?= examples/okta-local.yaml
 # The local Okta stand-in starts with the default config, whose issuer it is.
 UP_FLAGS ?= $(if $(filter examples/okta-local.yaml,$(CONFIG)),--local-issuer,)
 
-.PHONY: run test lint fmt wasm setup envoy npm python bench envoy-examples oci test-wasm wasm-bindgen fuzz fuzz-smoke soak
+.PHONY: run test check lint fmt wasm setup envoy npm python bench envoy-examples oci test-wasm wasm-bindgen fuzz fuzz-smoke soak
 
 setup:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
@@ -47,6 +47,13 @@ lint: setup
 
 fmt:
 	$(CARGO) fmt --all
+
+# The quick loop (about a minute warm): the lint, then the unit tests of the filter core and of
+# host-shim (its library once it has one, and its binary), no Envoy, no npm, no wasm host.
+HOST_SHIM_UNIT := $(if $(wildcard host-shim/src/lib.rs),--lib) --bins
+check: lint
+	$(CARGO) test -p mcp-auth-filter --lib
+	$(CARGO) test -p host-shim $(HOST_SHIM_UNIT)
 
 test: setup envoy npm python lint test-wasm fuzz-smoke
 	$(CARGO) build -p host-shim

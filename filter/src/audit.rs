@@ -139,7 +139,6 @@ impl Host for Recorder<'_> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
     use crate::testing::FakeHost;
 

@@ -685,12 +685,6 @@ pub fn scopes(claims: &serde_json::Map<String, Json>) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::indexing_slicing,
-        clippy::panic
-    )]
     use super::*;
     use serde_json::json as j;
 

@@ -225,12 +225,6 @@ fn preflight() -> LocalResponse {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::indexing_slicing,
-        clippy::panic
-    )]
     use super::*;
     use crate::policy::Policy;
     use crate::testing::FakeHost;

@@ -303,12 +303,6 @@ fn okp_key(raw: &RawJwk) -> Result<KeyMaterial, KeyError> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::indexing_slicing,
-        clippy::panic
-    )]
     use super::*;
     use serde_json::json;
 

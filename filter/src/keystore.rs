@@ -663,12 +663,6 @@ fn lifetime(cache_control: Option<&str>, config: &RemoteJwks) -> Duration {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::indexing_slicing,
-        clippy::panic
-    )]
     use super::*;
     use crate::testing::{FakeHost, rsa_jwks};
 

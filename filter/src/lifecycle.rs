@@ -1024,12 +1024,6 @@ pub fn internal_error(reason: &str) -> LocalResponse {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::indexing_slicing,
-        clippy::panic
-    )]
     use super::*;
     use crate::testing::{FakeHost, rsa_jwks};
 

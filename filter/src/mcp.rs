@@ -773,7 +773,6 @@ pub fn kinds_of(fields: &BTreeSet<String>) -> BTreeSet<Kind> {
 
 #[cfg(test)]
 mod header_tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn body(text: &str) -> Body {
@@ -812,12 +811,6 @@ mod header_tests {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::indexing_slicing,
-        clippy::panic
-    )]
     use super::*;
     use cel::objects::Key;
 

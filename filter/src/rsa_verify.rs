@@ -462,7 +462,6 @@ fn sub_in_place(a: &mut [u64], b: &[u64], w: u32) {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
     use rand::{Rng as _, SeedableRng as _};
 

@@ -283,12 +283,6 @@ fn field(out: &mut Vec<u8>, name: &str, value: &str) {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::indexing_slicing,
-        clippy::panic
-    )]
     use super::*;
 
     fn feed(filter: &mut SseFilter, chunks: &[&[u8]], seen: &mut Vec<Event>) -> Vec<u8> {

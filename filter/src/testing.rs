@@ -1,8 +1,6 @@
 //! Native test doubles for the core: a [`Host`] with a settable clock, shared data with CAS,
 //! recorded calls and counters, and freshly generated keys.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
-
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::time::Duration;

@@ -81,12 +81,6 @@ fn plain_drive_spelling(raw: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::indexing_slicing,
-        clippy::panic
-    )]
     use super::*;
 
     /// Each pair is what Node 22's `new URL(input).href` printed for the input.

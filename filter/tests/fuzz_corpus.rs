@@ -3,6 +3,7 @@
 //! target bodies the fuzzer runs, as ordinary tests: the CI smoke of the fuzzing, with no
 //! nightly toolchain and no cargo-fuzz install. The long runs are `make fuzz`.
 
+// The helpers below are not #[test] functions, which clippy.toml's allow-*-in-tests reach.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -6,6 +6,7 @@
 //! Keys come from a fixed-seed ChaCha RNG (no entropy source is needed) and time is a fixed
 //! instant, as the filter gets it from the host. On any other target this file is empty.
 #![cfg(target_arch = "wasm32")]
+// The helpers below are not #[test] functions, which clippy.toml's allow-*-in-tests reach.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -229,7 +229,23 @@ fn buffer_get(ctx: &mut VmCtx, buffer_type: i32) -> Option<Vec<u8>> {
     }
 }
 
+/// Registers every hostcall of the ABI, area by area.
 pub(crate) fn add_to_linker(linker: &mut Linker<VmCtx>) -> Result<()> {
+    log_and_clock(linker)?;
+    buffers(linker)?;
+    header_maps(linker)?;
+    properties(linker)?;
+    shared_data(linker)?;
+    shared_queues(linker)?;
+    stream_control(linker)?;
+    http_calls(linker)?;
+    contexts(linker)?;
+    metrics(linker)?;
+    Ok(())
+}
+
+/// The log, its level, the clock and the root's tick.
+fn log_and_clock(linker: &mut Linker<VmCtx>) -> Result<()> {
     linker.func_wrap(
         "env",
         "proxy_log",
@@ -280,7 +296,11 @@ pub(crate) fn add_to_linker(linker: &mut Linker<VmCtx>) -> Result<()> {
             Ok(Status::Ok.into())
         },
     )?;
+    Ok(())
+}
 
+/// Bodies, call answers and configurations: the buffers a stream or the root can read and replace.
+fn buffers(linker: &mut Linker<VmCtx>) -> Result<()> {
     linker.func_wrap(
         "env",
         "proxy_get_buffer_bytes",
@@ -335,7 +355,11 @@ pub(crate) fn add_to_linker(linker: &mut Linker<VmCtx>) -> Result<()> {
             Ok(Status::Ok.into())
         },
     )?;
+    Ok(())
+}
 
+/// Header maps (request, response, trailers, call answers), with Envoy's availability rules.
+fn header_maps(linker: &mut Linker<VmCtx>) -> Result<()> {
     linker.func_wrap(
         "env",
         "proxy_get_header_map_pairs",
@@ -462,7 +486,11 @@ pub(crate) fn add_to_linker(linker: &mut Linker<VmCtx>) -> Result<()> {
             Ok(Status::Ok.into())
         },
     )?;
+    Ok(())
+}
 
+/// Properties (`xds.route_name`, `plugin_root_id`, …), addressed by NUL-separated paths.
+fn properties(linker: &mut Linker<VmCtx>) -> Result<()> {
     linker.func_wrap(
         "env",
         "proxy_get_property",
@@ -492,7 +520,11 @@ pub(crate) fn add_to_linker(linker: &mut Linker<VmCtx>) -> Result<()> {
             }
         },
     )?;
+    Ok(())
+}
 
+/// Process-wide key/value data with compare-and-swap, shared by every VM of the host.
+fn shared_data(linker: &mut Linker<VmCtx>) -> Result<()> {
     linker.func_wrap(
         "env",
         "proxy_get_shared_data",
@@ -529,7 +561,11 @@ pub(crate) fn add_to_linker(linker: &mut Linker<VmCtx>) -> Result<()> {
             )
         },
     )?;
+    Ok(())
+}
 
+/// Shared queues: registered by one VM, resolved and fed by the others.
+fn shared_queues(linker: &mut Linker<VmCtx>) -> Result<()> {
     linker.func_wrap(
         "env",
         "proxy_register_shared_queue",
@@ -622,7 +658,11 @@ pub(crate) fn add_to_linker(linker: &mut Linker<VmCtx>) -> Result<()> {
             Ok(give(&mut caller, &item, ptr_ptr, size_ptr)?.into())
         },
     )?;
+    Ok(())
+}
 
+/// What a filter does to its stream: continue it, close it, or answer it locally.
+fn stream_control(linker: &mut Linker<VmCtx>) -> Result<()> {
     linker.func_wrap(
         "env",
         "proxy_continue_stream",
@@ -691,7 +731,11 @@ pub(crate) fn add_to_linker(linker: &mut Linker<VmCtx>) -> Result<()> {
             Ok(Status::Ok.into())
         },
     )?;
+    Ok(())
+}
 
+/// Outbound calls (`dispatch_http_call`) and the status of their answers.
+fn http_calls(linker: &mut Linker<VmCtx>) -> Result<()> {
     linker.func_wrap(
         "env",
         "proxy_http_call",
@@ -757,6 +801,19 @@ pub(crate) fn add_to_linker(linker: &mut Linker<VmCtx>) -> Result<()> {
 
     linker.func_wrap(
         "env",
+        "proxy_get_status",
+        |mut caller: C<'_>, code_ptr: i32, ptr_ptr: i32, size_ptr: i32| -> Result<i32> {
+            write_u32(&mut caller, code_ptr, 0)?;
+            Ok(give(&mut caller, b"", ptr_ptr, size_ptr)?.into())
+        },
+    )?;
+    Ok(())
+}
+
+/// The effective context of a callback, and `proxy_done`.
+fn contexts(linker: &mut Linker<VmCtx>) -> Result<()> {
+    linker.func_wrap(
+        "env",
         "proxy_set_effective_context",
         |mut caller: C<'_>, id: i32| -> Result<i32> {
             let ctx = caller.data_mut();
@@ -774,16 +831,11 @@ pub(crate) fn add_to_linker(linker: &mut Linker<VmCtx>) -> Result<()> {
         caller.data_mut().done_called = true;
         Ok(Status::Ok.into())
     })?;
+    Ok(())
+}
 
-    linker.func_wrap(
-        "env",
-        "proxy_get_status",
-        |mut caller: C<'_>, code_ptr: i32, ptr_ptr: i32, size_ptr: i32| -> Result<i32> {
-            write_u32(&mut caller, code_ptr, 0)?;
-            Ok(give(&mut caller, b"", ptr_ptr, size_ptr)?.into())
-        },
-    )?;
-
+/// Counters, gauges and histograms: defined, incremented, recorded and read.
+fn metrics(linker: &mut Linker<VmCtx>) -> Result<()> {
     linker.func_wrap(
         "env",
         "proxy_define_metric",
@@ -826,20 +878,18 @@ pub(crate) fn add_to_linker(linker: &mut Linker<VmCtx>) -> Result<()> {
         "env",
         "proxy_increment_metric",
         |caller: C<'_>, id: i32, offset: i64| -> Result<i32> {
-            let ctx = caller.data();
-            let Some(name) = ctx.metric_ids.get(&(id as u32)) else {
-                return Ok(Status::NotFound.into());
-            };
-            let mut sh = ctx.shared.borrow_mut();
-            let Some(m) = sh.metrics.get_mut(name) else {
-                return Ok(Status::NotFound.into());
-            };
-            match m.kind {
-                MetricKind::Counter if offset > 0 => m.value += offset,
-                MetricKind::Gauge => m.value += offset,
-                _ => return Ok(Status::BadArgument.into()),
-            }
-            Ok(Status::Ok.into())
+            Ok(with_metric(caller.data(), id, |m| match m.kind {
+                MetricKind::Counter if offset > 0 => {
+                    m.value += offset;
+                    Status::Ok
+                }
+                MetricKind::Gauge => {
+                    m.value += offset;
+                    Status::Ok
+                }
+                _ => Status::BadArgument,
+            })
+            .into())
         },
     )?;
 
@@ -847,23 +897,18 @@ pub(crate) fn add_to_linker(linker: &mut Linker<VmCtx>) -> Result<()> {
         "env",
         "proxy_record_metric",
         |caller: C<'_>, id: i32, value: i64| -> Result<i32> {
-            let ctx = caller.data();
-            let Some(name) = ctx.metric_ids.get(&(id as u32)) else {
-                return Ok(Status::NotFound.into());
-            };
-            let mut sh = ctx.shared.borrow_mut();
-            let Some(m) = sh.metrics.get_mut(name) else {
-                return Ok(Status::NotFound.into());
-            };
-            match m.kind {
-                MetricKind::Counter => m.value += value,
-                MetricKind::Gauge => m.value = value,
-                MetricKind::Histogram => {
-                    m.value += 1;
-                    m.samples.push(value as u64);
+            Ok(with_metric(caller.data(), id, |m| {
+                match m.kind {
+                    MetricKind::Counter => m.value += value,
+                    MetricKind::Gauge => m.value = value,
+                    MetricKind::Histogram => {
+                        m.value += 1;
+                        m.samples.push(value as u64);
+                    }
                 }
-            }
-            Ok(Status::Ok.into())
+                Status::Ok
+            })
+            .into())
         },
     )?;
 
@@ -887,8 +932,18 @@ pub(crate) fn add_to_linker(linker: &mut Linker<VmCtx>) -> Result<()> {
             Ok(Status::Ok.into())
         },
     )?;
-
     Ok(())
+}
+
+/// `f` on the metric this VM defined as `id`; `NotFound` when there is none.
+fn with_metric(ctx: &VmCtx, id: i32, f: impl FnOnce(&mut Metric) -> Status) -> Status {
+    let Some(name) = ctx.metric_ids.get(&(id as u32)) else {
+        return Status::NotFound;
+    };
+    match ctx.shared.borrow_mut().metrics.get_mut(name) {
+        Some(m) => f(m),
+        None => Status::NotFound,
+    }
 }
 
 /// Property paths travel as NUL-separated segments; the host keys them dotted.

@@ -47,7 +47,6 @@ fn filter() -> &'static Compiled {
     });
     match compiled {
         Ok(c) => c,
-        #[allow(clippy::panic)]
         Err(e) => panic!("{e}"),
     }
 }
@@ -215,10 +214,7 @@ impl Host {
     /// order, each at its own time. Panics if the module traps.
     pub fn advance(&self, d: Duration) {
         if let Err(trap) = self.try_advance(d) {
-            #[allow(clippy::panic)]
-            {
-                panic!("{trap}");
-            }
+            panic!("{trap}");
         }
     }
 
@@ -457,7 +453,6 @@ impl Host {
             .pending_calls
             .iter()
             .any(|p| p.call.token == token);
-        #[allow(clippy::panic)]
         if !known {
             panic!(
                 "no pending HTTP call with token {token}; pending: {:?}",
@@ -467,7 +462,6 @@ impl Host {
         let result = self
             .deliver(token, response)
             .and_then(|_| self.deliver_queue_notifications());
-        #[allow(clippy::panic)]
         if let Err(trap) = result {
             panic!("{trap}");
         }
@@ -581,7 +575,6 @@ fn filter_free_engine() -> Engine {
     ENGINE
         .get_or_init(|| match engine() {
             Ok(e) => e,
-            #[allow(clippy::panic)]
             Err(e) => panic!("{e}"),
         })
         .clone()
@@ -1183,7 +1176,6 @@ impl Vm {
     pub fn request(&self, req: Request) -> Outcome {
         match self.try_request(req) {
             Ok(o) => o,
-            #[allow(clippy::panic)]
             Err(trap) => panic!("{trap}"),
         }
     }
@@ -1211,7 +1203,6 @@ impl Vm {
     pub fn start(&self, req: Request) -> StreamId {
         match self.try_start(req) {
             Ok(id) => id,
-            #[allow(clippy::panic)]
             Err(trap) => panic!("{trap}"),
         }
     }
@@ -1250,7 +1241,6 @@ impl Vm {
             }
             self.inner.drive(&mut store, id.0)
         };
-        #[allow(clippy::panic)]
         if let Err(trap) = result {
             panic!("{trap}");
         }
@@ -1268,7 +1258,6 @@ impl Vm {
     }
 
     /// Where that stream is now ([`Outcome::Paused`] until something resumes it).
-    #[allow(clippy::panic)]
     pub fn outcome(&self, id: StreamId) -> Outcome {
         match self.inner.outcome(id.0) {
             Some(o) => o,

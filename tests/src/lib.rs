@@ -5,8 +5,6 @@
 //! Start with [`Host::new`], [`Host::vm`] and [`Vm::request`]; tokens come from [`tokens`].
 // Test support code: hostcall plumbing indexes fixed-size ABI structs, and failures of the
 // test host itself are meant to abort the test.
-#![allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
-
 mod abi;
 mod host;
 mod scenario;

@@ -193,7 +193,6 @@ impl Response {
     }
 
     /// The body parsed as JSON; panics (test failure) with the body if it is not JSON.
-    #[allow(clippy::panic)]
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
             panic!(
@@ -242,6 +241,15 @@ impl Outcome {
 
     pub fn is_forwarded(&self) -> bool {
         matches!(self, Outcome::Forwarded { .. })
+    }
+
+    /// The JSON body of the request as it went upstream; panics unless it was forwarded.
+    #[track_caller]
+    pub fn forwarded_json(&self) -> serde_json::Value {
+        let Outcome::Forwarded { request_body, .. } = self else {
+            panic!("expected the request to go upstream, got {self:?}")
+        };
+        serde_json::from_slice(request_body).unwrap()
     }
 
     /// A header of the request as it went upstream (forwarded only).

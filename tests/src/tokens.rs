@@ -243,7 +243,6 @@ impl Key {
                 sig.to_bytes().to_vec()
             }
             (KeyMaterial::Ed25519(k), "EdDSA") => k.sk.sign(input, None).to_vec(),
-            #[allow(clippy::panic)]
             (_, alg) => panic!("key {} cannot sign {alg}", self.kid),
         }
     }

@@ -4,13 +4,6 @@
 //! cannot read) and what the filter must do instead. The Envoy-only classes (HTTP/2 framing,
 //! timeouts) are in `envoy_attacks.rs`.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -70,14 +63,6 @@ fn denied(out: &Outcome, id: i64) {
     assert!(body["error"]["code"].is_i64(), "{body}");
 }
 
-#[track_caller]
-fn forwarded_body(out: &Outcome) -> Value {
-    let Outcome::Forwarded { request_body, .. } = out else {
-        panic!("expected the request to go upstream, got {out:?}")
-    };
-    serde_json::from_slice(request_body).unwrap()
-}
-
 #[test]
 fn a_body_followed_by_trailers_is_judged_before_anything_goes_on() {
     let key = Key::rsa();
@@ -103,7 +88,7 @@ fn a_body_followed_by_trailers_is_judged_before_anything_goes_on() {
             .body_chunks(&[head, rest, b""])
             .trailers(&[("x-checksum", "1")]),
     );
-    assert_eq!(forwarded_body(&out)["params"]["name"], "echo");
+    assert_eq!(out.forwarded_json()["params"]["name"], "echo");
 }
 
 #[test]
@@ -152,7 +137,7 @@ fn with_headers_held_a_denied_request_never_reaches_the_upstream() {
             .bearer(&a)
             .body_chunks(&[&call(2, "echo")[..10], &call(2, "echo")[10..]]),
     );
-    assert_eq!(forwarded_body(&held.outcome(id))["id"], 2);
+    assert_eq!(held.outcome(id).forwarded_json()["id"], 2);
 
     // Without the hold (hosts that cannot pause headers) the headers go on first: the
     // upstream sees a request start and then a reset, never the body.
@@ -180,8 +165,9 @@ fn a_body_on_any_method_is_judged_on_routes_with_mcp_rules() {
     assert!(vm.request(Request::get("/mcp").bearer(&b)).is_forwarded());
 }
 
-#[test]
-fn a_refetch_outlives_the_request_that_asked_for_it() {
+/// A VM on remote keys whose first fetch answered with `old`; `new` is the key the issuer
+/// rotates to.
+fn remote_keys_fetched() -> (Host, Vm, Key, Key) {
     let host = Host::new();
     let old = Key::rsa_n(0);
     let new = Key::rsa_n(1);
@@ -199,6 +185,12 @@ policies:
     host.advance(Duration::from_millis(100));
     let first = host.pending_calls().remove(0);
     host.respond_call(&first, 200, vec![], jwks(&[&old]).to_string().as_bytes());
+    (host, vm, old, new)
+}
+
+#[test]
+fn a_refetch_outlives_the_request_that_asked_for_it() {
+    let (host, vm, old, new) = remote_keys_fetched();
 
     // The issuer rotates. An attacker sends a token with a kid nobody knows and hangs up at
     // once: the one refetch the rate limit allows is spent on it.
@@ -225,23 +217,7 @@ policies:
 
 #[test]
 fn a_refetch_slower_than_a_tick_keeps_its_request_waiting() {
-    let host = Host::new();
-    let old = Key::rsa_n(0);
-    let new = Key::rsa_n(1);
-    let config = format!(
-        r#"
-policies:
-  mcpAuthentication:
-    issuer: {OKTA_ISSUER}
-    audiences: [{OKTA_AUDIENCE}]
-    jwks:
-      url: {KEYS_URL}
-"#
-    );
-    let vm = host.vm(&config).unwrap();
-    host.advance(Duration::from_millis(100));
-    let first = host.pending_calls().remove(0);
-    host.respond_call(&first, 200, vec![], jwks(&[&old]).to_string().as_bytes());
+    let (host, vm, old, new) = remote_keys_fetched();
     let rotated = TokenBuilder::at(&new, host.now_unix()).sign();
     let id = vm.start(Request::get("/mcp").bearer(&rotated));
     // The issuer takes a second to answer; the root ticks ten times meanwhile.
@@ -647,7 +623,7 @@ fn a_2026_call_judged_from_its_headers_is_not_buffered_and_a_denial_still_reads_
     let token = TokenBuilder::new(&key).sign();
     // Allowed by its headers: headers and body go on as they come, nothing held.
     let id = vm.start(modern(&token, "echo", &call(1, "echo")));
-    assert_eq!(forwarded_body(&vm.outcome(id))["params"]["name"], "echo");
+    assert_eq!(vm.outcome(id).forwarded_json()["params"]["name"], "echo");
     assert!(vm.upstream_started_early(id), "the body was not held");
     assert_eq!(host.metric("mcp_auth.header_fast_path"), Some(1));
     // Denied by its headers: the body is read, for the denial's id.

@@ -3,13 +3,6 @@
 //! subject, the MCP method and name — never the token), one per allowed request when asked,
 //! and a rule's `message` as the client's reason.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
 use mcp_auth_filter_tests::tokens::{Key, OKTA_AUDIENCE, OKTA_ISSUER, TokenBuilder, jwks};
 use mcp_auth_filter_tests::{Host, Outcome, Request};
 use serde_json::json;

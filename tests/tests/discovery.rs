@@ -3,13 +3,6 @@
 //! authorization server metadata and for a registration endpoint, with and without the
 //! registration facade, and the scopes a challenge names.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
 use mcp_auth_filter_tests::tokens::{Key, OKTA_AUDIENCE, OKTA_ISSUER, jwks};
 use mcp_auth_filter_tests::{Host, Outcome, Request, Response, Vm};
 use serde_json::json;

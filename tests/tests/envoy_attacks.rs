@@ -7,29 +7,20 @@
 //!
 //! Needs `envoy/install-envoy.sh` and `cargo build -p host-shim` first (`make test` does both);
 //! `MCP_AUTH_SKIP_ENVOY=1` skips, loudly.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
 mod envoy_support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use envoy_support::{Issuer, Options, Stack, Upstream, agent, host_shim_binary};
+use envoy_support::{
+    AI_USER, Issuer, Options, PLAIN_USER, Stack, Upstream, agent, free_port, render_bootstrap,
+};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use mcp_auth_filter_tests::tokens::{Key, TokenBuilder};
 use serde_json::json;
-
-const AI_USER: (&str, &str) = ("ai-user", "ai-user-secret");
-const PLAIN_USER: (&str, &str) = ("plain-user", "plain-user-secret");
 
 /// The guide's file, with an MCP-level rule: AI-Users may call `echo` and nothing else.
 fn gateway_config(issuer: &Issuer, port: u16) -> String {
@@ -59,35 +50,12 @@ fn gateway_config(issuer: &Issuer, port: u16) -> String {
     )
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The stack on the bootstrap `host-shim envoy` renders, the recording upstream as the shim.
 fn stack() -> Option<Stack> {
     Stack::start_with_bootstrap(
         Options::default(),
         |issuer: &Issuer, upstream: &Upstream, wasm: &str| {
-            let dir = tempfile::tempdir().unwrap();
-            let file = dir.path().join("gateway.yaml");
-            std::fs::write(&file, gateway_config(issuer, free_port())).unwrap();
-            let out = Command::new(host_shim_binary())
-                .arg("envoy")
-                .arg(&file)
-                .args(["--wasm", wasm, "--admin-port", "0"])
-                .args(["--shim", &format!("127.0.0.1:{}", upstream.port)])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "host-shim envoy failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8(out.stdout).unwrap()
+            render_bootstrap(&gateway_config(issuer, free_port()), upstream, wasm)
         },
     )
 }

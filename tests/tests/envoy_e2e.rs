@@ -6,21 +6,11 @@
 //!
 //! Needs `envoy/install-envoy.sh` and `cargo build -p host-shim` first (`make test` does both);
 //! `MCP_AUTH_SKIP_ENVOY=1` skips, loudly.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
 mod envoy_support;
 
 use std::time::{Duration, Instant};
 
-use envoy_support::{CLIENT_TIMEOUT, Options, Stack};
-
-const AI_USER: (&str, &str) = ("ai-user", "ai-user-secret");
-const PLAIN_USER: (&str, &str) = ("plain-user", "plain-user-secret");
+use envoy_support::{AI_USER, CLIENT_TIMEOUT, Options, PLAIN_USER, Stack};
 
 #[test]
 fn a_guide_token_for_an_ai_user_passes_and_the_token_stays_at_the_gateway() {
@@ -51,15 +41,7 @@ fn no_token_is_401_pointing_at_the_resource_metadata() {
 
     let reply = stack.request("/mcp", None);
 
-    assert_eq!(reply.status, 401, "{reply:?}");
-    let www = reply.header("www-authenticate").expect("www-authenticate");
-    let expected = format!(
-        "resource_metadata=\"http://127.0.0.1:{}/.well-known/oauth-protected-resource/mcp\"",
-        stack.envoy.port
-    );
-    assert!(www.starts_with("Bearer "), "{www}");
-    assert!(www.contains(&expected), "{www} lacks {expected}");
-    assert!(stack.upstream.seen().is_empty());
+    stack.assert_challenge(&reply);
 }
 
 #[test]

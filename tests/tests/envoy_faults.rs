@@ -8,22 +8,14 @@
 //!
 //! The policy refetches after 1 s (`minRefresh: 1s`) so one stack can walk through every
 //! fault; needs what `envoy_e2e.rs` needs (`MCP_AUTH_SKIP_ENVOY=1` skips).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
 mod envoy_support;
 
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use envoy_support::{CLIENT_TIMEOUT, Options, Stack, bootstrap_with_policy, policy};
+use envoy_support::{AI_USER, CLIENT_TIMEOUT, Options, Stack, bootstrap_with_policy, policy};
 
-const AI_USER: (&str, &str) = ("ai-user", "ai-user-secret");
 const FAULTS: [&str; 3] = ["reset", "huge", "nokeys"];
 /// A little over the policy's `minRefresh`, so the next unknown `kid` is fetched for.
 const REFETCH_WAIT: Duration = Duration::from_millis(1300);

@@ -23,21 +23,12 @@
 //! - the cluster: in the mesh, DNS for `your-org.okta.com:443` with the DestinationRule's TLS;
 //!   here the local issuer over plain HTTP on loopback, under the same name, which is all the
 //!   filter sees.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
 mod envoy_support;
 
-use envoy_support::{Issuer, Options, Stack, Upstream};
+use envoy_support::{AI_USER, Issuer, Options, PLAIN_USER, Stack, Upstream};
 use serde::Deserialize as _;
 use serde_json::{Value, json};
 
-const AI_USER: (&str, &str) = ("ai-user", "ai-user-secret");
-const PLAIN_USER: (&str, &str) = ("plain-user", "plain-user-secret");
 const OKTA: &str = "your-org.okta.com";
 const CLUSTER: &str = "outbound|443||your-org.okta.com";
 
@@ -175,15 +166,7 @@ fn valid_missing_and_wrong_group_tokens_behave_as_in_plain_envoy() {
 
     // No token: 401 pointing at the protected-resource metadata, nothing forwarded.
     let reply = stack.request("/mcp", None);
-    assert_eq!(reply.status, 401, "{reply:?}");
-    let www = reply.header("www-authenticate").expect("www-authenticate");
-    let expected = format!(
-        "resource_metadata=\"http://127.0.0.1:{}/.well-known/oauth-protected-resource/mcp\"",
-        stack.envoy.port
-    );
-    assert!(www.starts_with("Bearer "), "{www}");
-    assert!(www.contains(&expected), "{www} lacks {expected}");
-    assert!(stack.upstream.seen().is_empty());
+    stack.assert_challenge(&reply);
 
     // An AI-Users member: 200, the token stripped, the keys fetched through the cluster named
     // as Istio names it.

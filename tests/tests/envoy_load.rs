@@ -7,13 +7,6 @@
 //! linear memory, which only grows) is read after the first 100,000 requests (or a fifth of a
 //! shorter run) and at the end: in `make soak` it must not have grown, in the short run it is
 //! printed.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
 mod envoy_support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,10 +14,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use envoy_support::{Options, Stack, agent};
+use envoy_support::{AI_USER, Options, Stack, agent};
 use serde_json::Value;
 
-const AI_USER: (&str, &str) = ("ai-user", "ai-user-secret");
 const THREADS: usize = 4;
 const BODY: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#;
 

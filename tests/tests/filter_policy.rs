@@ -2,13 +2,6 @@
 //! token, the client sees this response (issue: the filter core). Keys are inline here; remote
 //! keys have their own file.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
 use mcp_auth_filter_tests::tokens::{
     Key, OKTA_AUDIENCE, OKTA_ISSUER, TokenBuilder, alg_none_token, hs256_with_public_key, jwks,
     okta_claims, tamper_signature,

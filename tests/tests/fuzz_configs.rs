@@ -3,13 +3,6 @@
 //! refused with `proxy_on_configure` returning false, never a trap. The corpus holds YAML and
 //! JSON nested up to serde_yaml's limit (~128 levels), which in a native debug build needs more
 //! than a 2 MiB stack: here it runs on the module's own wasm stack, as in Envoy.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
 use std::path::PathBuf;
 
 use mcp_auth_filter_tests::Host;

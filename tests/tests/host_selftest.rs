@@ -2,13 +2,6 @@
 //! the real module loads and exports the ABI, a broken configuration is refused, and the host's
 //! shared data, clock, ticks and trap reporting behave as Envoy's do (checked with a small
 //! hand-written probe module so the filter's logic cannot mask a host bug).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
 use std::time::{Duration, UNIX_EPOCH};
 
 use base64::Engine as _;

@@ -3,13 +3,6 @@
 //! configuration the filter accepts, fetching its keys through the cluster the manifests'
 //! `ServiceEntry` makes Istio build (`outbound|443||<host>`). Schema validation against Istio's
 //! CRDs is the node test `tests/istio/validate.test.mjs`.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
 use std::path::PathBuf;
 
 use mcp_auth_filter::policy::{FilterConfig, KeySource};

@@ -2,13 +2,6 @@
 //! errors for denied calls; list responses filtered per caller (JSON and SSE); scopes; claims
 //! as headers; and the strictness that keeps a deny-list from being bypassed.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
 use mcp_auth_filter_tests::tokens::{Key, OKTA_AUDIENCE, OKTA_ISSUER, TokenBuilder, jwks};
 use mcp_auth_filter_tests::{Host, Outcome, Request, Vm};
 use serde_json::{Value, json};
@@ -60,15 +53,6 @@ fn post(token: &str, body: &Value) -> Request {
         .bearer(token)
 }
 
-/// The request went upstream, body and all.
-#[track_caller]
-fn forwarded(out: &Outcome) -> Value {
-    let Outcome::Forwarded { request_body, .. } = out else {
-        panic!("expected the request to go upstream, got {out:?}")
-    };
-    serde_json::from_slice(request_body).unwrap()
-}
-
 /// The filter answered with a JSON-RPC error for `id`.
 #[track_caller]
 fn jsonrpc_error(out: &Outcome, id: i64) -> Value {
@@ -97,7 +81,7 @@ fn tool_calls_are_allowed_or_denied_per_group() {
         "tools/call",
         json!({"name": "add", "arguments": {"a": 1, "b": 2}}),
     );
-    assert_eq!(forwarded(&vm.request(post(&a, &echo))), echo);
+    assert_eq!(Outcome::forwarded_json(&vm.request(post(&a, &echo))), echo);
     let error = jsonrpc_error(&vm.request(post(&a, &add)), 2);
     assert_eq!(error["code"], -32001);
     assert!(
@@ -107,7 +91,7 @@ fn tool_calls_are_allowed_or_denied_per_group() {
             .contains("tools/call \"add\""),
         "{error}"
     );
-    assert_eq!(forwarded(&vm.request(post(&b, &add))), add);
+    assert_eq!(Outcome::forwarded_json(&vm.request(post(&b, &add))), add);
     jsonrpc_error(&vm.request(post(&b, &echo)), 1);
     assert_eq!(host.metric("mcp_auth.denied.mcp"), Some(2));
 }
@@ -122,10 +106,12 @@ fn a_rule_about_tools_does_not_hide_prompts_or_resources() {
         3,
     );
     let a = token(&key, &["A"]);
-    forwarded(&vm.request(post(&a, &rpc(3, "prompts/get", json!({"name": "greet"})))));
+    Outcome::forwarded_json(
+        &vm.request(post(&a, &rpc(3, "prompts/get", json!({"name": "greet"})))),
+    );
     // Resources are judged by the resource rule alone, whatever the tool rules say.
     let public = rpc(4, "resources/read", json!({"uri": "file:///public/readme"}));
-    forwarded(&vm.request(post(&b, &public)));
+    Outcome::forwarded_json(&vm.request(post(&b, &public)));
     let private = rpc(5, "resources/read", json!({"uri": "file:///private/keys"}));
     jsonrpc_error(&vm.request(post(&b, &private)), 5);
 }
@@ -139,12 +125,12 @@ fn initialize_ping_and_notifications_pass() {
         "initialize",
         json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}),
     );
-    forwarded(&vm.request(post(&nobody, &init)));
-    forwarded(&vm.request(post(&nobody, &rpc(2, "ping", json!({})))));
+    Outcome::forwarded_json(&vm.request(post(&nobody, &init)));
+    Outcome::forwarded_json(&vm.request(post(&nobody, &rpc(2, "ping", json!({})))));
     let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-    forwarded(&vm.request(post(&nobody, &note)));
+    Outcome::forwarded_json(&vm.request(post(&nobody, &note)));
     let list = json!({"jsonrpc": "2.0", "id": 3, "result": {"tools": []}});
-    forwarded(&vm.request(
+    Outcome::forwarded_json(&vm.request(
         post(&nobody, &rpc(3, "tools/list", json!({}))).upstream_response(
             200,
             vec![("content-type".into(), "application/json".into())],
@@ -171,7 +157,7 @@ fn arrays_in_arguments_are_visible_to_rules() {
         "tools/call",
         json!({"name": "echo", "arguments": {"paths": ["/tmp/x"]}}),
     );
-    forwarded(&vm.request(post(&a, &safe)));
+    Outcome::forwarded_json(&vm.request(post(&a, &safe)));
     let etc = rpc(
         2,
         "tools/call",
@@ -189,7 +175,7 @@ fn batches_are_checked_message_by_message() {
         {"jsonrpc": "2.0", "method": "notifications/progress", "params": {}},
         rpc(2, "ping", json!({})),
     ]);
-    assert_eq!(forwarded(&vm.request(post(&a, &ok))), ok);
+    assert_eq!(Outcome::forwarded_json(&vm.request(post(&a, &ok))), ok);
     let mixed = json!([
         rpc(1, "tools/call", json!({"name": "echo", "arguments": {}})),
         rpc(2, "tools/call", json!({"name": "add", "arguments": {}})),
@@ -377,7 +363,7 @@ fn targets_split_from_prefixed_names() {
         .unwrap();
     let t = token(&key, &[]);
     let on_route = |r: Request| r.property("xds.route_name", "tools");
-    forwarded(&vm.request(on_route(post(
+    Outcome::forwarded_json(&vm.request(on_route(post(
         &t,
         &rpc(1, "tools/call", json!({"name": "files_read"})),
     ))));
@@ -425,7 +411,7 @@ fn required_scopes_give_403_insufficient_scope() {
         .without("scp")
         .claim("scope", json!("openid mcp.read mcp.write"))
         .sign();
-    forwarded(&vm.request(post(&full, &rpc(1, "ping", json!({})))));
+    Outcome::forwarded_json(&vm.request(post(&full, &rpc(1, "ping", json!({})))));
     // The metadata document advertises the scopes.
     let doc = vm
         .request(Request::get("/.well-known/oauth-protected-resource/mcp"))

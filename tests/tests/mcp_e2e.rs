@@ -3,13 +3,7 @@
 //! running `npx @modelcontextprotocol/server-everything`), the local issuer, and the official
 //! MCP TypeScript SDK client (`tests/e2e/mcp-client.mjs`) over Streamable HTTP.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    dead_code
-)]
+#![allow(dead_code)]
 
 mod envoy_support;
 
@@ -19,7 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use envoy_support::{Issuer, envoy_binary, host_shim_binary, repo_root, tail};
+use envoy_support::{
+    GROUP_RULE, Issuer, envoy_binary, free_port, guide_config, host_shim_binary, repo_root, tail,
+    wait_for_up,
+};
 use serde_json::{Value, json};
 
 /// One stack at a time: each is an Envoy, a shim with node servers and an issuer, and the
@@ -37,44 +34,6 @@ struct Gateway {
     /// Envoy's admin port (`/stats/prometheus`).
     admin_port: u16,
     dir: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The Okta guide's config, pointed at `issuer`, with `authorization` as given.
-fn guide_config(issuer: &Issuer, port: u16, authorization: &str) -> String {
-    format!(
-        r#"binds:
-- port: {port}
-  listeners:
-  - routes:
-    - backends:
-      - mcp:
-          targets:
-          - name: my-server
-            stdio:
-              cmd: npx
-              args: ["@modelcontextprotocol/server-everything"]
-      policies:
-        mcpAuthentication:
-          mode: strict
-          issuer: {url}
-          audiences:
-          - api://agentgateway
-          jwks:
-            url: {url}/v1/keys
-        authorization:
-          rules:
-{authorization}
-"#,
-        url = issuer.url
-    )
 }
 
 impl Gateway {
@@ -105,7 +64,11 @@ impl Gateway {
         let issuer = Issuer::start_with(dir.path(), &args);
         let port = free_port();
         let config = dir.path().join("gateway.yaml");
-        std::fs::write(&config, guide_config(&issuer, port, authorization)).unwrap();
+        std::fs::write(
+            &config,
+            guide_config(port, &issuer.url, &[], "", authorization),
+        )
+        .unwrap();
         let log = dir.path().join("up.log");
         let admin_port = free_port();
         let mut up = Command::new(host_shim_binary())
@@ -122,29 +85,7 @@ impl Gateway {
             .stderr(File::create(&log).unwrap())
             .spawn()
             .expect("start host-shim up");
-        let stdout = up.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            match rx.recv_timeout(Duration::from_millis(200)) {
-                Ok(line) if line.starts_with("MCP gateway up:") => break,
-                Ok(_) => {}
-                Err(_) if Instant::now() > deadline => {
-                    let _ = up.kill();
-                    panic!("host-shim up did not come up:\n{}", tail(&log, 60));
-                }
-                Err(_) => {
-                    if let Ok(Some(status)) = up.try_wait() {
-                        panic!("host-shim up exited ({status}):\n{}", tail(&log, 60));
-                    }
-                }
-            }
-        }
+        wait_for_up(&mut up, &log, "MCP gateway up:");
         Some(Gateway {
             _serial: serial,
             up,
@@ -338,8 +279,6 @@ fn alive(pid: u32) -> bool {
             .unwrap_or_default()
             .contains(") Z ")
 }
-
-const GROUP_RULE: &str = "          - if: '\"AI-Users\" in auth.claims.groups'";
 
 #[test]
 fn the_guides_config_serves_the_sdk_client_and_refuses_the_others() {

@@ -6,23 +6,19 @@
 //! login form over plain HTTP where a desktop client would open a browser; discovery,
 //! registration, PKCE, the code exchange and refresh are the SDKs' own.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    dead_code
-)]
+#![allow(dead_code)]
 
 mod envoy_support;
 
 use std::fs::File;
-use std::io::{BufRead as _, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use envoy_support::{agent, envoy_binary, host_shim_binary, repo_root, tail};
+use envoy_support::{
+    GROUP_RULE, agent, envoy_binary, free_port, guide_config, host_shim_binary, repo_root, tail,
+    wait_for_up,
+};
 use serde_json::{Value, json};
 
 /// One stack at a time: the machine has two cores.
@@ -31,14 +27,6 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// Access tokens live this long in the refresh scenarios, and the policy allows 1 s of skew, so
 /// a token is refused by the gateway a few seconds after it was issued.
 const TOKEN_TTL: u64 = 5;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `host-shim up --local-issuer` on the Okta guide's config; everything it started ends with it.
 struct Gateway {
@@ -76,38 +64,10 @@ impl Gateway {
         let (port, issuer_port) = (free_port(), free_port());
         let issuer = format!("http://127.0.0.1:{issuer_port}/oauth2/default");
         let config = dir.path().join("gateway.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"binds:
-- port: {port}
-  listeners:
-  - routes:
-    - backends:
-      - mcp:
-          targets:
-          - name: my-server
-            stdio:
-              cmd: npx
-              args: ["@modelcontextprotocol/server-everything"]
-      policies:
-        mcpAuthentication:
-          mode: strict
-          issuer: {issuer}
-          audiences:
-          - api://agentgateway
-          - http://127.0.0.1:{port}/mcp
-          jwks:
-            url: {issuer}/v1/keys
-          clockSkew: 1s
-{authn}
-        authorization:
-          rules:
-          - if: '"AI-Users" in auth.claims.groups'
-"#
-            ),
-        )
-        .unwrap();
+        let mcp_url = format!("http://127.0.0.1:{port}/mcp");
+        let authn = format!("          clockSkew: 1s\n{authn}");
+        let config_text = guide_config(port, &issuer, &[&mcp_url], &authn, GROUP_RULE);
+        std::fs::write(&config, config_text).unwrap();
         let log = dir.path().join("up.log");
         let mut command = Command::new(host_shim_binary());
         command
@@ -127,30 +87,7 @@ impl Gateway {
             .stderr(File::create(&log).unwrap())
             .spawn()
             .expect("start host-shim up");
-        let stdout = up.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(90);
-        let mut printed = Vec::new();
-        loop {
-            match rx.recv_timeout(Duration::from_millis(200)) {
-                Ok(line) if line.starts_with("Ctrl-C stops everything") => break,
-                Ok(line) => printed.push(line),
-                Err(_) if Instant::now() > deadline => {
-                    let _ = up.kill();
-                    panic!("host-shim up did not come up:\n{}", tail(&log, 60));
-                }
-                Err(_) => {
-                    if let Ok(Some(status)) = up.try_wait() {
-                        panic!("host-shim up exited ({status}):\n{}", tail(&log, 60));
-                    }
-                }
-            }
-        }
+        let printed = wait_for_up(&mut up, &log, "Ctrl-C stops everything");
         let gateway = Gateway {
             _serial: serial,
             up,

@@ -2,13 +2,6 @@
 //! fetcher read it: `index.json` → manifest → config and layer, every blob checked against its
 //! digest and size, the layer gunzipped and untarred, and `plugin.wasm` compared byte for byte
 //! with the module. The reading side is written here independently of `host-shim/src/oci.rs`.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
 mod envoy_support;
 
 use std::io::Read as _;

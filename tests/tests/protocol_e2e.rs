@@ -10,26 +10,21 @@
 //! State a server keeps follows the verified identity, not the connection: two client processes
 //! of one identity see each other's, another identity does not.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    dead_code
-)]
+#![allow(dead_code)]
 
 mod envoy_support;
 
 use std::fs::File;
-use std::io::{BufRead as _, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use envoy_support::{Issuer, envoy_binary, host_shim_binary, repo_root, tail};
+use envoy_support::{
+    GROUP_RULE, Issuer, envoy_binary, free_port, guide_config, host_shim_binary, repo_root, tail,
+    wait_for_up,
+};
 use serde_json::{Value, json};
 
-const GROUP_RULE: &str = "          - if: '\"AI-Users\" in auth.claims.groups'";
 const ALICE: &str = "alice:alice-secret:AI-Users";
 const BOB: &str = "bob:bob-secret:AI-Users";
 
@@ -40,43 +35,6 @@ struct Gateway {
     issuer: Issuer,
     url: String,
     _dir: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn guide_config(issuer: &Issuer, port: u16) -> String {
-    format!(
-        r#"binds:
-- port: {port}
-  listeners:
-  - routes:
-    - backends:
-      - mcp:
-          targets:
-          - name: my-server
-            stdio:
-              cmd: npx
-              args: ["@modelcontextprotocol/server-everything"]
-      policies:
-        mcpAuthentication:
-          mode: strict
-          issuer: {url}
-          audiences:
-          - api://agentgateway
-          jwks:
-            url: {url}/v1/keys
-        authorization:
-          rules:
-{GROUP_RULE}
-"#,
-        url = issuer.url
-    )
 }
 
 /// The venv's Python with the pinned SDK (`make python` makes it).
@@ -113,7 +71,11 @@ impl Gateway {
         let issuer = Issuer::start_with(dir.path(), &["--client", ALICE, "--client", BOB]);
         let port = free_port();
         let config = dir.path().join("gateway.yaml");
-        std::fs::write(&config, guide_config(&issuer, port)).unwrap();
+        std::fs::write(
+            &config,
+            guide_config(port, &issuer.url, &[], "", GROUP_RULE),
+        )
+        .unwrap();
         let log = dir.path().join("up.log");
         let mut up = Command::new(host_shim_binary())
             .arg("up")
@@ -127,29 +89,7 @@ impl Gateway {
             .stderr(File::create(&log).unwrap())
             .spawn()
             .expect("start host-shim up");
-        let stdout = up.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            match rx.recv_timeout(Duration::from_millis(200)) {
-                Ok(line) if line.starts_with("MCP gateway up:") => break,
-                Ok(_) => {}
-                Err(_) if Instant::now() > deadline => {
-                    let _ = up.kill();
-                    panic!("host-shim up did not come up:\n{}", tail(&log, 60));
-                }
-                Err(_) => {
-                    if let Ok(Some(status)) = up.try_wait() {
-                        panic!("host-shim up exited ({status}):\n{}", tail(&log, 60));
-                    }
-                }
-            }
-        }
+        wait_for_up(&mut up, &log, "MCP gateway up:");
         Some(Gateway {
             up,
             log,

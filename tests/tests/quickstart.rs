@@ -2,20 +2,12 @@
 //! --local-issuer` (what `make run` starts, on its default ports 3000 and 9000), then the
 //! README's curl session and its Python SDK snippet, copied out of the README itself, so the
 //! commands a newcomer pastes are the commands that pass here.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
 mod envoy_support;
 
-use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use envoy_support::{envoy_binary, host_shim_binary, repo_root, tail};
+use envoy_support::{envoy_binary, host_shim_binary, repo_root, tail, wait_for_up};
 
 /// The shell block that follows `<!-- quickstart:<name> -->` in the README.
 fn block(readme: &str, name: &str) -> String {
@@ -65,7 +57,7 @@ fn the_readmes_quick_start_runs_as_written() {
     );
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("up.log");
-    let mut child = Command::new(host_shim_binary())
+    let child = Command::new(host_shim_binary())
         .args(["up", "examples/okta-local.yaml", "--local-issuer"])
         .args(["--wasm", env!("FILTER_WASM")])
         .arg("--envoy")
@@ -75,26 +67,8 @@ fn the_readmes_quick_start_runs_as_written() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let up = Up(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(line) if line.starts_with("MCP gateway up:") => break,
-            Ok(_) => {}
-            Err(_) => assert!(
-                Instant::now() < deadline,
-                "host-shim up did not come up:\n{}",
-                tail(&log, 40)
-            ),
-        }
-    }
+    let mut up = Up(child);
+    wait_for_up(&mut up.0, &log, "MCP gateway up:");
     let out = Command::new("bash")
         .arg("-c")
         .arg(&script)

@@ -2,13 +2,6 @@
 //! virtual clock: pause and resume, one fetch for many requests and many VMs, timeouts, the
 //! unknown-`kid` refetch and its rate limit, last good keys, background refresh.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
 use std::time::Duration;
 
 use mcp_auth_filter_tests::tokens::{Key, OKTA_AUDIENCE, OKTA_ISSUER, TokenBuilder, jwks};

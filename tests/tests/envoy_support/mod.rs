@@ -1,22 +1,17 @@
 //! The end-to-end stack for the Envoy tests: the real Envoy from `.tools/` (installed by
 //! `envoy/install-envoy.sh`), the real `host-shim issuer`, a tiny upstream that echoes what it
-//! received, and a bootstrap rendered with the free ports they got. Everything runs on loopback
-//! and every process is killed when the `Stack` is dropped, panicking test or not; on a panic the
-//! tails of Envoy's and the issuer's logs are printed, since that is where a failure explains
-//! itself.
+//! received, and a bootstrap rendered for them by `host-shim envoy`, the project's one
+//! generator. Everything runs on loopback and every process is killed when the `Stack` is
+//! dropped, panicking test or not; on a panic the tails of Envoy's and the issuer's logs are
+//! printed, since that is where a failure explains itself. Shared by every suite that starts a
+//! gateway: the guide's config file, free ports, waiting for `host-shim up`.
 //!
 //! Binaries are found at run time: `ENVOY_BIN` or `<repo>/.tools/bin/envoy`; `HOST_SHIM_BIN` or
 //! the `host-shim` next to this test's own target directory (built by `cargo build -p
 //! host-shim`, which `make test` runs first: a test cannot run cargo on its own target
 //! directory while cargo holds its lock). The filter module is the release build whose path
 //! `build.rs` exports as `FILTER_WASM`.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    dead_code
-)]
+#![allow(dead_code)]
 
 use std::fs::File;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
@@ -354,6 +349,93 @@ impl Drop for Upstream {
     }
 }
 
+/// The local issuer's default clients: one in `AI-Users` (the guide's rule lets it in), one not.
+pub const AI_USER: (&str, &str) = ("ai-user", "ai-user-secret");
+pub const PLAIN_USER: (&str, &str) = ("plain-user", "plain-user-secret");
+
+/// A port free at the time of asking, for a process about to bind it.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The Okta guide's config file on `port`, its issuer `issuer` (keys at `{issuer}/v1/keys`).
+/// `authn` is appended to `mcpAuthentication` (its lines indented by 10, e.g. more
+/// `audiences` entries go in `audiences`, so they are given apart) and `rules` are the
+/// `authorization.rules` entries (indented by 10).
+pub fn guide_config(
+    port: u16,
+    issuer: &str,
+    audiences: &[&str],
+    authn: &str,
+    rules: &str,
+) -> String {
+    let mut audience_lines = String::from("          - api://agentgateway\n");
+    for a in audiences {
+        audience_lines.push_str(&format!("          - {a}\n"));
+    }
+    format!(
+        r#"binds:
+- port: {port}
+  listeners:
+  - routes:
+    - backends:
+      - mcp:
+          targets:
+          - name: my-server
+            stdio:
+              cmd: npx
+              args: ["@modelcontextprotocol/server-everything"]
+      policies:
+        mcpAuthentication:
+          mode: strict
+          issuer: {issuer}
+          audiences:
+{audience_lines}          jwks:
+            url: {issuer}/v1/keys
+{authn}
+        authorization:
+          rules:
+{rules}
+"#
+    )
+}
+
+/// The rule of the Okta guide, as a `rules` entry for [`guide_config`].
+pub const GROUP_RULE: &str = "          - if: '\"AI-Users\" in auth.claims.groups'";
+
+/// Waits until `host-shim up` has printed a line starting with `until` (90 s at most) and
+/// returns the lines before it; panics with the tail of its log if it exits or never gets there.
+pub fn wait_for_up(up: &mut Child, log: &Path, until: &str) -> Vec<String> {
+    let stdout = up.stdout.take().expect("`up` started with a piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut printed = Vec::new();
+    loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) if line.starts_with(until) => return printed,
+            Ok(line) => printed.push(line),
+            Err(_) if Instant::now() > deadline => {
+                let _ = up.kill();
+                panic!("host-shim up did not come up:\n{}", tail(log, 60));
+            }
+            Err(_) => {
+                if let Ok(Some(status)) = up.try_wait() {
+                    panic!("host-shim up exited ({status}):\n{}", tail(log, 60));
+                }
+            }
+        }
+    }
+}
+
 /// The filter's policy: the Okta guide's group rule, pointed at the local issuer, with the
 /// JWKS cluster named explicitly (the default would be the URL's host, `127.0.0.1`).
 pub fn policy(issuer: &Issuer) -> String {
@@ -374,80 +456,56 @@ pub fn policy(issuer: &Issuer) -> String {
     )
 }
 
-/// The same shape as `envoy/envoy-local.yaml`, with ports and the module path filled in.
-/// Listener and admin bind port 0; the real ports are read back from Envoy.
+/// The bootstrap for [`policy`], rendered as every other bootstrap is: by `host-shim envoy`.
 fn bootstrap(issuer: &Issuer, upstream: &Upstream, wasm: &str) -> String {
     bootstrap_with_policy(&policy(issuer), issuer, upstream, wasm)
 }
 
-/// [`bootstrap`] with a policy of the caller's.
+/// [`bootstrap`] with a policy of the caller's (a `policies:` document): the policy becomes the
+/// one route of a config file on a free port, whose shim is the recording upstream.
 pub fn bootstrap_with_policy(
     policy: &str,
-    issuer: &Issuer,
+    _issuer: &Issuer,
     upstream: &Upstream,
     wasm: &str,
 ) -> String {
-    let config = serde_json::to_string(policy).expect("policy as a JSON string");
-    format!(
-        r#"admin:
-  address:
-    socket_address: {{ address: 127.0.0.1, port_value: 0 }}
-static_resources:
+    let policy: String = policy.lines().map(|l| format!("      {l}\n")).collect();
+    let config = format!(
+        r#"binds:
+- port: {port}
   listeners:
-  - name: mcp
-    address:
-      socket_address: {{ address: 127.0.0.1, port_value: 0 }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: mcp
-          route_config:
-            name: mcp
-            virtual_hosts:
-            - name: mcp
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/" }}
-                route: {{ cluster: upstream, timeout: 0s }}
-          http_filters:
-          - name: envoy.filters.http.wasm
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: mcp_auth
-                vm_config:
-                  vm_id: mcp_auth
-                  runtime: envoy.wasm.runtime.v8
-                  code: {{ local: {{ filename: "{wasm}" }} }}
-                configuration:
-                  "@type": type.googleapis.com/google.protobuf.StringValue
-                  value: {config}
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: upstream
-    type: STATIC
-    connect_timeout: 2s
-    load_assignment:
-      cluster_name: upstream
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {upstream} }} }} }}
-  - name: okta-jwks
-    type: STATIC
-    connect_timeout: 2s
-    load_assignment:
-      cluster_name: okta-jwks
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {issuer} }} }} }}
-"#,
-        upstream = upstream.port,
-        issuer = issuer.port,
-    )
+  - routes:
+    - backends:
+      - mcp:
+          targets:
+          - name: upstream
+            stdio:
+              cmd: "true"
+{policy}"#,
+        port = free_port()
+    );
+    render_bootstrap(&config, upstream, wasm)
+}
+
+/// `host-shim envoy` on the config file `config`, the recording upstream in the shim's place
+/// and the admin port left to Envoy (0).
+pub fn render_bootstrap(config: &str, upstream: &Upstream, wasm: &str) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("gateway.yaml");
+    std::fs::write(&file, config).expect("write the config file");
+    let out = Command::new(host_shim_binary())
+        .arg("envoy")
+        .arg(&file)
+        .args(["--wasm", wasm, "--admin-port", "0"])
+        .args(["--shim", &format!("127.0.0.1:{}", upstream.port)])
+        .output()
+        .expect("run host-shim envoy");
+    assert!(
+        out.status.success(),
+        "host-shim envoy failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("the bootstrap is UTF-8")
 }
 
 pub struct Envoy {
@@ -651,6 +709,20 @@ impl Stack {
             dir,
             _serial: serial,
         })
+    }
+
+    /// `reply` is the 401 of a request without a token: a challenge naming the protected-resource
+    /// metadata of `/mcp`, and nothing forwarded.
+    pub fn assert_challenge(&self, reply: &Reply) {
+        assert_eq!(reply.status, 401, "{reply:?}");
+        let www = reply.header("www-authenticate").expect("www-authenticate");
+        let expected = format!(
+            "resource_metadata=\"http://127.0.0.1:{}/.well-known/oauth-protected-resource/mcp\"",
+            self.envoy.port
+        );
+        assert!(www.starts_with("Bearer "), "{www}");
+        assert!(www.contains(&expected), "{www} lacks {expected}");
+        assert!(self.upstream.seen().is_empty());
     }
 
     /// `POST <path>` through Envoy with an MCP JSON-RPC body, on a fresh connection (so that
