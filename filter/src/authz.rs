@@ -477,9 +477,14 @@ impl std::fmt::Display for Denial {
 }
 
 /// What evaluation met along the way: rules that errored are logged and counted.
+///
+/// One `Evaluation` may serve several evaluations of the same request (same claims, same
+/// headers), as the items of a list answer are: what each rule that reads nothing of `mcp`
+/// came to is kept, so such a rule runs once for the whole list, not once per item.
 #[derive(Debug, Default)]
 pub struct Evaluation {
     pub errors: Vec<String>,
+    steady: Vec<Option<bool>>,
 }
 
 /// The request as CEL sees it.
@@ -548,7 +553,11 @@ impl RuleSet {
         if self.rules.is_empty() {
             return Verdict::Allow;
         }
-        let context = self.context(input);
+        // Built only when a rule must run: in a list, the steady rules are already known.
+        let mut context = None;
+        if eval.steady.len() < self.rules.len() {
+            eval.steady.resize(self.rules.len(), None);
+        }
         let mut any_allow = false;
         let mut allowed = false;
         let mut first_allow: Option<&Rule> = None;
@@ -558,13 +567,32 @@ impl RuleSet {
             .enumerate()
             .filter(|(_, r)| r.applies(input.mcp))
         {
-            let holds = match rule.holds(&context, input.mcp) {
-                Holds::Yes => true,
-                Holds::No | Holds::Absent => false,
-                Holds::Error(e) => {
-                    eval.errors
-                        .push(format!("{} rule {:?} {e}", rule.kind.name(), rule.source));
-                    false
+            let known = match rule.reads_mcp {
+                false => eval.steady.get(index).copied().flatten(),
+                true => None,
+            };
+            let holds = match known {
+                Some(holds) => holds,
+                None => {
+                    let context = context.get_or_insert_with(|| self.context(input));
+                    let holds = match rule.holds(context, input.mcp) {
+                        Holds::Yes => true,
+                        Holds::No | Holds::Absent => false,
+                        Holds::Error(e) => {
+                            eval.errors.push(format!(
+                                "{} rule {:?} {e}",
+                                rule.kind.name(),
+                                rule.source
+                            ));
+                            false
+                        }
+                    };
+                    if !rule.reads_mcp
+                        && let Some(slot) = eval.steady.get_mut(index)
+                    {
+                        *slot = Some(holds);
+                    }
+                    holds
                 }
             };
             match rule.kind {
@@ -836,6 +864,37 @@ mod tests {
         };
         let mut eval = Evaluation::default();
         (rules.evaluate(&input, &mut eval), eval)
+    }
+
+    #[test]
+    fn one_evaluation_runs_a_steady_rule_once_for_every_item() {
+        // The first rule reads only the claims (and errs: no such claim); the second reads the
+        // tool. Judged as the items of one list, the first runs once, the second per item.
+        let rules = set(&[
+            (RuleKind::Allow, "auth.claims.missing == 'x'"),
+            (RuleKind::Allow, "mcp.tool.name == 'b'"),
+        ]);
+        let claims = j!({"sub": "u"});
+        let claims = claims.as_object();
+        let mut eval = Evaluation::default();
+        let verdicts: Vec<bool> = ["a", "b", "c"]
+            .iter()
+            .map(|name| {
+                let view = named(Kind::Tool, name);
+                let input = Input {
+                    claims,
+                    prebuilt: None,
+                    mcp: Some(&view),
+                    method: "POST",
+                    path: "/mcp",
+                    host: "gw",
+                    headers: &[],
+                };
+                rules.evaluate(&input, &mut eval) == Verdict::Allow
+            })
+            .collect();
+        assert_eq!(verdicts, [false, true, false]);
+        assert_eq!(eval.errors.len(), 1, "{:?}", eval.errors);
     }
 
     /// Whether each message is allowed, checking that absence was never reported as an error.

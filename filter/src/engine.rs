@@ -276,6 +276,26 @@ fn judge(
     request: &RequestView<'_>,
     host: &dyn Host,
 ) -> Verdict {
+    judge_in(
+        policy,
+        identity,
+        view,
+        request,
+        host,
+        &mut Evaluation::default(),
+    )
+}
+
+/// [`judge`] within `evaluation`, which may carry what earlier judgements of the same request
+/// found (the items of one list answer).
+fn judge_in(
+    policy: &Policy,
+    identity: Option<&Caller>,
+    view: Option<&McpView>,
+    request: &RequestView<'_>,
+    host: &dyn Host,
+    evaluation: &mut Evaluation,
+) -> Verdict {
     // A verdict that depends on the claims alone is evaluated once per verified token.
     let memo = match (view, identity) {
         (None, Some(id)) if policy.rules.claims_only() => Some(id),
@@ -285,7 +305,6 @@ fn judge(
         return verdict.clone();
     }
     let path = request.text(":path");
-    let mut evaluation = Evaluation::default();
     let verdict = policy.rules.evaluate(
         &Input {
             claims: identity.map(Caller::claims),
@@ -296,13 +315,14 @@ fn judge(
             host: request.text(":authority"),
             headers: request.headers,
         },
-        &mut evaluation,
+        evaluation,
     );
-    for error in &evaluation.errors {
+    let errors = std::mem::take(&mut evaluation.errors);
+    for error in &errors {
         log::warn!("mcp-auth: rule error (counts as not matched): {error}");
     }
-    if !evaluation.errors.is_empty() {
-        host.count(metric::RULE_ERRORS, evaluation.errors.len() as u64);
+    if !errors.is_empty() {
+        host.count(metric::RULE_ERRORS, errors.len() as u64);
     } else if let Some(id) = memo {
         // A rule that errs is logged and counted on every request, so that verdict is not kept.
         id.remember_verdict(policy.rules.id(), &verdict);
@@ -474,14 +494,17 @@ pub fn decide_body(
 
 /// Whether a list item (a tool, prompt or resource the server offers) is shown to this
 /// caller: the rules judge it as if the caller used it.
+///
+/// `evaluation` is the list's: the rules that read nothing of `mcp` run once for all its items.
 pub fn keep_item(
     policy: &Policy,
     identity: Option<&Caller>,
     request: &RequestView<'_>,
     view: &McpView,
     host: &dyn Host,
+    evaluation: &mut Evaluation,
 ) -> bool {
-    let keep = judge(policy, identity, Some(view), request, host) == Verdict::Allow;
+    let keep = judge_in(policy, identity, Some(view), request, host, evaluation) == Verdict::Allow;
     if !keep {
         host.count(metric::LIST_ITEMS_HIDDEN, 1);
     }

@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value as Json;
 
 use crate::audit::Recorder;
+use crate::authz::Evaluation;
 use crate::cache::{Caller, TokenCache};
 use crate::engine::{self, BodyDecision, Decision, Forward, RequestView};
 use crate::host::Host;
@@ -517,8 +518,10 @@ impl Filter {
             headers: &stream.headers,
         };
         let identity = stream.identity.as_ref();
-        let mut keep =
-            |view: &mcp::McpView| engine::keep_item(policy, identity, &request, view, host);
+        let mut evaluation = Evaluation::default();
+        let mut keep = |view: &mcp::McpView| {
+            engine::keep_item(policy, identity, &request, view, host, &mut evaluation)
+        };
         match &mut stream.response {
             ResponseMode::Untouched => BodyStep::pass(),
             ResponseMode::Refused => BodyStep {
