@@ -119,8 +119,10 @@ fn json_renders_the_same_bootstrap_as_yaml() {
         &json,
     )
     .unwrap();
-    let as_yaml: Json = serde_yaml::from_str(&std::fs::read_to_string(&yaml).unwrap()).unwrap();
-    let as_json: Json = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let as_yaml: serde_json::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&yaml).unwrap()).unwrap();
+    let as_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(as_json, as_yaml);
     assert_valid(&json);
 }
