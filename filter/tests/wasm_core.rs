@@ -145,7 +145,7 @@ fn rs256_es256_and_eddsa_tokens_verify() {
         assert_eq!(identity.claims()["sub"], "0oa-ai-user");
         assert_eq!(identity.claims()["groups"][1], "AI-Users");
         assert_eq!(
-            identity.expires_at(),
+            identity.expires_at().timestamp(),
             (now() + TimeDelta::hours(1)).timestamp()
         );
     }

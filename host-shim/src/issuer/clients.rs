@@ -46,7 +46,7 @@ fn default_scopes() -> Vec<String> {
     vec![DEFAULT_SCOPE.to_owned()]
 }
 
-/// The clients used when none are configured. Documented in the README; tests rely on them.
+/// The clients used when none are configured. Documented in docs/login.md; tests rely on them.
 pub fn defaults() -> Vec<Client> {
     vec![
         Client {

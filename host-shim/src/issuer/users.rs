@@ -41,7 +41,7 @@ fn derived_uid(name: &str) -> String {
     format!("00u{encoded}")
 }
 
-/// The people used when none are configured. Documented in the README; tests rely on them.
+/// The people used when none are configured. Documented in docs/login.md; tests rely on them.
 pub fn defaults() -> Vec<User> {
     vec![
         User {
