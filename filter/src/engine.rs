@@ -196,7 +196,14 @@ pub fn decide(
     if policy.rules.reads_mcp() && method == "POST" {
         return Decision::ReadBody(forward);
     }
-    let verdict = judge(policy, forward.identity.as_ref(), None, request, host);
+    let verdict = judge(
+        policy,
+        forward.identity.as_ref(),
+        None,
+        request,
+        host,
+        &mut Evaluation::default(),
+    );
     if let Verdict::Deny(denial) = verdict {
         host.count(metric::DENIED_AUTHZ, 1);
         host.note(Note::Rule {
@@ -268,27 +275,10 @@ fn claim_text(identity: &Caller, path: &str) -> Option<String> {
     Some(text.chars().filter(|c| !c.is_control()).collect())
 }
 
-/// Evaluates the rules for the request (view `None`) or for one of its JSON-RPC messages.
+/// Evaluates the rules for the request (view `None`) or for one of its JSON-RPC messages, in
+/// `evaluation`, which may carry what earlier judgements of the same request found (the items
+/// of one list answer).
 fn judge(
-    policy: &Policy,
-    identity: Option<&Caller>,
-    view: Option<&McpView>,
-    request: &RequestView<'_>,
-    host: &dyn Host,
-) -> Verdict {
-    judge_in(
-        policy,
-        identity,
-        view,
-        request,
-        host,
-        &mut Evaluation::default(),
-    )
-}
-
-/// [`judge`] within `evaluation`, which may carry what earlier judgements of the same request
-/// found (the items of one list answer).
-fn judge_in(
     policy: &Policy,
     identity: Option<&Caller>,
     view: Option<&McpView>,
@@ -339,7 +329,14 @@ pub fn allows(
     request: &RequestView<'_>,
     host: &dyn Host,
 ) -> bool {
-    let allowed = judge(policy, identity, Some(view), request, host) == Verdict::Allow;
+    let allowed = judge(
+        policy,
+        identity,
+        Some(view),
+        request,
+        host,
+        &mut Evaluation::default(),
+    ) == Verdict::Allow;
     if allowed {
         host.count(metric::ALLOWED, 1);
         host.count(metric::HEADER_FAST_PATH, 1);
@@ -410,7 +407,14 @@ pub fn decide_body(
                 ));
             }
         };
-        if let Verdict::Deny(denial) = judge(policy, identity, view.as_ref(), request, host) {
+        if let Verdict::Deny(denial) = judge(
+            policy,
+            identity,
+            view.as_ref(),
+            request,
+            host,
+            &mut Evaluation::default(),
+        ) {
             if denied.is_empty() {
                 host.note(Note::Rule {
                     index: denial.rule,
@@ -504,7 +508,7 @@ pub fn keep_item(
     host: &dyn Host,
     evaluation: &mut Evaluation,
 ) -> bool {
-    let keep = judge_in(policy, identity, Some(view), request, host, evaluation) == Verdict::Allow;
+    let keep = judge(policy, identity, Some(view), request, host, evaluation) == Verdict::Allow;
     if !keep {
         host.count(metric::LIST_ITEMS_HIDDEN, 1);
     }

@@ -160,6 +160,21 @@ struct StreamState {
     response: ResponseMode,
 }
 
+/// A request's headers as they arrived: the route they matched, and whether they end it.
+struct Head {
+    route: Option<String>,
+    headers: Vec<(String, Vec<u8>)>,
+    end_of_stream: bool,
+}
+
+/// A chunk of a request body as it arrived: the proxy's buffer size, whether it is the last,
+/// and how to read the buffer.
+struct Chunk<'r> {
+    body_size: usize,
+    end_of_stream: bool,
+    read: BodyReader<'r>,
+}
+
 /// Everything one VM knows: its configuration, key stores and streams.
 pub struct Filter {
     config: FilterConfig,
@@ -249,21 +264,24 @@ impl Filter {
         let rec = Recorder::new(host);
         let judged = self.config.policy_for(route.as_deref()).is_some();
         let label = route.clone();
-        let mut step = self.request_headers(&rec, context_id, route, headers, end_of_stream);
+        let head = Head {
+            route,
+            headers,
+            end_of_stream,
+        };
+        let mut step = self.request_headers(&rec, context_id, head);
         if judged {
             self.finish(&rec, context_id, label.as_deref(), None, &mut step);
         }
         step
     }
 
-    fn request_headers(
-        &mut self,
-        host: &dyn Host,
-        context_id: u32,
-        route: Option<String>,
-        headers: Vec<(String, Vec<u8>)>,
-        end_of_stream: bool,
-    ) -> Step {
+    fn request_headers(&mut self, host: &dyn Host, context_id: u32, head: Head) -> Step {
+        let Head {
+            route,
+            headers,
+            end_of_stream,
+        } = head;
         // Headers the filter sets from claims are never taken from a client, on any route.
         let strip: Vec<String> = self
             .config
@@ -341,19 +359,22 @@ impl Filter {
         end_of_stream: bool,
         read: BodyReader<'_>,
     ) -> Step {
+        let chunk = Chunk {
+            body_size,
+            end_of_stream,
+            read,
+        };
         self.audited(host, context_id, |f, host, id| {
-            f.request_body(host, id, body_size, end_of_stream, read)
+            f.request_body(host, id, chunk)
         })
     }
 
-    fn request_body(
-        &mut self,
-        host: &dyn Host,
-        context_id: u32,
-        body_size: usize,
-        end_of_stream: bool,
-        read: BodyReader<'_>,
-    ) -> Step {
+    fn request_body(&mut self, host: &dyn Host, context_id: u32, chunk: Chunk<'_>) -> Step {
+        let Chunk {
+            body_size,
+            end_of_stream,
+            read,
+        } = chunk;
         let Some(collect) = self.body_limit(context_id) else {
             return Step::go();
         };
