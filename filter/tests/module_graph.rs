@@ -12,10 +12,12 @@ use std::path::Path;
 const LAYERS: &[&str] = &[
     // Leaves: parsing and arithmetic that know nothing of the rest.
     "rsa_verify",
+    "ec_verify",
     "json",
     "uri",
     "sse",
     "location",
+    "target",
     "cel_value",
     "config_error",
     // The seam to the proxy.
