@@ -56,7 +56,7 @@ impl EnvoyLog {
         let reader = tokio::spawn(async move {
             let mut stderr = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = stderr.next_line().await {
-                eprintln!("{line}");
+                crate::say!("{line}");
                 let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
                 if kept.len() == KEPT_LINES {
                     kept.pop_front();

@@ -219,12 +219,12 @@ pub(crate) fn refused(refused: &Refused, route: &RouteSpec) -> Rejection {
 /// A session of someone else is answered exactly as an unknown one, and its owner is not named.
 fn unknown_session(id: &str, other_identity: bool, message: &str) -> Rejection {
     if other_identity {
-        eprintln!(
+        crate::say!(
             "session {}: the caller's identity did not match the session's: 404",
             short(id)
         );
     } else {
-        eprintln!("session {id}: unknown here (ended, expired, or not issued by this shim): 404");
+        crate::say!("session {id}: unknown here (ended, expired, or not issued by this shim): 404");
     }
     error(StatusCode::NOT_FOUND, -32001, message)
 }
@@ -429,7 +429,7 @@ async fn initialize_session(
     let session = match app.table.create(route.clone(), Kind::Streamable, identity) {
         Ok(session) => session,
         Err(why) => {
-            eprintln!("initialize on route '{}': refused: {why}", route.name);
+            crate::say!("initialize on route '{}': refused: {why}", route.name);
             return refused(&why, &route).into_response();
         }
     };
@@ -440,7 +440,7 @@ async fn initialize_session(
     let answer = match initialized {
         Ok(result) => Ok(result),
         Err(e) => {
-            eprintln!("session {}: initialize failed: {e}", session.id);
+            crate::say!("session {}: initialize failed: {e}", session.id);
             if let Some(session) = app.table.remove(&session.id) {
                 session.close().await;
             }
@@ -498,7 +498,7 @@ async fn delete(
         Err(rejection) => return rejection.into_response(),
     };
     if let Some(session) = app.table.remove(&session.id) {
-        eprintln!("session {}: deleted by the client", session.id);
+        crate::say!("session {}: deleted by the client", session.id);
         session.close().await;
     }
     StatusCode::OK.into_response()
@@ -534,7 +534,7 @@ fn legacy_stream(app: &App, route: Arc<RouteSpec>, identity: Identity, path: &st
     let session = match app.table.create(route.clone(), Kind::Legacy, identity) {
         Ok(session) => session,
         Err(why) => {
-            eprintln!("GET /sse on route '{}': refused: {why}", route.name);
+            crate::say!("GET /sse on route '{}': refused: {why}", route.name);
             return refused(&why, &route).into_response();
         }
     };

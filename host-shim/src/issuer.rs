@@ -275,7 +275,7 @@ pub async fn run(args: IssuerArgs) -> anyhow::Result<()> {
 
     let client_ids: Vec<&str> = clients.iter().map(|c| c.id.as_str()).collect();
     let user_names: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
-    eprintln!(
+    crate::say!(
         "issuer: clients {client_ids:?}; users {user_names:?}; audiences {:?}; registration {}; \
          key {}",
         args.audiences,
@@ -315,7 +315,7 @@ pub async fn run(args: IssuerArgs) -> anyhow::Result<()> {
     )
     .with_graceful_shutdown(async move { shutdown.cancelled().await })
     .await?;
-    eprintln!("issuer: stopped");
+    crate::say!("issuer: stopped");
     Ok(())
 }
 
@@ -378,7 +378,7 @@ async fn register(State(issuer): State<Arc<Issuer>>, body: Bytes) -> Response {
     match registered {
         Ok(response) => {
             let field = |name: &str| response.get(name).cloned().unwrap_or_default();
-            eprintln!(
+            crate::say!(
                 "issuer: registered client {} ({}) for {}",
                 field("client_id"),
                 field("token_endpoint_auth_method"),
@@ -387,7 +387,7 @@ async fn register(State(issuer): State<Arc<Issuer>>, body: Bytes) -> Response {
             (StatusCode::CREATED, token::no_store(), Json(response)).into_response()
         }
         Err(err) => {
-            eprintln!("issuer: registration refused: {err}");
+            crate::say!("issuer: registration refused: {err}");
             err.into_response()
         }
     }
@@ -400,7 +400,7 @@ async fn keys(
     let count = issuer.keys_requests.fetch_add(1, Ordering::SeqCst) + 1;
     let mode = issuer.keys_mode();
     // End-to-end tests count these lines; keep one per request.
-    eprintln!("issuer: keys request #{count} from {peer} (mode {mode})");
+    crate::say!("issuer: keys request #{count} from {peer} (mode {mode})");
     match mode {
         KeysMode::Ok => {
             let jwks = issuer.read_keys().jwks();
@@ -472,7 +472,7 @@ async fn token(State(issuer): State<Arc<Issuer>>, headers: HeaderMap, body: Byte
             (token::no_store(), Json(response)).into_response()
         }
         Err(err) => {
-            eprintln!("issuer: token request refused: {err}");
+            crate::say!("issuer: token request refused: {err}");
             err.into_response()
         }
     }
@@ -486,7 +486,7 @@ fn client_credentials(
     let (client, scopes) = token::client_credentials(&issuer.clients, headers, form)?;
     let ring = issuer.read_keys();
     let response = token::mint(&issuer.settings, ring.active(), client, &scopes)?;
-    eprintln!(
+    crate::say!(
         "issuer: token for {} (scope {:?}, kid {})",
         client.id,
         response.scope,

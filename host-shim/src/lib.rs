@@ -12,6 +12,17 @@
 //! - `oci`: the filter module packaged for Istio;
 //! - `shutdown`: SIGINT/SIGTERM as a cancellation.
 
+/// A line on stderr, written with one `write` call. `eprintln!` writes the pieces of its format
+/// one by one; several shims (and Envoy) logging to one file would then interleave mid-line.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let line = format!("{}\n", format_args!($($arg)*));
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }};
+}
+
 pub mod address;
 pub mod config;
 pub mod envelope;

@@ -435,7 +435,7 @@ impl Fanout {
         let id = message.get("id").and_then(Json::as_u64);
         let found = id.and_then(|id| lock(&self.server_requests.by_id).remove(&id));
         let Some((index, original)) = found else {
-            eprintln!("mcp: the client answered a request nobody is waiting for: {message}");
+            crate::say!("mcp: the client answered a request nobody is waiting for: {message}");
             return;
         };
         if let (Some(object), Some(upstream)) = (message.as_object_mut(), self.upstreams.get(index))
@@ -532,7 +532,7 @@ impl Fanout {
                     if matches!(key, "tools" | "prompts")
                         && target::split(&prefixed, &self.names).0 != owner.as_str()
                     {
-                        eprintln!(
+                        crate::say!(
                             "{method}: {prefixed:?} of target '{}' would call another target; left out",
                             upstream.name
                         );
@@ -641,7 +641,7 @@ fn merge_initialize(route: &str, upstreams: &[Upstream], results: &[Json]) -> Js
         .collect();
     let version = versions.iter().min().copied().unwrap_or_default();
     if versions.iter().any(|v| *v != version) {
-        eprintln!("mcp: route '{route}': targets chose versions {versions:?}; using {version}");
+        crate::say!("mcp: route '{route}': targets chose versions {versions:?}; using {version}");
     }
     let mut capabilities = json!({});
     for upstream in upstreams {

@@ -86,9 +86,10 @@ pub async fn serve(
         .collect();
     for route in routes.iter().filter(|r| !r.targets.is_empty()) {
         let targets: Vec<&str> = route.targets.iter().map(|t| t.name.as_str()).collect();
-        eprintln!(
+        crate::say!(
             "serve: route '{}': targets {targets:?}, session TTL {:?}",
-            route.name, route.ttl
+            route.name,
+            route.ttl
         );
     }
     let shortest_ttl = routes
@@ -96,9 +97,10 @@ pub async fn serve(
         .map(|r| r.ttl)
         .min()
         .unwrap_or(DEFAULT_SESSION_TTL);
-    eprintln!(
+    crate::say!(
         "serve: at most {} sessions, {} per identity",
-        limits.total, limits.per_identity
+        limits.total,
+        limits.per_identity
     );
     let table = Arc::new(SessionTable::new(limits));
     let app = Arc::new(App::new(routes, table.clone()));
@@ -116,7 +118,7 @@ pub async fn serve(
         let sessions_ended = sessions_ended.clone();
         async move {
             shutdown.cancelled().await;
-            eprintln!("serve: stopping: ending every session");
+            crate::say!("serve: stopping: ending every session");
             table.close_all().await;
             sessions_ended.cancel();
         }
@@ -141,7 +143,7 @@ pub async fn serve(
     shutdown.cancel();
     table.close_all().await;
     let _ = reaper.await;
-    eprintln!("serve: stopped");
+    crate::say!("serve: stopped");
     result
 }
 

@@ -184,7 +184,7 @@ impl Session {
             fanout.shutdown().await;
             return Err(RpcError::new(RpcError::SERVER, "the session ended"));
         }
-        eprintln!(
+        crate::say!(
             "session {}: route '{}', protocol {}, pids {:?}",
             self.id,
             self.route.name,
@@ -217,7 +217,7 @@ impl Session {
                     "jsonrpc": "2.0", "method": "notifications/initialized",
                 });
                 fanout.notify("notifications/initialized", &initialized);
-                eprintln!(
+                crate::say!(
                     "session {}: route '{}', the children behind one identity's 2026-07-28 \
                      requests, protocol {}, pids {:?}",
                     short(&self.id),
@@ -436,7 +436,7 @@ fn route(state: &mut Streams, mut message: Json) {
 fn keep(state: &mut Streams, message: Json) {
     if state.backlog.len() >= BACKLOG {
         state.backlog.pop_front();
-        eprintln!("session: no stream open to the client; dropped its oldest waiting message");
+        crate::say!("session: no stream open to the client; dropped its oldest waiting message");
     }
     state.backlog.push_back(message);
 }
@@ -534,12 +534,12 @@ impl SessionTable {
         drop(sessions);
         for session in expired {
             if dead(&session) && !session.expired(now) {
-                eprintln!(
+                crate::say!(
                     "session {}: a child of it is gone; a new one serves the next request",
                     short(&session.id)
                 );
             } else {
-                eprintln!("session {}: idle past its TTL", session.id);
+                crate::say!("session {}: idle past its TTL", session.id);
             }
             self.closing.spawn(async move { session.close().await });
         }
@@ -565,7 +565,7 @@ impl SessionTable {
     /// stream).
     pub fn end_later(&self, id: &str) {
         if let Some(session) = self.remove(id) {
-            eprintln!("session {}: ended", session.id);
+            crate::say!("session {}: ended", session.id);
             self.closing.spawn(async move { session.close().await });
         }
     }
@@ -579,7 +579,7 @@ impl SessionTable {
             .map(|s| s.id.clone())
             .collect();
         for id in expired {
-            eprintln!("session {id}: idle past its TTL");
+            crate::say!("session {id}: idle past its TTL");
             self.end_later(&id);
         }
     }

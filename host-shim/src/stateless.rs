@@ -426,7 +426,7 @@ fn answer(id: Json, answer: Result<Json, Json>) -> Response {
 }
 
 fn refusal(id: Json, error: &EnvelopeError) -> Response {
-    eprintln!("2026-07-28 request refused: {error}");
+    crate::say!("2026-07-28 request refused: {error}");
     answer(id, Err(error.to_json()))
 }
 
@@ -478,7 +478,7 @@ pub async fn post(
     let session = match table.stateless(route.clone(), identity) {
         Ok(session) => session,
         Err(why) => {
-            eprintln!(
+            crate::say!(
                 "2026-07-28 request on route '{}': refused: {why}",
                 route.name
             );
@@ -490,7 +490,7 @@ pub async fn post(
     let fanout = match session.start(initialize_params(), sink).await {
         Ok(fanout) => fanout,
         Err(e) => {
-            eprintln!(
+            crate::say!(
                 "route '{}': the MCP servers for 2026-07-28 requests did not start: {e}",
                 route.name
             );
@@ -558,7 +558,7 @@ impl Drop for CancelOnDrop {
         if self.armed
             && let Some(mcp) = self.session.mcp()
         {
-            eprintln!(
+            crate::say!(
                 "session {}: the client closed request {}: cancelled on the server",
                 crate::session::short(&self.session.id),
                 self.call
@@ -736,7 +736,9 @@ async fn listen(
                     .request(&call, "resources/subscribe", Some(json!({ "uri": uri })))
                     .await;
                 if !matches!(made, Some(Ok(_))) {
-                    eprintln!("subscriptions/listen: the MCP server did not subscribe to {uri:?}");
+                    crate::say!(
+                        "subscriptions/listen: the MCP server did not subscribe to {uri:?}"
+                    );
                     continue;
                 }
             }

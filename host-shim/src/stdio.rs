@@ -152,7 +152,7 @@ impl StdioServer {
         else {
             return Err(spawn_error("no pipes to the child".into()));
         };
-        eprintln!("{log_prefix} started: pid {pid}");
+        crate::say!("{log_prefix} started: pid {pid}");
 
         tokio::spawn(log_stderr(stderr, log_prefix.clone()));
         let (writer, lines) = mpsc::unbounded_channel();
@@ -213,7 +213,7 @@ impl StdioServer {
             .and_then(|p| p.get("name").or_else(|| p.get("uri")))
             .and_then(Json::as_str)
             .unwrap_or_default();
-        eprintln!("[{} pid {}] call {method} {named}", self.target, self.pid);
+        crate::say!("[{} pid {}] call {method} {named}", self.target, self.pid);
         let mut message = json!({ "jsonrpc": "2.0", "id": id, "method": method });
         if let (Some(params), Some(object)) = (params, message.as_object_mut()) {
             object.insert("params".into(), params);
@@ -288,10 +288,10 @@ async fn log_stderr(stderr: tokio::process::ChildStderr, prefix: String) {
         match lines.next().await {
             Some(Ok(line)) => {
                 let line = String::from_utf8_lossy(&line);
-                eprintln!("{prefix} {}", line.trim_end_matches('\r'));
+                crate::say!("{prefix} {}", line.trim_end_matches('\r'));
             }
             Some(Err(AnyDelimiterCodecError::MaxChunkLengthExceeded)) => {
-                eprintln!("{prefix} (a stderr line over {MAX_LOG_LINE} bytes, not shown)");
+                crate::say!("{prefix} (a stderr line over {MAX_LOG_LINE} bytes, not shown)");
             }
             Some(Err(AnyDelimiterCodecError::Io(_))) | None => break,
         }
@@ -331,7 +331,7 @@ async fn supervise(mut s: Supervisor) {
             line = lines.next() => match line {
                 Some(Ok(line)) => dispatch(&s.log_prefix, &s.calls, &s.on_message, &line),
                 Some(Err(AnyDelimiterCodecError::MaxChunkLengthExceeded)) => {
-                    eprintln!("{} dropped a stdout line over {MAX_LINE} bytes", s.log_prefix);
+                    crate::say!("{} dropped a stdout line over {MAX_LINE} bytes", s.log_prefix);
                 }
                 // Stdout closed: the child cannot answer anymore, whatever it does next.
                 Some(Err(AnyDelimiterCodecError::Io(_))) | None => {
@@ -365,7 +365,7 @@ async fn supervise(mut s: Supervisor) {
         Ended::Stopped => StdioError::Stopped { target: s.target },
         Ended::Exited(status) => {
             let how = describe(status);
-            eprintln!("{} exited ({how})", s.log_prefix);
+            crate::say!("{} exited ({how})", s.log_prefix);
             StdioError::Exited {
                 target: s.target,
                 how,
@@ -420,7 +420,7 @@ fn describe(status: Option<ExitStatus>) -> String {
 fn dispatch(prefix: &str, calls: &Mutex<Calls>, on_message: &OnMessage, line: &[u8]) {
     // JSON text is UTF-8 (RFC 8259 §8.1): anything else cannot be a message; the session goes on.
     let Ok(line) = std::str::from_utf8(line) else {
-        eprintln!(
+        crate::say!(
             "{prefix} dropped a stdout line that is not UTF-8 ({} bytes)",
             line.len()
         );
@@ -434,7 +434,7 @@ fn dispatch(prefix: &str, calls: &Mutex<Calls>, on_message: &OnMessage, line: &[
         Ok(message) => message,
         Err(_) => {
             // Servers sometimes print banners on stdout; keep them visible, but as logs.
-            eprintln!("{prefix} (stdout, not JSON-RPC) {line}");
+            crate::say!("{prefix} (stdout, not JSON-RPC) {line}");
             return;
         }
     };
@@ -448,7 +448,7 @@ fn dispatch(prefix: &str, calls: &Mutex<Calls>, on_message: &OnMessage, line: &[
             continue;
         }
         let Some(id) = message.get("id").and_then(Json::as_u64) else {
-            eprintln!("{prefix} answer to no request of ours: {message}");
+            crate::say!("{prefix} answer to no request of ours: {message}");
             continue;
         };
         let reply = match (message.get("result"), message.get("error")) {
@@ -522,7 +522,7 @@ impl Drop for GroupGuard {
 /// left to it.
 pub fn become_subreaper() {
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
-        eprintln!("serve: cannot become a child subreaper ({e}); grandchildren are left to init");
+        crate::say!("serve: cannot become a child subreaper ({e}); grandchildren are left to init");
     }
 }
 

@@ -96,7 +96,7 @@ impl Supervised {
                 .await
                 .is_err()
             {
-                eprintln!("up: {} did not stop in {grace:?}; killing it", self.name);
+                crate::say!("up: {} did not stop in {grace:?}; killing it", self.name);
             }
             // The leader may be gone while its group lives on (npx's node, say).
             let _ = killpg(group, Signal::SIGKILL);
@@ -378,7 +378,7 @@ async fn run_in(
         };
         let shims_left = children.iter().filter(|c| c.name == "serve").count();
         if name == "serve" && shims_left > 1 {
-            eprintln!("up: a shim exited ({status}); {} left", shims_left - 1);
+            crate::say!("up: a shim exited ({status}); {} left", shims_left - 1);
             children.remove(i);
             continue;
         }

@@ -105,7 +105,7 @@ impl Reply<'_> {
     }
 
     fn refuse(&self, refusal: &Refusal) -> Response {
-        eprintln!("issuer: authorization refused: {refusal}");
+        crate::say!("issuer: authorization refused: {refusal}");
         self.send(&[
             ("error", refusal.code()),
             ("error_description", &refusal.to_string()),
@@ -156,7 +156,7 @@ fn is_s256_challenge(challenge: &str) -> bool {
 pub async fn show(State(issuer): State<Arc<Issuer>>, RawQuery(query): RawQuery) -> Response {
     let params = Params::parse(query.as_deref().unwrap_or_default());
     let bad = |message: String| {
-        eprintln!("issuer: authorization request refused: {message}");
+        crate::say!("issuer: authorization request refused: {message}");
         login_page::failure(StatusCode::BAD_REQUEST, &message)
     };
 
@@ -386,7 +386,7 @@ pub async fn submit(State(issuer): State<Arc<Issuer>>, body: Bytes) -> Response 
     let username = form.username.unwrap_or_default();
     let password = form.password.unwrap_or_default();
     let Some(user) = issuer.user(&username, &password) else {
-        eprintln!(
+        crate::say!(
             "issuer: sign-in failed for {username:?} (client {})",
             request.client_id
         );
@@ -423,7 +423,7 @@ pub async fn submit(State(issuer): State<Arc<Issuer>>, body: Bytes) -> Response 
         now,
     );
     drop(store);
-    eprintln!(
+    crate::say!(
         "issuer: {} signed in for client {} (scope {:?}, aud {})",
         user.name,
         request.client_id,

@@ -130,7 +130,7 @@ pub async fn rotate(
     let kid = ring.active().kid.clone();
     let kids = ring.kids();
     drop(ring);
-    eprintln!(
+    crate::say!(
         "issuer: rotated signing key → kid {kid} (keep_old={})",
         params.keep_old
     );
@@ -153,7 +153,7 @@ pub async fn keys_mode(
     match text.parse::<KeysMode>() {
         Ok(mode) => {
             issuer.set_keys_mode(mode);
-            eprintln!("issuer: keys endpoint mode → {mode}");
+            crate::say!("issuer: keys endpoint mode → {mode}");
             Json(json!({ "keys_mode": mode.to_string() })).into_response()
         }
         Err(message) => {

@@ -59,7 +59,7 @@ fn authenticate(
 ) -> Result<String, OAuthError> {
     let presented = token::presented_credentials(headers, form)?;
     let expected = login_client::expected_secret(issuer, &presented.client_id).map_err(|err| {
-        eprintln!("issuer: token request from an unknown client: {err}");
+        crate::say!("issuer: token request from an unknown client: {err}");
         OAuthError::InvalidClient
     })?;
     if !token::secret_matches(expected.as_deref(), presented.secret.as_deref()) {
@@ -157,7 +157,7 @@ pub fn authorization_code(
         refresh,
         now,
     )?;
-    eprintln!(
+    crate::say!(
         "issuer: code exchanged for {} (client {client_id}, scope {:?}, refresh {})",
         user.name,
         response.scope,
@@ -207,7 +207,7 @@ pub fn refresh_token(
         Some(grant.clone()),
         now,
     )?;
-    eprintln!(
+    crate::say!(
         "issuer: refresh token rotated for {} (client {client_id})",
         user.name
     );
