@@ -18,6 +18,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use cel::common::ast::{EntryExpr, Expr, IdedExpr, operators};
+use cel::common::value::{CowVal, Val};
+use cel::context::VariableResolver;
 use cel::objects::{Key, Map as CelMap};
 use cel::{Context, Program, Value};
 use serde_json::Value as Json;
@@ -491,8 +493,8 @@ pub struct Evaluation {
 pub struct Input<'a> {
     /// Verified claims, or `None` for an unauthenticated request.
     pub claims: Option<&'a serde_json::Map<String, Json>>,
-    /// `claims` already converted by [`claims_values`] (cached with the verified token).
-    pub prebuilt: Option<&'a (Value, Value)>,
+    /// `claims` already converted ([`ClaimVars`], cached with the verified token).
+    pub prebuilt: Option<&'a ClaimVars>,
     /// The message being judged, when it names a tool, prompt or resource.
     pub mcp: Option<&'a McpView>,
     pub method: &'a str,
@@ -554,6 +556,7 @@ impl RuleSet {
             return Verdict::Allow;
         }
         // Built only when a rule must run: in a list, the steady rules are already known.
+        let vars = std::cell::OnceCell::new();
         let mut context = None;
         if eval.steady.len() < self.rules.len() {
             eval.steady.resize(self.rules.len(), None);
@@ -574,7 +577,11 @@ impl RuleSet {
             let holds = match known {
                 Some(holds) => holds,
                 None => {
-                    let context = context.get_or_insert_with(|| self.context(input));
+                    let context = context.get_or_insert_with(|| {
+                        let mut context = Context::with_env(self.env.0.clone());
+                        context.set_variable_resolver(vars.get_or_init(|| self.vars(input)));
+                        context
+                    });
                     let holds = match rule.holds(context, input.mcp) {
                         Holds::Yes => true,
                         Holds::No | Holds::Absent => false,
@@ -634,21 +641,24 @@ impl RuleSet {
         }
     }
 
-    fn context(&self, input: &Input<'_>) -> Context<'static, 'static> {
-        let mut context = Context::with_env(self.env.0.clone());
+    /// The variables the rules read, as the interpreter's own values. The claims come
+    /// converted with the token ([`ClaimVars`], kept in the token cache); only `mcp` (and
+    /// `request`, when a rule reads it) are converted per evaluation.
+    fn vars<'a>(&self, input: &Input<'a>) -> Vars<'a> {
+        let mut vars = Vars::default();
         if self.needs.claims {
-            let (jwt, auth) = match (input.prebuilt, input.claims) {
-                (Some((jwt, auth)), _) => (jwt.clone(), auth.clone()),
-                (None, Some(claims)) => claims_values(claims),
-                (None, None) => claims_values(&serde_json::Map::new()),
-            };
-            context.add_variable_from_value("jwt", jwt);
-            context.add_variable_from_value("auth", auth);
+            match input.prebuilt {
+                Some(prebuilt) => vars.claims = Claims::Borrowed(prebuilt),
+                None => {
+                    let claims = input.claims.cloned().unwrap_or_default();
+                    vars.claims = Claims::Owned(ClaimVars::new(&claims));
+                }
+            }
         }
         if self.needs.mcp
             && let Some(view) = input.mcp
         {
-            context.add_variable_from_value("mcp", view.to_cel());
+            vars.mcp = Some(view.to_cel());
         }
         if self.needs.request {
             let headers = input
@@ -670,17 +680,71 @@ impl RuleSet {
                         .collect(),
                 ),
             });
-            context.add_variable_from_value(
-                "request",
-                crate::cel_value::map(vec![
-                    ("method", Value::from(input.method)),
-                    ("path", Value::from(input.path)),
-                    ("host", Value::from(input.host)),
-                    ("headers", headers),
-                ]),
-            );
+            vars.request = crate::cel_value::map(vec![
+                ("method", Value::from(input.method)),
+                ("path", Value::from(input.path)),
+                ("host", Value::from(input.host)),
+                ("headers", headers),
+            ])
+            .try_into()
+            .ok();
         }
-        context
+        vars
+    }
+}
+
+/// `jwt` and `auth` for one set of verified claims, converted once into the values the CEL
+/// interpreter evaluates over. The conversion walks every claim, so it is done once per
+/// verified token (the token cache keeps it), never once per rule or per list item.
+#[derive(Debug)]
+pub struct ClaimVars {
+    jwt: Option<Box<dyn Val>>,
+    auth: Option<Box<dyn Val>>,
+}
+
+impl ClaimVars {
+    pub fn new(claims: &serde_json::Map<String, Json>) -> ClaimVars {
+        let (jwt, auth) = claims_values(claims);
+        // JSON converts to CEL without fail; were one to fail, the variable would be absent
+        // and every rule reading it would err (not matched), never pass by default.
+        ClaimVars {
+            jwt: jwt.try_into().ok(),
+            auth: auth.try_into().ok(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+enum Claims<'a> {
+    #[default]
+    None,
+    Borrowed(&'a ClaimVars),
+    Owned(ClaimVars),
+}
+
+/// What one evaluation's context resolves its variables from.
+#[derive(Debug, Default)]
+struct Vars<'a> {
+    claims: Claims<'a>,
+    mcp: Option<Box<dyn Val + 'a>>,
+    request: Option<Box<dyn Val>>,
+}
+
+impl VariableResolver for Vars<'_> {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        let claims = match &self.claims {
+            Claims::None => None,
+            Claims::Borrowed(c) => Some(*c),
+            Claims::Owned(c) => Some(c),
+        };
+        let value: &dyn Val = match variable {
+            "jwt" => claims?.jwt.as_deref()?,
+            "auth" => claims?.auth.as_deref()?,
+            "mcp" => self.mcp.as_deref()?,
+            "request" => self.request.as_deref()?,
+            _ => return None,
+        };
+        Some(CowVal::Borrowed(value))
     }
 }
 

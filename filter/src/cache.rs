@@ -21,7 +21,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use lru::LruCache;
 use serde_json::{Map, Value as Json};
 
-use crate::authz::Verdict;
+use crate::authz::{ClaimVars, Verdict};
 use crate::jwt::Identity;
 
 /// A verified caller, as the rules see it. Clones share the memos.
@@ -32,7 +32,7 @@ pub struct Caller(Rc<Memo>);
 struct Memo {
     identity: Identity,
     /// The claims as CEL values (`jwt`, `auth`), built on first use.
-    cel: OnceCell<(cel::Value, cel::Value)>,
+    cel: OnceCell<ClaimVars>,
     /// The verdict of a rule set that reads nothing but the claims, with that rule set's
     /// [`crate::authz::RuleSet::id`]: such a verdict is the same on every request the token
     /// comes with.
@@ -57,10 +57,8 @@ impl Caller {
     }
 
     /// The CEL values of the claims (`jwt`, `auth`), built once.
-    pub fn cel_values(&self) -> &(cel::Value, cel::Value) {
-        self.0
-            .cel
-            .get_or_init(|| crate::authz::claims_values(self.claims()))
+    pub fn cel_values(&self) -> &ClaimVars {
+        self.0.cel.get_or_init(|| ClaimVars::new(self.claims()))
     }
 
     /// The remembered verdict of the claims-only rule set `rules`, if there is one.

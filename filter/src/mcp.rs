@@ -9,9 +9,9 @@
 
 use std::collections::BTreeSet;
 
-use cel::Value;
 use serde_json::{Map, Value as Json, json};
 
+use crate::cel_value::Boxed;
 use crate::sse::{Event, Fate, SseFilter};
 use crate::target::TargetName;
 
@@ -191,23 +191,22 @@ pub struct McpView {
 }
 
 impl McpView {
-    /// `mcp` as CEL sees it.
-    pub fn to_cel(&self) -> Value {
-        let mut thing: Vec<(&str, Value)> = vec![("target", Value::from(self.target.as_str()))];
-        match self.kind {
-            Kind::Resource => {
-                thing.push(("uri", Value::from(self.name.as_str())));
-                thing.push(("rawUri", Value::from(self.raw.as_str())));
-            }
-            _ => {
-                thing.push(("name", Value::from(self.name.as_str())));
-                thing.push(("arguments", crate::cel_value::json(&self.arguments)));
-            }
-        }
-        crate::cel_value::map(vec![
-            ("method", Value::from(self.method.as_str())),
-            (self.kind.field(), crate::cel_value::map(thing)),
-        ])
+    /// `mcp` as CEL sees it, borrowing this view's strings.
+    pub fn to_cel(&self) -> Boxed<'_> {
+        use crate::cel_value::{boxed, record, string};
+        let thing = match self.kind {
+            Kind::Resource => record([
+                ("target", string(&self.target)),
+                ("uri", string(&self.name)),
+                ("rawUri", string(&self.raw)),
+            ]),
+            _ => record([
+                ("target", string(&self.target)),
+                ("name", string(&self.name)),
+                ("arguments", boxed(&self.arguments)),
+            ]),
+        };
+        record([("method", string(&self.method)), (self.kind.field(), thing)])
     }
 }
 
@@ -812,6 +811,7 @@ mod header_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cel::Value;
     use cel::objects::Key;
 
     #[test]
@@ -970,7 +970,7 @@ mod tests {
             let v = view(&one(&body), &[]).unwrap().unwrap();
             assert_eq!(v.name, "demo://resource/x", "{method}");
             assert_eq!(v.raw, " DEMO://resource/a/../x");
-            let cel = v.to_cel();
+            let cel = Value::try_from(v.to_cel().as_ref()).unwrap();
             let Value::Map(m) = &cel else { panic!() };
             let Some(Value::Map(r)) = m.map.get(&Key::from("resource")) else {
                 panic!()

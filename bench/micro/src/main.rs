@@ -18,6 +18,7 @@ use chrono::{DateTime, TimeDelta};
 use mcp_auth_filter::cache::TokenCache;
 use mcp_auth_filter::engine::{self, Decision, RequestView};
 use mcp_auth_filter::keystore::KeyState;
+use mcp_auth_filter::lifecycle::{Action, Filter};
 use mcp_auth_filter::policy::FilterConfig;
 use mcp_auth_filter::testing::FakeHost;
 use mcp_auth_filter::{jwks, jwt};
@@ -102,7 +103,9 @@ fn run() -> Result<(), String> {
         .iter()
         .find(|c| c.alg == "RS256")
         .ok_or("no RS256 case")?;
-    warm(&cases, rs256, now)
+    warm(&cases, rs256, now)?;
+    list(&cases, rs256, now, false)?;
+    list(&cases, rs256, now, true)
 }
 
 const BATCH: usize = 100;
@@ -166,3 +169,118 @@ fn warm(cases: &Cases, case: &Case, now: DateTime<chrono::Utc>) -> Result<(), St
     );
     Ok(())
 }
+
+/// The tools/list answer the Envoy benchmark's upstream sends: 100 tools, every tenth `admin_*`.
+fn tools_answer() -> Vec<u8> {
+    let tools: Vec<serde_json::Value> = (0..100)
+        .map(|i| {
+            let name = if i % 10 == 0 {
+                format!("admin_op_{i:02}")
+            } else {
+                format!("search_docs_{i:02}")
+            };
+            serde_json::json!({
+                "name": name,
+                "description": format!("Tool {i}: searches the team's documents and returns the best matches with their titles and links."),
+                "inputSchema": {"type": "object", "properties": {
+                    "query": {"type": "string", "description": "what to look for"},
+                    "limit": {"type": "integer", "minimum": 1, "maximum": 100}},
+                    "required": ["query"]},
+            })
+        })
+        .collect();
+    serde_json::json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": tools}})
+        .to_string()
+        .into_bytes()
+}
+
+/// A whole `tools/list` exchange through [`Filter`] (request headers and body, response
+/// headers and the JSON answer), with the guide's rule and, when `tool_rule`, the benchmark's
+/// per-tool rule; prints `{"alg":"list_filtered"|"list_plain",…}` with µs per exchange.
+fn list(
+    cases: &Cases,
+    case: &Case,
+    now: DateTime<chrono::Utc>,
+    tool_rule: bool,
+) -> Result<(), String> {
+    let mut rules = vec![serde_json::json!({"if": "\"AI-Users\" in auth.claims.groups"})];
+    if tool_rule {
+        rules.push(serde_json::json!({"deny": "mcp.tool.name.startsWith(\"admin_\")"}));
+    }
+    let policy = serde_json::json!({"policies": {
+        "mcpAuthentication": {
+            "mode": "strict",
+            "issuer": cases.issuer,
+            "audiences": [cases.audience],
+            "jwks": case.jwks,
+        },
+        "authorization": {"rules": rules},
+    }});
+    let config = FilterConfig::parse(policy.to_string().as_bytes()).map_err(|e| e.to_string())?;
+    let host = FakeHost::at(now);
+    let mut filter = Filter::new(config, &host);
+    let token = case.tokens.first().ok_or("no token")?;
+    let request = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#;
+    let header = |n: &str, v: &str| (n.to_string(), v.as_bytes().to_vec());
+    let headers = vec![
+        header(":authority", "127.0.0.1:10000"),
+        header(":path", "/list"),
+        header(":method", "POST"),
+        header(":scheme", "http"),
+        header("authorization", &format!("Bearer {token}")),
+        header("content-type", "application/json"),
+        header("accept", "application/json, text/event-stream"),
+        header("content-length", &request.len().to_string()),
+    ];
+    let answer_headers = vec![
+        header(":status", "200"),
+        header("content-type", "application/json"),
+    ];
+    let answer = tools_answer();
+    let mut exchange = |id: u32| -> Result<usize, String> {
+        filter.on_request_headers(&host, id, None, headers.clone(), false);
+        let mut read =
+            |start: usize, len: usize| request.get(start..start + len).map(<[u8]>::to_vec);
+        let step = filter.on_request_body(&host, id, request.len(), true, &mut read);
+        if step.action != Action::Continue {
+            return Err(format!(
+                "list: the request was not let through: {:?}",
+                step.action
+            ));
+        }
+        filter.on_response_headers(&host, id, &answer_headers);
+        let out = filter.on_response_body(&host, id, &answer, true);
+        filter.on_done(id);
+        Ok(out.replace.map_or(answer.len(), |b| b.len()))
+    };
+    let size = exchange(1)?;
+    if tool_rule == (size == answer.len()) {
+        return Err(format!(
+            "list: tool_rule {tool_rule} but the answer is {size} bytes of {}",
+            answer.len()
+        ));
+    }
+    let mut times = Vec::with_capacity(LIST_ROUNDS);
+    for i in 0..LIST_ROUNDS * 2 {
+        let start = Instant::now();
+        std::hint::black_box(exchange(2 + i as u32)?);
+        if i >= LIST_ROUNDS {
+            times.push(start.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    times.sort_by(f64::total_cmp);
+    let median = times.get(times.len() / 2).copied().unwrap_or(mean);
+    let alg = if tool_rule {
+        "list_filtered"
+    } else {
+        "list_plain"
+    };
+    println!(
+        "{}",
+        serde_json::json!({"alg": alg, "n": times.len(), "mean_us": mean, "median_us": median})
+    );
+    Ok(())
+}
+
+const LIST_ROUNDS: usize = 2000;
