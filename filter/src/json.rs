@@ -2,9 +2,13 @@
 //! the last of two equal keys where another reader may keep the first, so a body that repeats a
 //! key could be judged as one thing and served as another; here it is an error.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::Range;
 
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value as Json};
 
 /// Why bytes are not strict JSON.
@@ -34,6 +38,168 @@ pub fn strict(bytes: &[u8]) -> Result<Json, JsonError> {
 }
 
 const DUPLICATE: &str = "duplicate key ";
+
+/// Whether bytes are strict JSON, as [`strict`] decides, without building them: for a body
+/// that is then read in place ([`members`], [`elements`]) and passed on as it came, or with a
+/// few parts replaced ([`splice`]).
+pub fn check(bytes: &[u8]) -> Result<(), JsonError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    de.deserialize_any(Checker).map_err(|e| {
+        let text = e.to_string();
+        match text.strip_prefix(DUPLICATE) {
+            Some(rest) => {
+                JsonError::DuplicateKey(rest.split(" at line").next().unwrap_or(rest).to_string())
+            }
+            None => JsonError::NotJson(text),
+        }
+    })?;
+    de.end().map_err(|e| JsonError::NotJson(e.to_string()))
+}
+
+/// The members of a JSON object as written (each value's text, borrowed), or `None` when the
+/// text is not an object. For text [`check`] passed: its keys are unique.
+pub fn members(text: &str) -> Option<BTreeMap<String, &RawValue>> {
+    serde_json::from_str(text).ok()
+}
+
+/// The elements of a JSON array as written, or `None` when the text is not an array.
+pub fn elements(text: &str) -> Option<Vec<&RawValue>> {
+    serde_json::from_str(text).ok()
+}
+
+/// The string member `key` of a JSON object, read without keeping the rest: `Some(None)` when
+/// the object has no such member or it is not a string, `None` when the text is not an object.
+pub fn string_member(text: &str, key: &str) -> Option<Option<String>> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    de.deserialize_map(Member(key)).ok()
+}
+
+struct Member<'k>(&'k str);
+
+impl<'de> Visitor<'de> for Member<'_> {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(key) = access.next_key_seed(KeySeed)? {
+            if key == self.0 {
+                found = access.next_value::<Json>()?.as_str().map(str::to_string);
+            } else {
+                access.next_value::<de::IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Where `part`, a slice of `whole` (a value [`members`] or [`elements`] read from it), lies in
+/// `whole`.
+pub fn span(whole: &str, part: &str) -> Option<Range<usize>> {
+    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    let end = start.checked_add(part.len())?;
+    (end <= whole.len()).then_some(start..end)
+}
+
+/// `whole` with each range replaced by its text; the ranges do not overlap.
+pub fn splice(whole: &str, mut edits: Vec<(Range<usize>, String)>) -> String {
+    edits.sort_by_key(|(range, _)| range.start);
+    let mut out = String::with_capacity(whole.len());
+    let mut at = 0;
+    for (range, text) in edits {
+        out.push_str(whole.get(at..range.start).unwrap_or_default());
+        out.push_str(&text);
+        at = range.end;
+    }
+    out.push_str(whole.get(at..).unwrap_or_default());
+    out
+}
+
+/// Walks a value as [`StrictVisitor`] does, keeping nothing but each object's keys while it is
+/// read (borrowed where the text has no escapes).
+struct Checker;
+
+impl<'de> serde::Deserialize<'de> for Checker {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(Checker)
+    }
+}
+
+impl<'de> Visitor<'de> for Checker {
+    type Value = Checker;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Checker, E> {
+        Ok(Checker)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Checker, E> {
+        Ok(Checker)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Checker, E> {
+        Ok(Checker)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Checker, E> {
+        Ok(Checker)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Checker, E> {
+        Ok(Checker)
+    }
+    fn visit_unit<E>(self) -> Result<Checker, E> {
+        Ok(Checker)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Checker, A::Error> {
+        while seq.next_element::<Checker>()?.is_some() {}
+        Ok(Checker)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Checker, A::Error> {
+        let mut keys: Vec<Cow<'de, str>> = Vec::new();
+        while let Some(key) = access.next_key_seed(KeySeed)? {
+            access.next_value::<Checker>()?;
+            keys.push(key);
+        }
+        // Sorted, so a huge object costs n log n, not n² comparisons.
+        keys.sort_unstable();
+        if let Some([key, _]) = keys
+            .windows(2)
+            .find(|pair| matches!(pair, [a, b] if a == b))
+        {
+            return Err(de::Error::custom(format!("{DUPLICATE}{key:?}")));
+        }
+        Ok(Checker)
+    }
+}
+
+/// An object key, borrowed from the input when it can be.
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(KeySeed)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v))
+    }
+}
 
 struct Strict(Json);
 
@@ -112,5 +278,60 @@ mod tests {
     fn trailing_bytes_and_broken_json_are_errors() {
         assert!(matches!(strict(b"{} x"), Err(JsonError::NotJson(_))));
         assert!(matches!(strict(b"{"), Err(JsonError::NotJson(_))));
+    }
+
+    #[test]
+    fn check_decides_as_strict_does() {
+        for text in [
+            &br#"{"a":{"b":1,"b":2}}"#[..],
+            br#"[{"a":1},{"a":2}]"#,
+            br#"{"a\u0062":1,"ab":2}"#,
+            br#"{"a":1,"b":[{"c":null,"c":true}]}"#,
+            b"{} x",
+            b"{",
+            b"[1,2,",
+            br#""\ud800""#,
+            b"1e999",
+            b"  {\"k\": [1, 2.5, -3, \"s\", false]}  ",
+        ] {
+            assert_eq!(
+                check(text),
+                strict(text).map(|_| ()),
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
+        }
+        // Many keys: sorted, not compared pairwise.
+        let many: Vec<String> = (0..20_000).map(|i| format!("\"k{i}\":0")).collect();
+        let text = format!("{{{},\"k7\":1}}", many.join(","));
+        assert_eq!(
+            check(text.as_bytes()),
+            Err(JsonError::DuplicateKey("\"k7\"".into()))
+        );
+    }
+
+    #[test]
+    fn parts_are_read_in_place_and_replaced() {
+        let text = r#"{"id": 1, "result": {"tools": [{"name":"a"}, {"name":"b"}]}}"#;
+        let top = members(text).unwrap();
+        let result = members(top["result"].get()).unwrap();
+        let tools = result["tools"].get();
+        assert_eq!(elements(tools).unwrap().len(), 2);
+        let range = span(text, tools).unwrap();
+        assert_eq!(&text[range.clone()], tools);
+        assert_eq!(
+            splice(text, vec![(range, "[]".into())]),
+            r#"{"id": 1, "result": {"tools": []}}"#
+        );
+        assert_eq!(span(text, "elsewhere"), None);
+        assert!(members("[1]").is_none());
+        assert_eq!(
+            string_member(r#"{"a":{"name":1},"name":"x"}"#, "name"),
+            Some(Some("x".into()))
+        );
+        assert_eq!(string_member(r#"{"name":1}"#, "name"), Some(None));
+        assert_eq!(string_member(r#"{"other":"x"}"#, "name"), Some(None));
+        assert_eq!(string_member(r#""name""#, "name"), None);
+        assert!(elements("{}").is_none());
     }
 }

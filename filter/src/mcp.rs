@@ -7,8 +7,10 @@
 //! `target`). `initialize`, `ping`, notifications and responses have no view: only rules that
 //! do not read `mcp` apply to them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 
+use serde_json::value::RawValue;
 use serde_json::{Map, Value as Json, json};
 
 use crate::cel_value::Boxed;
@@ -359,59 +361,88 @@ pub const UNREADABLE: &str = "the gateway could not read the server's list answe
 pub const OUTSIDE_CODE: i64 = -32600;
 pub const OUTSIDE_STREAM: &str = "this route hides tools, prompts or resources per caller; answers sent outside their request's stream (the legacy HTTP+SSE transport, or a resumed stream) cannot be filtered: use Streamable HTTP";
 
-/// Removes from a JSON-RPC response to `method` the items `keep` refuses; `nextCursor` and
-/// every other member stay. `Ok(true)` when something was removed; an error (the reason) when
-/// the response is neither a list result nor a JSON-RPC error.
+/// The members of one JSON-RPC message of an answer, read in place.
+type Members<'a> = BTreeMap<String, &'a RawValue>;
+
+/// A part of a text to replace, and its new text.
+type Edit = (Range<usize>, String);
+
+/// Removes from a JSON-RPC response to `method` (`message`, its text, and `fields`, its
+/// members) the items `keep` refuses; `nextCursor` and every other member stay as written.
+/// `Ok(Some(edit))` when something was removed: the items array's place in `message` and the
+/// array kept. An error (the reason) when the response is neither a list result nor a
+/// JSON-RPC error.
 fn filter_list(
-    response: &mut Json,
+    message: &str,
+    fields: &Members<'_>,
     method: &str,
     targets: &[TargetName],
     keep: &mut dyn FnMut(&McpView) -> bool,
-) -> Result<bool, String> {
+) -> Result<Option<Edit>, String> {
     let Some((kind, field, key, call)) = list_kind(method) else {
-        return Ok(false);
+        return Ok(None);
     };
-    let Some(result) = response.get_mut("result") else {
-        return match response.get("error") {
-            Some(_) => Ok(false),
+    let Some(result) = fields.get("result") else {
+        return match fields.get("error") {
+            Some(_) => Ok(None),
             None => Err(format!(
                 "the answer to {method} has neither a result nor an error"
             )),
         };
     };
-    let Some(items) = result.get_mut(field).and_then(Json::as_array_mut) else {
+    let array = crate::json::members(result.get()).and_then(|r| r.get(field).copied());
+    let Some((array, items)) =
+        array.and_then(|a| crate::json::elements(a.get()).map(|items| (a.get(), items)))
+    else {
         return Err(format!(
             "result.{field} of {method} is missing or not an array"
         ));
     };
-    let before = items.len();
-    items.retain(|item| {
-        let Some(raw) = item.get(key).and_then(Json::as_str) else {
+    let kept: Vec<&str> = items
+        .iter()
+        .map(|item| item.get())
+        .filter(|item| {
             // An item the filter cannot name cannot be judged: not shown.
-            return false;
-        };
-        let (target, name) = match kind {
-            Kind::Resource if key == "uri" => match crate::uri::normalize(raw) {
-                Ok(uri) => (single_target(targets), uri),
-                // Nor one whose URI does not parse: a client could still read it as written.
-                Err(_) => return false,
-            },
-            Kind::Resource => (single_target(targets), raw.to_string()),
-            _ => {
-                let (target, name) = crate::target::split(raw, targets);
-                (target, name.to_string())
-            }
-        };
-        keep(&McpView {
-            method: call.to_string(),
-            kind,
-            name,
-            raw: raw.to_string(),
-            target: target.to_string(),
-            arguments: Json::Object(Map::new()),
+            let raw = crate::json::string_member(item, key).flatten();
+            raw.and_then(|raw| item_view(raw, kind, key, call, targets))
+                .is_some_and(|view| keep(&view))
         })
-    });
-    Ok(items.len() != before)
+        .collect();
+    if kept.len() == items.len() {
+        return Ok(None);
+    }
+    let place = crate::json::span(message, array)
+        .ok_or_else(|| format!("result.{field} of {method} could not be placed"))?;
+    Ok(Some((place, format!("[{}]", kept.join(",")))))
+}
+
+/// How a listed item would be used, as the rules judge it; `None` for a resource whose URI
+/// does not parse (a client could still read it as written, so it is not shown).
+fn item_view(
+    raw: String,
+    kind: Kind,
+    key: &str,
+    call: &str,
+    targets: &[TargetName],
+) -> Option<McpView> {
+    let (target, name) = match kind {
+        Kind::Resource if key == "uri" => {
+            (single_target(targets), crate::uri::normalize(&raw).ok()?)
+        }
+        Kind::Resource => (single_target(targets), raw.clone()),
+        _ => {
+            let (target, name) = crate::target::split(&raw, targets);
+            (target, name.to_string())
+        }
+    };
+    Some(McpView {
+        method: call.to_string(),
+        kind,
+        name,
+        target: target.to_string(),
+        raw,
+        arguments: Json::Object(Map::new()),
+    })
 }
 
 /// What becomes of a JSON answer to a request whose list answers are filtered.
@@ -440,27 +471,45 @@ pub fn filter_json_body(
     if !asked.iter().any(|(_, m)| list_kind(m).is_some()) {
         return JsonAnswer::Unchanged;
     }
-    let mut json = match crate::json::strict(body) {
-        Ok(json @ (Json::Object(_) | Json::Array(_))) => json,
-        Ok(_) => return refuse_all(asked, "the answer is not a JSON-RPC response".into()),
+    let text = match crate::json::check(body).map(|()| std::str::from_utf8(body)) {
+        Ok(Ok(text)) => text,
+        Ok(Err(e)) => return refuse_all(asked, format!("the answer is not UTF-8: {e}")),
         Err(e) => return refuse_all(asked, format!("the answer is not strict JSON: {e}")),
     };
-    let mut changed = false;
-    let mut reasons = Vec::new();
-    let mut one = |response: &mut Json| match answer(response, asked, targets, keep) {
-        Answered::Untouched => {}
-        Answered::Filtered => changed = true,
-        Answered::Refused(reason) => reasons.push(reason),
+    let messages = match text.trim_start().as_bytes().first() {
+        Some(b'[') => crate::json::elements(text),
+        Some(b'{') => serde_json::from_str::<&RawValue>(text)
+            .ok()
+            .map(|m| vec![m]),
+        _ => None,
     };
-    match &mut json {
-        Json::Array(items) => items.iter_mut().for_each(&mut one),
-        single => one(single),
+    let Some(messages) = messages else {
+        return refuse_all(asked, "the answer is not a JSON-RPC response".into());
+    };
+    let mut edits = Vec::new();
+    let mut reasons = Vec::new();
+    for message in messages {
+        let Some(place) = crate::json::span(text, message.get()) else {
+            return refuse_all(asked, "the answer could not be read in place".into());
+        };
+        match answer(message.get(), asked, targets, keep) {
+            Answered::Untouched => {}
+            Answered::Filtered((range, array)) => {
+                edits.push((place.start + range.start..place.start + range.end, array));
+            }
+            Answered::Refused(reason, error) => {
+                reasons.push(reason);
+                edits.push((place, error));
+            }
+        }
     }
-    let body = json.to_string().into_bytes();
-    match (reasons.is_empty(), changed) {
-        (false, _) => JsonAnswer::Refused { body, reasons },
-        (true, true) => JsonAnswer::Filtered(body),
-        (true, false) => JsonAnswer::Unchanged,
+    if edits.is_empty() {
+        return JsonAnswer::Unchanged;
+    }
+    let body = crate::json::splice(text, edits).into_bytes();
+    match reasons.is_empty() {
+        false => JsonAnswer::Refused { body, reasons },
+        true => JsonAnswer::Filtered(body),
     }
 }
 
@@ -482,37 +531,43 @@ fn refuse_all(asked: &[(Json, String)], reason: String) -> JsonAnswer {
 
 enum Answered {
     Untouched,
-    Filtered,
-    Refused(String),
+    /// The items array's place in the message, and the array kept.
+    Filtered(Edit),
+    /// Why, and the error that replaces the whole message.
+    Refused(String, String),
 }
 
 /// Filters one message of a JSON answer when it answers a list asked; one that cannot be read
 /// becomes an error for its id.
 fn answer(
-    response: &mut Json,
+    message: &str,
     asked: &[(Json, String)],
     targets: &[TargetName],
     keep: &mut dyn FnMut(&McpView) -> bool,
 ) -> Answered {
-    let Some(fields) = response.as_object() else {
+    let Some(fields) = crate::json::members(message) else {
         return Answered::Untouched;
     };
     let is_request = fields.contains_key("method")
         && !fields.contains_key("result")
         && !fields.contains_key("error");
-    let Some(id) = fields.get("id").filter(|_| !is_request).cloned() else {
+    let id = fields
+        .get("id")
+        .filter(|_| !is_request)
+        .and_then(|id| serde_json::from_str::<Json>(id.get()).ok());
+    let Some(id) = id else {
         return Answered::Untouched;
     };
     let Some((_, method)) = asked.iter().find(|(a, _)| same_id(a, &id)) else {
         return Answered::Untouched;
     };
-    match filter_list(response, method, targets, keep) {
-        Ok(true) => Answered::Filtered,
-        Ok(false) => Answered::Untouched,
-        Err(reason) => {
-            *response = error_response(&id, UNREADABLE_CODE, UNREADABLE);
-            Answered::Refused(reason)
-        }
+    match filter_list(message, &fields, method, targets, keep) {
+        Ok(Some(edit)) => Answered::Filtered(edit),
+        Ok(None) => Answered::Untouched,
+        Err(reason) => Answered::Refused(
+            reason,
+            error_response(&id, UNREADABLE_CODE, UNREADABLE).to_string(),
+        ),
     }
 }
 
@@ -588,26 +643,47 @@ fn judge_event(
     if event.data.is_empty() {
         return Fate::Pass;
     }
-    let Ok(mut json) = crate::json::strict(event.data.as_bytes()) else {
+    let text = event.data.as_str();
+    if crate::json::check(text.as_bytes()).is_err() {
         // The legacy transport's first event carries a URL path, not JSON.
         if event.kind() == "endpoint" {
             return Fate::Pass;
         }
         counts.dropped += 1;
         return Fate::Drop;
+    }
+    let messages = match text.trim_start().as_bytes().first() {
+        Some(b'[') => crate::json::elements(text).filter(|items| !items.is_empty()),
+        _ => serde_json::from_str::<&RawValue>(text)
+            .ok()
+            .map(|m| vec![m]),
     };
-    let mut seen = |message: &mut Json| stream_message(message, asked, targets, keep, counts);
-    let outcome = match &mut json {
-        Json::Array(items) if !items.is_empty() => items
-            .iter_mut()
-            .map(&mut seen)
-            .fold(Seen::Pass, Seen::worst),
-        Json::Array(_) => Seen::Invalid,
-        single => seen(single),
+    let mut outcome = match messages {
+        Some(_) => Seen::Pass,
+        None => Seen::Invalid,
     };
+    let mut edits = Vec::new();
+    for message in messages.unwrap_or_default() {
+        let Some(place) = crate::json::span(text, message.get()) else {
+            outcome = Seen::Invalid;
+            break;
+        };
+        match stream_message(message.get(), asked, targets, keep, counts) {
+            Streamed::Pass => {}
+            Streamed::Invalid => outcome = Seen::Invalid,
+            Streamed::Edit((range, array)) => {
+                edits.push((place.start + range.start..place.start + range.end, array));
+                outcome = outcome.worst(Seen::Changed);
+            }
+            Streamed::Replace(error) => {
+                edits.push((place, error));
+                outcome = outcome.worst(Seen::Changed);
+            }
+        }
+    }
     match outcome {
         Seen::Pass => Fate::Pass,
-        Seen::Changed => Fate::Replace(json.to_string()),
+        Seen::Changed => Fate::Replace(crate::json::splice(text, edits)),
         Seen::Invalid => {
             counts.dropped += 1;
             Fate::Drop
@@ -628,43 +704,54 @@ impl Seen {
     }
 }
 
-/// Judges one JSON-RPC message of an SSE event (rewriting it in place when it changes).
+/// What becomes of one JSON-RPC message of an SSE event.
+enum Streamed {
+    Pass,
+    Invalid,
+    /// The items array's place in the message, and the array kept.
+    Edit(Edit),
+    /// An error replaces the whole message.
+    Replace(String),
+}
+
+/// Judges one JSON-RPC message of an SSE event.
 fn stream_message(
-    message: &mut Json,
+    message: &str,
     asked: &[(Json, String)],
     targets: &[TargetName],
     keep: &mut dyn FnMut(&McpView) -> bool,
     counts: &mut SseCounts,
-) -> Seen {
-    let Some(fields) = message.as_object() else {
-        return Seen::Invalid;
+) -> Streamed {
+    let Some(fields) = crate::json::members(message) else {
+        return Streamed::Invalid;
     };
     let answers = fields.contains_key("result") || fields.contains_key("error");
     match (fields.contains_key("method"), answers) {
-        (true, false) => return Seen::Pass,
+        (true, false) => return Streamed::Pass,
         // Both a request and a response: clients differ on which they take it for.
-        (true, true) | (false, false) => return Seen::Invalid,
+        (true, true) | (false, false) => return Streamed::Invalid,
         (false, true) => {}
     }
-    let Some(id) = fields.get("id").cloned() else {
-        return Seen::Invalid;
+    let Some(id) = fields
+        .get("id")
+        .and_then(|id| serde_json::from_str::<Json>(id.get()).ok())
+    else {
+        return Streamed::Invalid;
     };
     let Some((_, method)) = asked.iter().find(|(a, _)| same_id(a, &id)) else {
         if id.is_null() && !fields.contains_key("result") {
             // A server's report of a message it could not read answers no request.
-            return Seen::Pass;
+            return Streamed::Pass;
         }
         counts.outside += 1;
-        *message = error_response(&id, OUTSIDE_CODE, OUTSIDE_STREAM);
-        return Seen::Changed;
+        return Streamed::Replace(error_response(&id, OUTSIDE_CODE, OUTSIDE_STREAM).to_string());
     };
-    match filter_list(message, method, targets, keep) {
-        Ok(true) => Seen::Changed,
-        Ok(false) => Seen::Pass,
+    match filter_list(message, &fields, method, targets, keep) {
+        Ok(Some(edit)) => Streamed::Edit(edit),
+        Ok(None) => Streamed::Pass,
         Err(_) => {
             counts.unreadable += 1;
-            *message = error_response(&id, UNREADABLE_CODE, UNREADABLE);
-            Seen::Changed
+            Streamed::Replace(error_response(&id, UNREADABLE_CODE, UNREADABLE).to_string())
         }
     }
 }
@@ -1037,6 +1124,35 @@ mod tests {
 
     fn tools_list(id: Json) -> Vec<(Json, String)> {
         vec![(id, "tools/list".to_string())]
+    }
+
+    #[test]
+    fn a_filtered_answer_keeps_every_other_byte_as_the_server_wrote_it() {
+        // Spacing, key order, escapes and number spellings stay: only hidden items go.
+        let body = "[ {\"jsonrpc\":\"2.0\", \"id\":7, \"method\":\"ping\"},\n  {\"result\": {\"_meta\": {\"n\": 1.50}, \"tools\": [ {\"name\":\"echo\", \"d\":\"\\u00e9\"} ,\n {\"name\":\"add\"} ], \"nextCursor\": \"c\"},\n \"id\": 3, \"jsonrpc\":\"2.0\"} ]";
+        let JsonAnswer::Filtered(out) =
+            filter_json_body(body.as_bytes(), &tools_list(json!(3)), &[], &mut only_echo)
+        else {
+            panic!()
+        };
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            body.replace(
+                "[ {\"name\":\"echo\", \"d\":\"\\u00e9\"} ,\n {\"name\":\"add\"} ]",
+                "[{\"name\":\"echo\", \"d\":\"\\u00e9\"}]"
+            )
+        );
+        // The same over SSE.
+        let (out, _) = stream(
+            tools_list(json!(3)),
+            &[&format!("data: {}\n\n", body.replace('\n', ""))],
+        );
+        assert!(
+            out.contains(
+                "\"tools\": [{\"name\":\"echo\", \"d\":\"\\u00e9\"}], \"nextCursor\": \"c\"}"
+            ),
+            "{out}"
+        );
     }
 
     #[test]
