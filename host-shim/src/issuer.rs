@@ -11,6 +11,7 @@
 
 mod authorize;
 mod clients;
+mod config_list;
 mod control;
 mod exchange;
 mod keys;
@@ -18,6 +19,7 @@ mod login_client;
 mod login_page;
 mod metadata;
 mod metadata_document;
+mod okta_id;
 mod redirect;
 mod registration;
 mod store;
@@ -247,13 +249,13 @@ pub async fn run(args: IssuerArgs) -> anyhow::Result<()> {
         Some(path) => clients::load_file(path)?,
         None => clients::ClientsFile::default(),
     };
-    let clients = clients::resolve(args.clients, file.clients)?;
+    let clients = config_list::resolve(args.clients, file.clients, clients::defaults)?;
     for client in &clients {
         for uri in &client.redirect_uris {
             redirect::validate(uri).with_context(|| format!("client `{}`", client.id))?;
         }
     }
-    let users = users::resolve(args.users, file.users)?;
+    let users = config_list::resolve(args.users, file.users, users::defaults)?;
     anyhow::ensure!(args.token_ttl > 0, "--token-ttl must be positive");
     anyhow::ensure!(args.code_ttl > 0, "--code-ttl must be positive");
     let Some(audience) = args.audiences.first().cloned() else {
