@@ -46,6 +46,7 @@ use tower_http::cors::{Any, CorsLayer};
 
 use self::clients::Client;
 use self::control::KeysMode;
+use self::exchange::AuthenticatedClient;
 use self::keys::{KeyRing, SigningKey};
 use self::registration::{RegisteredClient, Registry};
 use self::store::Store;
@@ -461,8 +462,13 @@ async fn token(State(issuer): State<Arc<Issuer>>, headers: HeaderMap, body: Byte
     issuer.token_requests.fetch_add(1, Ordering::SeqCst);
     let minted = token::parse_form(&headers, &body).and_then(|form| {
         match form.grant_type.as_deref() {
-            Some("authorization_code") => exchange::authorization_code(&issuer, &headers, &form),
-            Some("refresh_token") => exchange::refresh_token(&issuer, &headers, &form),
+            Some("authorization_code") => {
+                AuthenticatedClient::authenticate(&issuer, &headers, &form)?
+                    .authorization_code(&form)
+            }
+            Some("refresh_token") => {
+                AuthenticatedClient::authenticate(&issuer, &headers, &form)?.refresh_token(&form)
+            }
             // Client credentials, and the refusals of every other grant, as before: the client
             // is authenticated first, so a stranger learns nothing about grant support.
             _ => client_credentials(&issuer, &headers, &form),
