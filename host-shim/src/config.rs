@@ -259,6 +259,8 @@ pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(30 * 60);
 #[derive(Debug, Clone)]
 pub struct RouteRef<'a> {
     pub name: String,
+    /// Where the route is in the file, as error paths name it: `binds[0].listeners[0].routes[0]`.
+    pub at: String,
     pub port: u16,
     pub listener: &'a Listener,
     pub route: &'a Route,
@@ -356,6 +358,7 @@ impl Config {
                         .unwrap_or_else(|| format!("bind{b}-listener{l}-route{r}"));
                     out.push(RouteRef {
                         name,
+                        at: format!("binds[{b}].listeners[{l}].routes[{r}]"),
                         port: bind.port,
                         listener,
                         route,

@@ -156,6 +156,26 @@ pub fn decode_header_value(value: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
+/// The standard header `name` (`spelt` so in errors), which a 2026-07-28 request must carry,
+/// says what the body says: `body` is the body's value as text, `shown` how an error shows it.
+fn required_header(
+    headers: &HeaderMap,
+    name: &str,
+    spelt: &str,
+    body: Option<&str>,
+    shown: &dyn std::fmt::Display,
+) -> Result<(), EnvelopeError> {
+    match single_header(headers, name)? {
+        Some(header) if Some(header) == body => Ok(()),
+        Some(header) => Err(EnvelopeError::HeaderMismatch(format!(
+            "{spelt} header value {header:?} does not match body value {shown}"
+        ))),
+        None => Err(EnvelopeError::HeaderMismatch(format!(
+            "the {spelt} header is required"
+        ))),
+    }
+}
+
 /// Checks a 2026-07-28 request: the required per-request fields (-32602 when one is missing),
 /// then every standard header against the body (-32020), then the version (-32022). Headers
 /// come before the version so that a client contradicting itself is told that, not that its
@@ -173,32 +193,20 @@ pub fn check(
         return Err(EnvelopeError::MissingField(META_CLIENT_CAPABILITIES));
     }
 
-    match single_header(headers, VERSION_HEADER)? {
-        Some(header) if version.as_str() == Some(header) => {}
-        Some(header) => {
-            return Err(EnvelopeError::HeaderMismatch(format!(
-                "MCP-Protocol-Version header value {header:?} does not match body value {version}"
-            )));
-        }
-        None => {
-            return Err(EnvelopeError::HeaderMismatch(
-                "the MCP-Protocol-Version header is required".into(),
-            ));
-        }
-    }
-    match single_header(headers, METHOD_HEADER)? {
-        Some(header) if header == method => {}
-        Some(header) => {
-            return Err(EnvelopeError::HeaderMismatch(format!(
-                "Mcp-Method header value {header:?} does not match body value {method:?}"
-            )));
-        }
-        None => {
-            return Err(EnvelopeError::HeaderMismatch(
-                "the Mcp-Method header is required".into(),
-            ));
-        }
-    }
+    required_header(
+        headers,
+        VERSION_HEADER,
+        "MCP-Protocol-Version",
+        version.as_str(),
+        version,
+    )?;
+    required_header(
+        headers,
+        METHOD_HEADER,
+        "Mcp-Method",
+        Some(method),
+        &format_args!("{method:?}"),
+    )?;
     if let Some(param) = name_param(method) {
         let body = params.and_then(|p| p.get(param)).and_then(Json::as_str);
         let header = single_header(headers, NAME_HEADER)?;
@@ -371,6 +379,36 @@ mod tests {
         for case in cases {
             let error = check(&headers(case), "tools/call", Some(&p)).unwrap_err();
             assert_eq!(error.code(), HEADER_MISMATCH, "{case:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_version_or_method_error_names_the_header_and_both_values() {
+        let p = params("2026-07-28", json!({}));
+        let cases: [(&[(&'static str, &str)], &str); 4] = [
+            (
+                &[("mcp-protocol-version", "2025-11-25")],
+                "Header mismatch: MCP-Protocol-Version header value \"2025-11-25\" does not match body value \"2026-07-28\"",
+            ),
+            (
+                &[("mcp-method", "tools/list")],
+                "Header mismatch: the MCP-Protocol-Version header is required",
+            ),
+            (
+                &[
+                    ("mcp-protocol-version", "2026-07-28"),
+                    ("mcp-method", "tools/list"),
+                ],
+                "Header mismatch: Mcp-Method header value \"tools/list\" does not match body value \"tools/call\"",
+            ),
+            (
+                &[("mcp-protocol-version", "2026-07-28")],
+                "Header mismatch: the Mcp-Method header is required",
+            ),
+        ];
+        for (case, message) in cases {
+            let error = check(&headers(case), "tools/call", Some(&p)).unwrap_err();
+            assert_eq!(error.to_string(), message, "{case:?}");
         }
     }
 

@@ -95,11 +95,11 @@ impl RenderOptions {
             .with_context(|| format!("the filter module {} (run `make wasm`)", wasm.display()))?;
         Ok(RenderOptions {
             health_path: Some(DEFAULT_HEALTH_PATH.to_string()),
-            wasm,
+            gateway: GatewayFlags {
+                wasm,
+                ..gateway.clone()
+            },
             shims,
-            listen_address: gateway.listen_address.clone(),
-            admin_port: gateway.admin_port,
-            ca_file: gateway.ca_file.clone(),
         })
     }
 }
@@ -123,14 +123,11 @@ pub fn run(args: EnvoyArgs) -> anyhow::Result<()> {
 /// What the bootstrap needs besides the configuration file.
 #[derive(Debug, Clone)]
 pub struct RenderOptions {
-    /// The filter module (an absolute path is safest: Envoy resolves it from its own cwd).
-    pub wasm: PathBuf,
+    /// The module, the listen address, the admin port and the CAs; the filter module's path is
+    /// best absolute (Envoy resolves it from its own cwd).
+    pub gateway: GatewayFlags,
     /// Where the `host-shim serve` replicas listen.
     pub shims: Vec<Address>,
-    /// The address the binds listen on.
-    pub listen_address: String,
-    pub admin_port: u16,
-    pub ca_file: PathBuf,
     /// The path Envoy answers 200 on without a token (`None`: no health route).
     pub health_path: Option<String>,
 }
@@ -176,7 +173,7 @@ pub fn render(config: &Config, options: &RenderOptions) -> anyhow::Result<String
         }
     }
     for (name, location) in &jwks_clusters {
-        clusters.push(jwks_cluster(name, location, &options.ca_file)?);
+        clusters.push(jwks_cluster(name, location, &options.gateway.ca_file)?);
     }
 
     let mut by_port: BTreeMap<u16, Vec<&RouteRef<'_>>> = BTreeMap::new();
@@ -190,7 +187,7 @@ pub fn render(config: &Config, options: &RenderOptions) -> anyhow::Result<String
     }
     let bootstrap = json!({
         "admin": {
-            "address": {"socket_address": {"address": "127.0.0.1", "port_value": options.admin_port}}
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": options.gateway.admin_port}}
         },
         "static_resources": {"listeners": listeners, "clusters": clusters},
         "overload_manager": {"resource_monitors": [{
@@ -266,7 +263,7 @@ fn listener(
     }));
     json!({
         "name": format!("bind-{port}"),
-        "address": {"socket_address": {"address": options.listen_address, "port_value": port}},
+        "address": {"socket_address": {"address": options.gateway.listen_address, "port_value": port}},
         // A second gateway on the same port must fail to start, not share the traffic.
         "enable_reuse_port": false,
         "per_connection_buffer_limit_bytes": 1024 * 1024,
@@ -323,7 +320,7 @@ fn wasm_filter(filter_config: &Json, options: &RenderOptions) -> Json {
                 "vm_config": {
                     "vm_id": "mcp_auth",
                     "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"local": {"filename": options.wasm.display().to_string()}},
+                    "code": {"local": {"filename": options.gateway.wasm.display().to_string()}},
                 },
                 // A filter that cannot run must not let requests through.
                 "fail_open": false,
@@ -493,11 +490,13 @@ mod tests {
     fn options() -> RenderOptions {
         RenderOptions {
             health_path: None,
-            wasm: "/abs/filter.wasm".into(),
+            gateway: GatewayFlags {
+                wasm: "/abs/filter.wasm".into(),
+                listen_address: "127.0.0.1".into(),
+                admin_port: 9901,
+                ca_file: DEFAULT_CA_FILE.into(),
+            },
             shims: vec![Address::Tcp("127.0.0.1:3100".parse().unwrap())],
-            listen_address: "127.0.0.1".into(),
-            admin_port: 9901,
-            ca_file: DEFAULT_CA_FILE.into(),
         }
     }
 
@@ -523,11 +522,11 @@ mod tests {
         ];
         for (example, bootstrap, what) in examples {
             let config = Config::load(&root.join(example)).unwrap();
-            let options = RenderOptions {
+            let mut options = RenderOptions {
                 health_path: Some(DEFAULT_HEALTH_PATH.to_string()),
-                wasm: DEFAULT_WASM.into(),
                 ..options()
             };
+            options.gateway.wasm = DEFAULT_WASM.into();
             let rendered = format!(
                 "# Envoy 1.40 bootstrap for {what}.\n\
                  # Generated from {example} by `make envoy-examples` (the renderer of\n\

@@ -11,6 +11,7 @@
 
 mod authorize;
 mod clients;
+mod config_list;
 mod control;
 mod exchange;
 mod keys;
@@ -18,6 +19,7 @@ mod login_client;
 mod login_page;
 mod metadata;
 mod metadata_document;
+mod okta_id;
 mod redirect;
 mod registration;
 mod store;
@@ -44,6 +46,7 @@ use tower_http::cors::{Any, CorsLayer};
 
 use self::clients::Client;
 use self::control::KeysMode;
+use self::exchange::AuthenticatedClient;
 use self::keys::{KeyRing, SigningKey};
 use self::registration::{RegisteredClient, Registry};
 use self::store::Store;
@@ -247,13 +250,13 @@ pub async fn run(args: IssuerArgs) -> anyhow::Result<()> {
         Some(path) => clients::load_file(path)?,
         None => clients::ClientsFile::default(),
     };
-    let clients = clients::resolve(args.clients, file.clients)?;
+    let clients = config_list::resolve(args.clients, file.clients, clients::defaults)?;
     for client in &clients {
         for uri in &client.redirect_uris {
             redirect::validate(uri).with_context(|| format!("client `{}`", client.id))?;
         }
     }
-    let users = users::resolve(args.users, file.users)?;
+    let users = config_list::resolve(args.users, file.users, users::defaults)?;
     anyhow::ensure!(args.token_ttl > 0, "--token-ttl must be positive");
     anyhow::ensure!(args.code_ttl > 0, "--code-ttl must be positive");
     let Some(audience) = args.audiences.first().cloned() else {
@@ -459,8 +462,13 @@ async fn token(State(issuer): State<Arc<Issuer>>, headers: HeaderMap, body: Byte
     issuer.token_requests.fetch_add(1, Ordering::SeqCst);
     let minted = token::parse_form(&headers, &body).and_then(|form| {
         match form.grant_type.as_deref() {
-            Some("authorization_code") => exchange::authorization_code(&issuer, &headers, &form),
-            Some("refresh_token") => exchange::refresh_token(&issuer, &headers, &form),
+            Some("authorization_code") => {
+                AuthenticatedClient::authenticate(&issuer, &headers, &form)?
+                    .authorization_code(&form)
+            }
+            Some("refresh_token") => {
+                AuthenticatedClient::authenticate(&issuer, &headers, &form)?.refresh_token(&form)
+            }
             // Client credentials, and the refusals of every other grant, as before: the client
             // is authenticated first, so a stranger learns nothing about grant support.
             _ => client_credentials(&issuer, &headers, &form),

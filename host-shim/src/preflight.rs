@@ -107,23 +107,16 @@ pub fn check_ports(ports: &[Port]) -> Result<(), PreflightError> {
 /// target's own `env.PATH` if it sets one), or, with a `/`, relative to the target's `cwd`.
 /// Otherwise the first session would fail, long after `up` said the gateway was up.
 pub fn check_commands(config: &Config) -> Result<(), FileError> {
-    for (b, bind) in config.binds.iter().enumerate() {
-        for (l, listener) in bind.listeners.iter().enumerate() {
-            for (r, route) in listener.routes.iter().enumerate() {
-                for (i, backend) in route.backends.iter().enumerate() {
-                    let targets = backend.mcp.iter().flat_map(|m| m.targets.iter());
-                    for (t, target) in targets.enumerate() {
-                        let Some(stdio) = &target.stdio else { continue };
-                        if let Err(reason) = resolve(stdio) {
-                            return Err(config.source.error(ConfigError::new(
-                                format!(
-                                    "binds[{b}].listeners[{l}].routes[{r}].backends[{i}].mcp.\
-                                     targets[{t}].stdio.cmd"
-                                ),
-                                format!("target {:?}: {reason}", target.name),
-                            )));
-                        }
-                    }
+    for route in config.routes() {
+        for (i, backend) in route.route.backends.iter().enumerate() {
+            let targets = backend.mcp.iter().flat_map(|m| m.targets.iter());
+            for (t, target) in targets.enumerate() {
+                let Some(stdio) = &target.stdio else { continue };
+                if let Err(reason) = resolve(stdio) {
+                    return Err(config.source.error(ConfigError::new(
+                        format!("{}.backends[{i}].mcp.targets[{t}].stdio.cmd", route.at),
+                        format!("target {:?}: {reason}", target.name),
+                    )));
                 }
             }
         }
@@ -183,30 +176,25 @@ fn runnable(path: &Path) -> Result<(), &'static str> {
 /// trailing slash would refuse every token the issuer signs.
 pub fn check_issuer(config: &Config, local: &str) -> Result<(), FileError> {
     let local_origin = origin(local);
-    for (b, bind) in config.binds.iter().enumerate() {
-        for (l, listener) in bind.listeners.iter().enumerate() {
-            for (r, route) in listener.routes.iter().enumerate() {
-                let issuer = route
-                    .policies
-                    .as_ref()
-                    .and_then(|p| p.pointer("/mcpAuthentication/issuer"))
-                    .and_then(Json::as_str);
-                let Some(issuer) = issuer else { continue };
-                if issuer == local || origin(issuer) != local_origin {
-                    continue;
-                }
-                return Err(config.source.error(ConfigError::new(
-                    format!(
-                        "binds[{b}].listeners[{l}].routes[{r}].policies.mcpAuthentication.issuer"
-                    ),
-                    format!(
-                        "{issuer:?} is not the local issuer's {local:?}: tokens carry the local \
-                         issuer's, and the issuer is compared exactly, so every token would be \
-                         refused; write issuer: {local}"
-                    ),
-                )));
-            }
+    for route in config.routes() {
+        let issuer = route
+            .route
+            .policies
+            .as_ref()
+            .and_then(|p| p.pointer("/mcpAuthentication/issuer"))
+            .and_then(Json::as_str);
+        let Some(issuer) = issuer else { continue };
+        if issuer == local || origin(issuer) != local_origin {
+            continue;
         }
+        return Err(config.source.error(ConfigError::new(
+            format!("{}.policies.mcpAuthentication.issuer", route.at),
+            format!(
+                "{issuer:?} is not the local issuer's {local:?}: tokens carry the local \
+                 issuer's, and the issuer is compared exactly, so every token would be \
+                 refused; write issuer: {local}"
+            ),
+        )));
     }
     Ok(())
 }

@@ -141,27 +141,33 @@ fn mint_rs256(key: &rsa::RsaPrivateKey, kid: &str, count: u64) -> Res<Vec<String
     let (nonce, now) = (nonce(), now_secs()?);
     let workers = threads().min(count.max(1));
     let per = count.div_ceil(workers);
-    let chunks = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..workers)
+    let chunks = on_threads(workers, "minting", |w| {
+        (w * per..((w + 1) * per).min(count))
+            .map(|i| {
+                let input = signing_input("RS256", kid, &claims(&nonce, i, now));
+                let sig = signer.sign(input.as_bytes()).to_bytes();
+                format!("{input}.{}", b64(&sig))
+            })
+            .collect::<Vec<_>>()
+    })?;
+    Ok(chunks.into_iter().flatten().collect())
+}
+
+/// Runs `work(0)` … `work(count - 1)` on a thread each and returns their results in that
+/// order; a thread that panics fails the whole (`what` names the work in the error).
+fn on_threads<T: Send>(count: u64, what: &str, work: impl Fn(u64) -> T + Sync) -> Res<Vec<T>> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..count)
             .map(|w| {
-                let (signer, nonce) = (&signer, &nonce);
-                s.spawn(move || {
-                    (w * per..((w + 1) * per).min(count))
-                        .map(|i| {
-                            let input = signing_input("RS256", kid, &claims(nonce, i, now));
-                            let sig = signer.sign(input.as_bytes()).to_bytes();
-                            format!("{input}.{}", b64(&sig))
-                        })
-                        .collect::<Vec<_>>()
-                })
+                let work = &work;
+                s.spawn(move || work(w))
             })
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().map_err(|_| "a minting thread failed".to_string()))
-            .collect::<Res<Vec<_>>>()
-    })?;
-    Ok(chunks.into_iter().flatten().collect())
+            .map(|h| h.join().map_err(|_| format!("a {what} thread failed")))
+            .collect()
+    })
 }
 
 /// `tokens DIR COUNT FILE`
@@ -310,17 +316,8 @@ fn load(args: &[String]) -> Res<()> {
 
     let next = AtomicU64::new(0);
     let start = Instant::now() + Duration::from_millis(50);
-    let tallies = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..connections)
-            .map(|w| {
-                let (addr, requests, next) = (&addr, &requests, &next);
-                s.spawn(move || worker(addr, requests, offset, pace, w, connections, next, start))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().map_err(|_| "a load thread failed".to_string()))
-            .collect::<Res<Vec<_>>>()
+    let tallies = on_threads(connections, "load", |w| {
+        worker(&addr, &requests, offset, pace, w, connections, &next, start)
     })?;
     let elapsed = start.elapsed().as_secs_f64();
 

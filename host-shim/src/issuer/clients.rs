@@ -11,6 +11,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use serde::Deserialize;
 
+use super::config_list::{self, Entry};
 use super::users::User;
 
 /// The scope the Okta guide tells you to create and grant.
@@ -22,7 +23,6 @@ pub struct Client {
     pub id: String,
     /// None for a public client (one that logs people in but holds no secret, as an MCP client
     /// on someone's laptop does); such a client cannot use the client-credentials grant.
-    #[serde(default)]
     pub secret: Option<String>,
     #[serde(default)]
     pub groups: Vec<String>,
@@ -69,24 +69,10 @@ pub fn defaults() -> Vec<Client> {
 /// Parses `id:secret[:group,group…[:scope,scope…]]`, the `--client` flag's format. Secrets
 /// cannot contain `:` in this form; use the YAML file for those.
 pub fn parse_spec(spec: &str) -> Result<Client, String> {
-    let mut parts = spec.splitn(4, ':');
-    let id = parts.next().unwrap_or_default();
-    let secret = parts.next().unwrap_or_default();
-    if id.is_empty() || secret.is_empty() {
-        return Err(format!(
-            "client `{spec}`: expected id:secret[:group,group…[:scope,scope…]]"
-        ));
-    }
-    let list = |s: Option<&str>| -> Vec<String> {
-        s.unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|item| !item.is_empty())
-            .map(str::to_owned)
-            .collect()
-    };
-    let groups = list(parts.next());
-    let scopes = match list(parts.next()) {
+    let (id, secret, mut rest) =
+        config_list::split_spec::<Client>(spec, 4, "id:secret[:group,group…[:scope,scope…]]")?;
+    let groups = config_list::list(rest.next());
+    let scopes = match config_list::list(rest.next()) {
         scopes if scopes.is_empty() => default_scopes(),
         scopes => scopes,
     };
@@ -107,28 +93,21 @@ pub fn load_file(path: &Path) -> anyhow::Result<ClientsFile> {
     serde_yaml::from_str(&text).with_context(|| format!("parsing clients file {}", path.display()))
 }
 
-/// Flags and file together; the defaults only when both are empty, so that configuring one
-/// client never leaves the well-known default secrets usable.
-pub fn resolve(flags: Vec<Client>, file: Vec<Client>) -> anyhow::Result<Vec<Client>> {
-    let mut clients = flags;
-    clients.extend(file);
-    if clients.is_empty() {
-        clients = defaults();
+impl Entry for Client {
+    const KIND: &'static str = "client";
+
+    fn name(&self) -> &str {
+        &self.id
     }
-    let mut seen = std::collections::HashSet::new();
-    for client in &clients {
+
+    fn check(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
-            seen.insert(client.id.as_str()),
-            "client `{}` is configured twice",
-            client.id
-        );
-        anyhow::ensure!(
-            client.secret.is_some() || !client.redirect_uris.is_empty(),
+            self.secret.is_some() || !self.redirect_uris.is_empty(),
             "client `{}` has neither a secret nor redirect_uris: nothing could use it",
-            client.id
+            self.id
         );
+        Ok(())
     }
-    Ok(clients)
 }
 
 #[cfg(test)]
@@ -138,10 +117,15 @@ mod tests {
     #[test]
     fn a_full_spec_names_groups_and_scopes() {
         let client = parse_spec("bot:s3cret:AI-Users,Everyone:agentgateway,extra").unwrap();
-        assert_eq!(client.id, "bot");
-        assert_eq!(client.secret.as_deref(), Some("s3cret"));
-        assert_eq!(client.groups, ["AI-Users", "Everyone"]);
-        assert_eq!(client.scopes, ["agentgateway", "extra"]);
+        let expected = Client {
+            id: "bot".to_owned(),
+            secret: Some("s3cret".to_owned()),
+            groups: vec!["AI-Users".to_owned(), "Everyone".to_owned()],
+            scopes: vec!["agentgateway".to_owned(), "extra".to_owned()],
+            // A flag's client is for machines only: it sends no one back anywhere.
+            redirect_uris: Vec::new(),
+        };
+        assert_eq!(client, expected);
     }
 
     #[test]
@@ -153,27 +137,29 @@ mod tests {
 
     #[test]
     fn a_spec_without_secret_is_rejected() {
-        assert!(parse_spec("bot").is_err());
-        assert!(parse_spec(":x").is_err());
+        for spec in ["bot", ":x"] {
+            assert!(parse_spec(spec).is_err(), "{spec}");
+        }
     }
 
     #[test]
     fn defaults_have_one_client_in_ai_users_and_one_not() {
-        let clients = resolve(Vec::new(), Vec::new()).unwrap();
+        let clients = config_list::resolve(Vec::new(), Vec::new(), defaults).unwrap();
         assert!(clients[0].groups.iter().any(|g| g == "AI-Users"));
         assert!(!clients[1].groups.iter().any(|g| g == "AI-Users"));
     }
 
     #[test]
     fn configured_clients_replace_the_defaults() {
-        let clients = resolve(vec![parse_spec("a:b").unwrap()], Vec::new()).unwrap();
+        let clients =
+            config_list::resolve(vec![parse_spec("a:b").unwrap()], Vec::new(), defaults).unwrap();
         assert_eq!(clients.len(), 1);
     }
 
     #[test]
     fn duplicate_ids_are_rejected() {
         let twice = vec![parse_spec("a:b").unwrap(), parse_spec("a:c").unwrap()];
-        assert!(resolve(twice, Vec::new()).is_err());
+        assert!(config_list::resolve(twice, Vec::new(), defaults).is_err());
     }
 
     #[test]
@@ -185,11 +171,11 @@ mod tests {
              - name: carol\n  password: pw\n  groups: [Ops]\n",
         )
         .unwrap();
-        let clients = resolve(Vec::new(), file.clients).unwrap();
+        let clients = config_list::resolve(Vec::new(), file.clients, defaults).unwrap();
         assert_eq!(clients[0].secret, None);
         assert_eq!(clients[0].redirect_uris, ["http://127.0.0.1/callback"]);
         assert_eq!(file.users[0].groups, ["Ops"]);
         let useless: ClientsFile = serde_yaml::from_str("clients: [{id: nothing}]").unwrap();
-        assert!(resolve(Vec::new(), useless.clients).is_err());
+        assert!(config_list::resolve(Vec::new(), useless.clients, defaults).is_err());
     }
 }

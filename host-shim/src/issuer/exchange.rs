@@ -51,21 +51,146 @@ impl From<GrantError> for OAuthError {
     }
 }
 
-/// Authenticates the client of a code or refresh request; returns its id.
-fn authenticate(
-    issuer: &Issuer,
-    headers: &HeaderMap,
-    form: &TokenForm,
-) -> Result<String, OAuthError> {
-    let presented = token::presented_credentials(headers, form)?;
-    let expected = login_client::expected_secret(issuer, &presented.client_id).map_err(|err| {
-        crate::say!("issuer: token request from an unknown client: {err}");
-        OAuthError::InvalidClient
-    })?;
-    if !token::secret_matches(expected.as_deref(), presented.secret.as_deref()) {
-        return Err(OAuthError::InvalidClient);
+/// The client of a code or refresh request, authenticated: the grants are its methods, so
+/// neither can run before the client has proved who it is.
+pub struct AuthenticatedClient<'i> {
+    issuer: &'i Issuer,
+    id: String,
+}
+
+impl<'i> AuthenticatedClient<'i> {
+    pub fn authenticate(
+        issuer: &'i Issuer,
+        headers: &HeaderMap,
+        form: &TokenForm,
+    ) -> Result<Self, OAuthError> {
+        let presented = token::presented_credentials(headers, form)?;
+        let expected =
+            login_client::expected_secret(issuer, &presented.client_id).map_err(|err| {
+                crate::say!("issuer: token request from an unknown client: {err}");
+                OAuthError::InvalidClient
+            })?;
+        if !token::secret_matches(expected.as_deref(), presented.secret.as_deref()) {
+            return Err(OAuthError::InvalidClient);
+        }
+        Ok(Self {
+            issuer,
+            id: presented.client_id,
+        })
     }
-    Ok(presented.client_id)
+
+    /// `grant_type=authorization_code`.
+    pub fn authorization_code(&self, form: &TokenForm) -> Result<TokenResponse, OAuthError> {
+        let code = required(form.code.as_ref(), "code")?;
+        let now = Instant::now();
+        let (grant, family) = self.issuer.store().redeem_code(code, now)?;
+        let request = &grant.request;
+        if request.client_id != self.id {
+            return Err(OAuthError::InvalidGrant(
+                "The authorization code was issued to another client.".to_owned(),
+            ));
+        }
+        if form.redirect_uri.as_deref() != Some(request.redirect_uri.as_str()) {
+            return Err(OAuthError::InvalidGrant(
+                "The 'redirect_uri' does not match the one of the authorization request."
+                    .to_owned(),
+            ));
+        }
+        let Some(verifier) = form.code_verifier.as_deref().filter(|v| !v.is_empty()) else {
+            return Err(OAuthError::InvalidGrant(
+                "PKCE verification failed: the 'code_verifier' parameter is required.".to_owned(),
+            ));
+        };
+        if !is_valid_verifier(verifier) || s256(verifier) != request.code_challenge {
+            return Err(OAuthError::InvalidGrant(
+                "PKCE verification failed: the code_verifier does not match the code_challenge."
+                    .to_owned(),
+            ));
+        }
+        check_resource(form, &request.audience)?;
+        let user = self.issuer.user_named(&grant.user).ok_or_else(|| {
+            OAuthError::InvalidGrant("The user of this grant no longer exists.".to_owned())
+        })?;
+
+        let refresh = (request.refresh_allowed
+            && request.scopes.iter().any(|s| s == OFFLINE_ACCESS))
+        .then(|| RefreshGrant {
+            client_id: self.id.clone(),
+            user: user.name.clone(),
+            scopes: request.scopes.clone(),
+            audience: request.audience.clone(),
+            auth_time: grant.auth_time,
+            family,
+        });
+        let response = tokens(
+            self.issuer,
+            &Tokens {
+                client_id: &self.id,
+                user,
+                scopes: &request.scopes,
+                audience: &request.audience,
+                auth_time: grant.auth_time,
+                nonce: request.nonce.as_deref(),
+            },
+            refresh,
+            now,
+        )?;
+        crate::say!(
+            "issuer: code exchanged for {} (client {}, scope {:?}, refresh {})",
+            user.name,
+            self.id,
+            response.scope,
+            response.refresh_token.is_some()
+        );
+        Ok(response)
+    }
+
+    /// `grant_type=refresh_token`: rotation, with an optional narrower `scope`.
+    pub fn refresh_token(&self, form: &TokenForm) -> Result<TokenResponse, OAuthError> {
+        let presented = required(form.refresh_token.as_ref(), "refresh_token")?;
+        let now = Instant::now();
+        let grant = self
+            .issuer
+            .store()
+            .rotate_refresh(presented, &self.id, now)?;
+        // From here the old token is spent; a refusal below means the person logs in again,
+        // which is the safe side of a malformed refresh.
+        check_resource(form, &grant.audience)?;
+        let scopes = match form.scope.as_deref().map(str::split_whitespace) {
+            None => grant.scopes.clone(),
+            Some(requested) => {
+                let requested: Vec<String> = requested.map(str::to_owned).collect();
+                if let Some(extra) = requested.iter().find(|s| !grant.scopes.contains(s)) {
+                    return Err(OAuthError::InvalidScope(format!(
+                        "The scope '{extra}' was not granted to this refresh token."
+                    )));
+                }
+                requested
+            }
+        };
+        let user = self.issuer.user_named(&grant.user).ok_or_else(|| {
+            OAuthError::InvalidGrant("The user of this grant no longer exists.".to_owned())
+        })?;
+        let response = tokens(
+            self.issuer,
+            &Tokens {
+                client_id: &self.id,
+                user,
+                scopes: &scopes,
+                audience: &grant.audience,
+                auth_time: grant.auth_time,
+                nonce: None,
+            },
+            Some(grant.clone()),
+            now,
+        )?;
+        crate::say!(
+            "issuer: refresh token rotated for {} (client {})",
+            user.name,
+            self.id
+        );
+        Ok(response)
+    }
 }
 
 fn required<'f>(value: Option<&'f String>, name: &str) -> Result<&'f str, OAuthError> {
@@ -96,122 +221,6 @@ fn check_resource(form: &TokenForm, audience: &str) -> Result<(), OAuthError> {
             "The resource '{resource}' is not the one this grant was issued for."
         ))),
     }
-}
-
-/// `grant_type=authorization_code`.
-pub fn authorization_code(
-    issuer: &Issuer,
-    headers: &HeaderMap,
-    form: &TokenForm,
-) -> Result<TokenResponse, OAuthError> {
-    let client_id = authenticate(issuer, headers, form)?;
-    let code = required(form.code.as_ref(), "code")?;
-    let now = Instant::now();
-    let (grant, family) = issuer.store().redeem_code(code, now)?;
-    let request = &grant.request;
-    if request.client_id != client_id {
-        return Err(OAuthError::InvalidGrant(
-            "The authorization code was issued to another client.".to_owned(),
-        ));
-    }
-    if form.redirect_uri.as_deref() != Some(request.redirect_uri.as_str()) {
-        return Err(OAuthError::InvalidGrant(
-            "The 'redirect_uri' does not match the one of the authorization request.".to_owned(),
-        ));
-    }
-    let Some(verifier) = form.code_verifier.as_deref().filter(|v| !v.is_empty()) else {
-        return Err(OAuthError::InvalidGrant(
-            "PKCE verification failed: the 'code_verifier' parameter is required.".to_owned(),
-        ));
-    };
-    if !is_valid_verifier(verifier) || s256(verifier) != request.code_challenge {
-        return Err(OAuthError::InvalidGrant(
-            "PKCE verification failed: the code_verifier does not match the code_challenge."
-                .to_owned(),
-        ));
-    }
-    check_resource(form, &request.audience)?;
-    let user = issuer.user_named(&grant.user).ok_or_else(|| {
-        OAuthError::InvalidGrant("The user of this grant no longer exists.".to_owned())
-    })?;
-
-    let refresh = (request.refresh_allowed && request.scopes.iter().any(|s| s == OFFLINE_ACCESS))
-        .then(|| RefreshGrant {
-            client_id: client_id.clone(),
-            user: user.name.clone(),
-            scopes: request.scopes.clone(),
-            audience: request.audience.clone(),
-            auth_time: grant.auth_time,
-            family,
-        });
-    let response = tokens(
-        issuer,
-        &Tokens {
-            client_id: &client_id,
-            user,
-            scopes: &request.scopes,
-            audience: &request.audience,
-            auth_time: grant.auth_time,
-            nonce: request.nonce.as_deref(),
-        },
-        refresh,
-        now,
-    )?;
-    crate::say!(
-        "issuer: code exchanged for {} (client {client_id}, scope {:?}, refresh {})",
-        user.name,
-        response.scope,
-        response.refresh_token.is_some()
-    );
-    Ok(response)
-}
-
-/// `grant_type=refresh_token`: rotation, with an optional narrower `scope`.
-pub fn refresh_token(
-    issuer: &Issuer,
-    headers: &HeaderMap,
-    form: &TokenForm,
-) -> Result<TokenResponse, OAuthError> {
-    let client_id = authenticate(issuer, headers, form)?;
-    let presented = required(form.refresh_token.as_ref(), "refresh_token")?;
-    let now = Instant::now();
-    let grant = issuer.store().rotate_refresh(presented, &client_id, now)?;
-    // From here the old token is spent; a refusal below means the person logs in again,
-    // which is the safe side of a malformed refresh.
-    check_resource(form, &grant.audience)?;
-    let scopes = match form.scope.as_deref().map(str::split_whitespace) {
-        None => grant.scopes.clone(),
-        Some(requested) => {
-            let requested: Vec<String> = requested.map(str::to_owned).collect();
-            if let Some(extra) = requested.iter().find(|s| !grant.scopes.contains(s)) {
-                return Err(OAuthError::InvalidScope(format!(
-                    "The scope '{extra}' was not granted to this refresh token."
-                )));
-            }
-            requested
-        }
-    };
-    let user = issuer.user_named(&grant.user).ok_or_else(|| {
-        OAuthError::InvalidGrant("The user of this grant no longer exists.".to_owned())
-    })?;
-    let response = tokens(
-        issuer,
-        &Tokens {
-            client_id: &client_id,
-            user,
-            scopes: &scopes,
-            audience: &grant.audience,
-            auth_time: grant.auth_time,
-            nonce: None,
-        },
-        Some(grant.clone()),
-        now,
-    )?;
-    crate::say!(
-        "issuer: refresh token rotated for {} (client {client_id})",
-        user.name
-    );
-    Ok(response)
 }
 
 /// What one token response is minted for.

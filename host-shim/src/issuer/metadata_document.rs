@@ -59,17 +59,12 @@ pub enum DocumentError {
 #[derive(Debug, Clone, Deserialize)]
 pub struct ClientDocument {
     pub client_id: String,
-    #[serde(default)]
     pub client_name: Option<String>,
     #[serde(default)]
     pub redirect_uris: Vec<String>,
-    #[serde(default)]
     pub grant_types: Option<Vec<String>>,
-    #[serde(default)]
     pub token_endpoint_auth_method: Option<String>,
-    #[serde(default)]
     pub scope: Option<String>,
-    #[serde(default)]
     client_secret: Option<serde_json::Value>,
 }
 

@@ -81,28 +81,27 @@ mod tests {
 
     #[test]
     fn registration_takes_https_loopback_http_and_app_schemes() {
-        assert!(validate("https://app.example/cb").is_ok());
-        assert!(validate("http://127.0.0.1/callback").is_ok());
-        assert!(validate("http://[::1]:8080/callback").is_ok());
-        assert!(validate("http://localhost:3334/oauth/callback").is_ok());
-        assert!(validate("cursor://anysphere.cursor-retrieval/oauth/callback").is_ok());
-        assert!(validate("com.example.app:/oauth2redirect").is_ok());
-        assert!(matches!(
-            validate("http://app.example/cb"),
-            Err(RedirectError::InsecureHttp(_))
-        ));
-        assert!(matches!(
-            validate("https://app.example/cb#x"),
-            Err(RedirectError::Fragment(_))
-        ));
-        assert!(matches!(
-            validate("javascript:alert(1)"),
-            Err(RedirectError::ForbiddenScheme(_))
-        ));
-        assert!(matches!(
-            validate("/relative"),
-            Err(RedirectError::NotAbsolute(_))
-        ));
+        for uri in [
+            "https://app.example/cb",
+            "http://127.0.0.1/callback",
+            "http://[::1]:8080/callback",
+            "http://localhost:3334/oauth/callback",
+            "cursor://anysphere.cursor-retrieval/oauth/callback",
+            "com.example.app:/oauth2redirect",
+        ] {
+            assert!(validate(uri).is_ok(), "{uri}");
+        }
+        // Each error carries the refused URI.
+        type Refusal = fn(String) -> RedirectError;
+        let refused: [(&str, Refusal); 4] = [
+            ("http://app.example/cb", RedirectError::InsecureHttp),
+            ("https://app.example/cb#x", RedirectError::Fragment),
+            ("javascript:alert(1)", RedirectError::ForbiddenScheme),
+            ("/relative", RedirectError::NotAbsolute),
+        ];
+        for (uri, error) in refused {
+            assert_eq!(validate(uri), Err(error(uri.to_owned())));
+        }
     }
 
     #[test]

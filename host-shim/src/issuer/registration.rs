@@ -14,12 +14,11 @@ use std::collections::HashMap;
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore as _;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::okta_id::okta_id;
 use super::redirect;
 use super::store::{MAX_PENDING, random_token};
 use super::token::no_store;
@@ -243,13 +242,7 @@ impl Registry {
 fn new_client_id() -> String {
     let mut bytes = [0_u8; 24];
     rand::thread_rng().fill_bytes(&mut bytes);
-    let tail: String = URL_SAFE_NO_PAD
-        .encode(bytes)
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .take(17)
-        .collect();
-    format!("0oa{tail}")
+    okta_id("0oa", &bytes)
 }
 
 #[cfg(test)]

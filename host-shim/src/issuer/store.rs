@@ -248,6 +248,11 @@ impl Store {
 mod tests {
     use super::*;
 
+    /// A store whose codes live a minute, and the time it starts at.
+    fn new_store() -> (Store, Instant) {
+        (Store::new(Duration::from_secs(60)), Instant::now())
+    }
+
     fn request() -> AuthRequest {
         AuthRequest {
             client_id: "app".to_owned(),
@@ -283,8 +288,7 @@ mod tests {
 
     #[test]
     fn a_pending_request_survives_a_look_and_ends_once() {
-        let mut store = Store::new(Duration::from_secs(60));
-        let now = Instant::now();
+        let (mut store, now) = new_store();
         let id = store.begin(request(), now).unwrap();
         assert_eq!(store.pending(&id, now), Some(request()));
         assert_eq!(store.pending(&id, now), Some(request()));
@@ -296,8 +300,7 @@ mod tests {
 
     #[test]
     fn a_code_works_once_and_not_after_its_lifetime() {
-        let mut store = Store::new(Duration::from_secs(60));
-        let now = Instant::now();
+        let (mut store, now) = new_store();
         let code = store.issue_code(code_grant(), now);
         let (grant, _) = store.redeem_code(&code, now).unwrap();
         assert_eq!(grant, code_grant());
@@ -316,8 +319,7 @@ mod tests {
 
     #[test]
     fn a_replayed_code_revokes_the_refresh_tokens_of_its_login() {
-        let mut store = Store::new(Duration::from_secs(60));
-        let now = Instant::now();
+        let (mut store, now) = new_store();
         let code = store.issue_code(code_grant(), now);
         let (_, family) = store.redeem_code(&code, now).unwrap();
         let refresh = store.issue_refresh(refresh_grant(family), now);
@@ -332,8 +334,7 @@ mod tests {
 
     #[test]
     fn refresh_tokens_rotate_and_a_replay_revokes_the_successor() {
-        let mut store = Store::new(Duration::from_secs(60));
-        let now = Instant::now();
+        let (mut store, now) = new_store();
         let first = store.issue_refresh(refresh_grant(7), now);
         assert_eq!(
             store.rotate_refresh(&first, "someone-else", now),
@@ -353,8 +354,7 @@ mod tests {
 
     #[test]
     fn refresh_tokens_expire() {
-        let mut store = Store::new(Duration::from_secs(60));
-        let now = Instant::now();
+        let (mut store, now) = new_store();
         let token = store.issue_refresh(refresh_grant(1), now);
         assert_eq!(
             store.rotate_refresh(&token, "app", now + REFRESH_TTL),

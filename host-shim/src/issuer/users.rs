@@ -4,10 +4,11 @@
 //! defaults exist so that the Okta guide's group rule has one person who passes it (`alice`, in
 //! AI-Users) and one who does not (`bob`).
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
+
+use super::config_list::{self, Entry};
+use super::okta_id::okta_id;
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -19,26 +20,16 @@ pub struct User {
     pub groups: Vec<String>,
     /// Okta's user id (`uid`); derived from the login when not given, so it is stable across
     /// runs and a policy written against it keeps working after a restart.
-    #[serde(default)]
     pub uid: Option<String>,
 }
 
 impl User {
+    /// The Okta user id: the one configured, or one derived from the login.
     pub fn uid(&self) -> String {
-        self.uid.clone().unwrap_or_else(|| derived_uid(&self.name))
+        self.uid
+            .clone()
+            .unwrap_or_else(|| okta_id("00u", &Sha256::digest(self.name.as_bytes())))
     }
-}
-
-/// Okta user ids are 20 characters starting with `00u`; this keeps that shape.
-fn derived_uid(name: &str) -> String {
-    let digest = Sha256::digest(name.as_bytes());
-    let encoded: String = URL_SAFE_NO_PAD
-        .encode(digest)
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .take(17)
-        .collect();
-    format!("00u{encoded}")
 }
 
 /// The people used when none are configured. Documented in docs/login.md; tests rely on them.
@@ -62,47 +53,22 @@ pub fn defaults() -> Vec<User> {
 /// Parses `name:password[:group,group…]`, the `--user` flag's format. Passwords cannot contain
 /// `:` in this form; use the clients file for those.
 pub fn parse_spec(spec: &str) -> Result<User, String> {
-    let mut parts = spec.splitn(3, ':');
-    let name = parts.next().unwrap_or_default();
-    let password = parts.next().unwrap_or_default();
-    if name.is_empty() || password.is_empty() {
-        return Err(format!(
-            "user `{spec}`: expected name:password[:group,group…]"
-        ));
-    }
-    let groups = parts
-        .next()
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|group| !group.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let (name, password, mut rest) =
+        config_list::split_spec::<User>(spec, 3, "name:password[:group,group…]")?;
     Ok(User {
         name: name.to_owned(),
         password: password.to_owned(),
-        groups,
+        groups: config_list::list(rest.next()),
         uid: None,
     })
 }
 
-/// Flags and file together; the defaults only when both are empty, so that configuring one
-/// person never leaves the well-known default passwords usable.
-pub fn resolve(flags: Vec<User>, file: Vec<User>) -> anyhow::Result<Vec<User>> {
-    let mut users = flags;
-    users.extend(file);
-    if users.is_empty() {
-        users = defaults();
+impl Entry for User {
+    const KIND: &'static str = "user";
+
+    fn name(&self) -> &str {
+        &self.name
     }
-    let mut seen = std::collections::HashSet::new();
-    for user in &users {
-        anyhow::ensure!(
-            seen.insert(user.name.as_str()),
-            "user `{}` is configured twice",
-            user.name
-        );
-    }
-    Ok(users)
 }
 
 #[cfg(test)]
@@ -136,10 +102,15 @@ mod tests {
 
     #[test]
     fn configured_users_replace_the_defaults_and_must_be_unique() {
-        let users = resolve(vec![parse_spec("carol:pw").unwrap()], Vec::new()).unwrap();
+        let users =
+            config_list::resolve(vec![parse_spec("carol:pw").unwrap()], Vec::new(), defaults)
+                .unwrap();
         assert_eq!(users.len(), 1);
-        assert_eq!(resolve(Vec::new(), Vec::new()).unwrap(), defaults());
+        assert_eq!(
+            config_list::resolve(Vec::new(), Vec::new(), defaults).unwrap(),
+            defaults()
+        );
         let twice = vec![parse_spec("a:b").unwrap(), parse_spec("a:c").unwrap()];
-        assert!(resolve(twice, Vec::new()).is_err());
+        assert!(config_list::resolve(twice, Vec::new(), defaults).is_err());
     }
 }
