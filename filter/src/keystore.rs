@@ -461,17 +461,14 @@ impl KeyStore {
         let lifetime = lifetime(cache_control, &self.config);
         let text = String::from_utf8_lossy(body).into_owned();
         let keys = set.keys.len();
-        self.update(host, |entry, me, _, now| {
+        self.finish(host, metric::FETCH_OK, |entry, now| {
             entry.generation = entry.generation.wrapping_add(1);
             entry.jwks = Some(text.clone());
             entry.refresh_at = later(now, lifetime);
             entry.error = None;
             entry.backoff_ms = 0;
             entry.retry_at = DateTime::UNIX_EPOCH;
-            entry.release(me);
-            Plan::Write
         });
-        host.count(metric::FETCH_OK, 1);
         log::info!(
             "mcp-auth: fetched {keys} signing key(s) from {} (generation {}, next refresh in {}s)",
             self.config.location.url,
@@ -484,7 +481,7 @@ impl KeyStore {
     fn fail(&mut self, host: &dyn Host, error: FetchError) -> Fetch {
         self.call = None;
         let cap = self.config.min_refresh.max(FIRST_BACKOFF);
-        self.update(host, |entry, me, _, now| {
+        self.finish(host, metric::FETCH_FAILED, |entry, now| {
             let backoff = Duration::from_millis(entry.backoff_ms)
                 .saturating_mul(2)
                 .clamp(FIRST_BACKOFF, cap);
@@ -492,10 +489,7 @@ impl KeyStore {
             entry.error = Some(error.clone());
             entry.error_at = now;
             entry.retry_at = later(now, backoff);
-            entry.release(me);
-            Plan::Write
         });
-        host.count(metric::FETCH_FAILED, 1);
         log::warn!(
             "mcp-auth: fetching keys from {} failed: {error}{}",
             self.config.location.url,
@@ -506,6 +500,22 @@ impl KeyStore {
             }
         );
         Fetch::Unavailable(error)
+    }
+
+    /// Ends this VM's fetch, either way: writes its `outcome` into the shared entry, gives up
+    /// the lease, and counts it under `counter`.
+    fn finish(
+        &mut self,
+        host: &dyn Host,
+        counter: &str,
+        mut outcome: impl FnMut(&mut Entry, DateTime<Utc>),
+    ) {
+        self.update(host, |entry, me, _, now| {
+            outcome(entry, now);
+            entry.release(me);
+            Plan::Write
+        });
+        host.count(counter, 1);
     }
 
     /// The keys' location from discovery: through the discovery cluster when the host is the
