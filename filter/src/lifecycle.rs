@@ -1051,12 +1051,15 @@ mod tests {
     use super::*;
     use crate::testing::{FakeHost, rsa_jwks};
 
-    /// Only `echo` may be called; no authentication, so no keys are involved.
-    fn filter(extra: &str, host: &FakeHost) -> Filter {
+    /// A host, and a filter on it where only `echo` may be called; no authentication, so no
+    /// keys are involved.
+    fn filter(extra: &str) -> (FakeHost, Filter) {
+        let host = FakeHost::new();
         let yaml = format!(
             "{extra}\npolicies:\n  authorization:\n    rules:\n    - allow: 'mcp.tool.name == \"echo\"'\n"
         );
-        Filter::new(FilterConfig::parse(yaml.as_bytes()).unwrap(), host)
+        let filter = Filter::new(FilterConfig::parse(yaml.as_bytes()).unwrap(), &host);
+        (host, filter)
     }
 
     fn post(len: usize) -> Vec<(String, Vec<u8>)> {
@@ -1108,8 +1111,7 @@ mod tests {
 
     #[test]
     fn a_body_is_collected_frame_by_frame_and_judged_at_its_last_frame() {
-        let host = FakeHost::new();
-        let mut f = filter("", &host);
+        let (host, mut f) = filter("");
         let body = call(1, "rm");
         let step = f.on_request_headers(&host, 1, None, post(body.len()), false);
         assert_eq!(
@@ -1132,8 +1134,7 @@ mod tests {
 
     #[test]
     fn trailers_end_a_request_and_judge_its_body() {
-        let host = FakeHost::new();
-        let mut f = filter("", &host);
+        let (host, mut f) = filter("");
         let body = call(3, "rm");
         f.on_request_headers(&host, 1, None, post(body.len()), false);
         let steps = feed(&mut f, &host, 1, &[&body], false);
@@ -1147,8 +1148,7 @@ mod tests {
 
     #[test]
     fn held_headers_wait_for_the_judgement() {
-        let host = FakeHost::new();
-        let mut f = filter("holdHeaders: true", &host);
+        let (host, mut f) = filter("holdHeaders: true");
         let body = call(4, "echo");
         let step = f.on_request_headers(&host, 1, None, post(body.len()), false);
         assert_eq!(step.action, Action::Pause);
@@ -1162,8 +1162,7 @@ mod tests {
 
     #[test]
     fn a_buffer_that_shrinks_or_cannot_be_read_fails_closed() {
-        let host = FakeHost::new();
-        let mut f = filter("", &host);
+        let (host, mut f) = filter("");
         f.on_request_headers(&host, 1, None, post(20), false);
         let mut read = |_: usize, _: usize| Some(vec![b'{'; 10]);
         assert_eq!(
@@ -1180,8 +1179,7 @@ mod tests {
 
     #[test]
     fn a_reset_stream_is_forgotten() {
-        let host = FakeHost::new();
-        let mut f = filter("", &host);
+        let (host, mut f) = filter("");
         f.on_request_headers(&host, 7, None, post(10), false);
         assert!(f.follows(7));
         f.on_done(7);
@@ -1196,8 +1194,7 @@ mod tests {
 
     #[test]
     fn list_answers_are_filtered_and_unreadable_ones_refused() {
-        let host = FakeHost::new();
-        let mut f = filter("", &host);
+        let (host, mut f) = filter("");
         let list = br#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#;
         for id in [1, 2] {
             f.on_request_headers(&host, id, None, post(list.len()), false);
