@@ -18,6 +18,7 @@ use crate::host::{DispatchError, Host, SharedWrite};
 use crate::keystore::{FetchResponse, MAX_JWKS_BYTES};
 use crate::lifecycle::{self, Action as Next, Filter, Step};
 use crate::location::Location;
+use crate::metric;
 use crate::policy::FilterConfig;
 use crate::response::LocalResponse;
 
@@ -33,7 +34,6 @@ proxy_wasm::main! {{
 const TICK: Duration = Duration::from_millis(100);
 /// The memory gauge is refreshed on the first request and every this many after it.
 const MEMORY_EVERY: u32 = 1024;
-const MEMORY_GAUGE: &str = "mcp_auth.memory_bytes";
 /// The stream property the decision is written to (`%FILTER_STATE(wasm.mcp_auth_decision)%`).
 const DECISION_PROPERTY: &str = "mcp_auth_decision";
 
@@ -125,7 +125,7 @@ impl State {
     fn record_memory(&self) {
         let id = match self.memory_gauge.get() {
             Some(id) => id,
-            None => match hostcalls::define_metric(MetricType::Gauge, MEMORY_GAUGE) {
+            None => match hostcalls::define_metric(MetricType::Gauge, metric::MEMORY_BYTES) {
                 Ok(id) => {
                     self.memory_gauge.set(Some(id));
                     id

@@ -21,6 +21,7 @@ pub mod keystore;
 pub mod lifecycle;
 pub mod location;
 pub mod mcp;
+pub mod metric;
 pub mod policy;
 pub mod registration;
 pub mod response;

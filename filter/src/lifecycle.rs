@@ -20,6 +20,7 @@ use crate::engine::{self, BodyDecision, Decision, Forward, RequestView};
 use crate::host::Host;
 use crate::keystore::{self, Fetch, FetchError, FetchResponse, KeyState, KeyStore, Reason};
 use crate::mcp;
+use crate::metric;
 use crate::policy::{FilterConfig, KeySource};
 use crate::response::{self, LocalResponse};
 
@@ -31,18 +32,6 @@ type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 pub const IDLE_TICKS: u32 = 10;
 /// A list answer larger than this is not rewritten: it is refused.
 pub const MAX_FILTERED_RESPONSE: usize = 8 * 1024 * 1024;
-
-/// Counter names of the lifecycle (Envoy prefixes `wasmcustom.`).
-pub mod metric {
-    /// Answers to list requests that could not be read (or were too large) and were refused.
-    pub const RESPONSE_REFUSED: &str = "mcp_auth.denied.unreadable_response";
-    /// Requests of the legacy HTTP+SSE transport refused on routes that hide items.
-    pub const LEGACY_REFUSED: &str = "mcp_auth.denied.legacy_transport";
-    /// Events of an answer stream that were not JSON-RPC (or too large to read): dropped.
-    pub const SSE_DROPPED: &str = "mcp_auth.sse_events_dropped";
-    /// Responses on an answer stream to ids that stream never asked: replaced by an error.
-    pub const OUTSIDE_STREAM: &str = "mcp_auth.denied.answer_outside_stream";
-}
 
 /// What the proxy does after a request callback.
 #[derive(Debug, PartialEq)]
@@ -758,7 +747,7 @@ impl Filter {
             stream.phase = Phase::Answered;
             stream.body = Vec::new();
         }
-        host.count(engine::metric::DENIED_BODY_SIZE, 1);
+        host.count(metric::DENIED_BODY_SIZE, 1);
         Step::respond(response::jsonrpc(
             413,
             &mcp::error_response(
@@ -806,7 +795,7 @@ impl Filter {
                 (Some(KeySource::Remote(_)), Some(store)) => match store.state(now) {
                     KeyState::Ready { set, may_refetch } => {
                         if first {
-                            host.count(keystore::metric::CACHE_HIT, 1);
+                            host.count(metric::JWKS_CACHE_HIT, 1);
                         }
                         reason = Reason::UnknownKid;
                         KeyState::Ready {
@@ -816,7 +805,7 @@ impl Filter {
                     }
                     other => {
                         if first {
-                            host.count(keystore::metric::CACHE_MISS, 1);
+                            host.count(metric::JWKS_CACHE_MISS, 1);
                         }
                         other
                     }
@@ -843,7 +832,7 @@ impl Filter {
                 } else {
                     break Decided::Wait(since);
                 };
-                host.count(engine::metric::KEYS_UNAVAILABLE, 1);
+                host.count(metric::KEYS_UNAVAILABLE, 1);
                 break Decided::Now(Decision::Respond(answer));
             }
             match store.ask(host, reason) {
@@ -856,7 +845,7 @@ impl Filter {
                     )));
                 }
                 Fetch::Unavailable(error) => {
-                    host.count(engine::metric::KEYS_UNAVAILABLE, 1);
+                    host.count(metric::KEYS_UNAVAILABLE, 1);
                     break Decided::Now(Decision::Respond(response::keys_unavailable(
                         issuer, &error,
                     )));

@@ -20,6 +20,7 @@ const LAYERS: &[&str] = &[
     "target",
     "cel_value",
     "config_error",
+    "metric",
     // The seam to the proxy.
     "host",
     // Tokens: keys, then verification.
