@@ -13,6 +13,7 @@ pub mod config_error;
 pub mod discovery;
 pub mod ec_verify;
 pub mod engine;
+pub mod header_map;
 pub mod host;
 pub mod json;
 pub mod jwks;

@@ -21,6 +21,7 @@ const LAYERS: &[&str] = &[
     "cel_value",
     "config_error",
     "metric",
+    "header_map",
     // The seam to the proxy.
     "host",
     // Tokens: keys, then verification.
