@@ -14,10 +14,12 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
 
+use crate::header_map;
 use crate::host::{DispatchError, Host, SharedWrite};
 use crate::keystore::{FetchResponse, MAX_JWKS_BYTES};
 use crate::lifecycle::{self, Action as Next, Filter, Step};
 use crate::location::Location;
+use crate::metric;
 use crate::policy::FilterConfig;
 use crate::response::LocalResponse;
 
@@ -33,7 +35,6 @@ proxy_wasm::main! {{
 const TICK: Duration = Duration::from_millis(100);
 /// The memory gauge is refreshed on the first request and every this many after it.
 const MEMORY_EVERY: u32 = 1024;
-const MEMORY_GAUGE: &str = "mcp_auth.memory_bytes";
 /// The stream property the decision is written to (`%FILTER_STATE(wasm.mcp_auth_decision)%`).
 const DECISION_PROPERTY: &str = "mcp_auth_decision";
 
@@ -125,7 +126,7 @@ impl State {
     fn record_memory(&self) {
         let id = match self.memory_gauge.get() {
             Some(id) => id,
-            None => match hostcalls::define_metric(MetricType::Gauge, MEMORY_GAUGE) {
+            None => match hostcalls::define_metric(MetricType::Gauge, metric::MEMORY_BYTES) {
                 Ok(id) => {
                     self.memory_gauge.set(Some(id));
                     id
@@ -482,7 +483,7 @@ unsafe extern "C" {
 /// Sends a local response with its `details` (the SDK's wrapper passes none, and panics on
 /// an unexpected status).
 fn respond(response: &LocalResponse) {
-    let headers = serialize_headers(&response.headers);
+    let headers = header_map::encode(&response.headers);
     // SAFETY: every pointer/length pair refers to a live buffer for the duration of the call.
     let status = unsafe {
         proxy_send_local_response(
@@ -517,7 +518,7 @@ fn header_pairs(map_type: MapType) -> Option<Vec<(String, Vec<u8>)>> {
         }
         Vec::from_raw_parts(data, size, size)
     };
-    deserialize_pairs(&bytes)
+    header_map::decode(&bytes)
 }
 
 /// A buffer's bytes, or `None` when the host has none (the SDK's wrapper panics instead).
@@ -541,46 +542,4 @@ fn set_buffer_bytes(buffer: BufferType, start: usize, size: usize, value: &[u8])
     unsafe {
         proxy_set_buffer_bytes(buffer, start, size, value.as_ptr(), value.len()) == Status::Ok
     }
-}
-
-/// Reads the proxy-wasm map encoding; malformed input is `None`, never a panic.
-fn deserialize_pairs(bytes: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
-    let word = |at: usize| -> Option<usize> {
-        let b = bytes.get(at..at.checked_add(4)?)?;
-        Some(u32::from_le_bytes(b.try_into().ok()?) as usize)
-    };
-    let count = word(0)?;
-    let mut sizes = Vec::with_capacity(count.min(1024));
-    for i in 0..count {
-        let at = 4 + i * 8;
-        sizes.push((word(at)?, word(at + 4)?));
-    }
-    let mut at = 4usize.checked_add(count.checked_mul(8)?)?;
-    let mut pairs = Vec::with_capacity(sizes.len());
-    for (k, v) in sizes {
-        let key = bytes.get(at..at.checked_add(k)?)?;
-        at = at.checked_add(k)?.checked_add(1)?;
-        let value = bytes.get(at..at.checked_add(v)?)?;
-        at = at.checked_add(v)?.checked_add(1)?;
-        pairs.push((String::from_utf8_lossy(key).into_owned(), value.to_vec()));
-    }
-    Some(pairs)
-}
-
-/// The proxy-wasm map encoding: count, then (key size, value size) pairs, then the
-/// NUL-terminated keys and values.
-fn serialize_headers(headers: &[(String, String)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(&(headers.len() as u32).to_le_bytes());
-    for (k, v) in headers {
-        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-    }
-    for (k, v) in headers {
-        out.extend_from_slice(k.as_bytes());
-        out.push(0);
-        out.extend_from_slice(v.as_bytes());
-        out.push(0);
-    }
-    out
 }

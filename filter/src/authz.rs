@@ -961,69 +961,46 @@ mod tests {
         assert_eq!(eval.errors.len(), 1, "{:?}", eval.errors);
     }
 
-    /// Whether each message is allowed, checking that absence was never reported as an error.
-    fn allowed(rules: &RuleSet, messages: &[(Kind, &str)]) -> Vec<bool> {
-        messages
-            .iter()
-            .map(|(kind, name)| {
-                let (verdict, eval) = judge(rules, j!({}), &named(*kind, name));
-                assert!(eval.errors.is_empty(), "{name}: {:?}", eval.errors);
-                verdict == Verdict::Allow
-            })
-            .collect()
-    }
-
     #[test]
-    fn a_deny_reading_two_kinds_denies_each_by_its_own_condition() {
-        let rules = set(&[(
+    fn a_rule_reading_two_kinds_judges_each_kind_by_its_own_condition() {
+        let deny = (
             RuleKind::Deny,
             r#"mcp.tool.name == "a" || mcp.prompt.name == "b""#,
-        )]);
-        let messages = [
-            (Kind::Tool, "a"),
-            (Kind::Prompt, "b"),
-            (Kind::Tool, "b"),
-            (Kind::Prompt, "a"),
-            (Kind::Tool, "x"),
-            (Kind::Resource, "a"),
-        ];
-        assert_eq!(
-            allowed(&rules, &messages),
-            [false, false, true, true, true, true]
         );
-    }
-
-    #[test]
-    fn a_require_reading_two_kinds_holds_each_kind_to_its_condition() {
-        let rules = set(&[(
+        let require = (
             RuleKind::Require,
             r#"mcp.tool.name == "echo" || mcp.prompt.name == "greet""#,
-        )]);
-        let messages = [
-            (Kind::Tool, "echo"),
-            (Kind::Tool, "rm"),
-            (Kind::Prompt, "greet"),
-            (Kind::Prompt, "other"),
-            // A resource is not named by the rule: it does not apply.
-            (Kind::Resource, "file:///x"),
-        ];
-        assert_eq!(allowed(&rules, &messages), [true, false, true, false, true]);
-    }
-
-    #[test]
-    fn an_allow_reading_two_kinds_opens_each_by_its_own_condition() {
-        let rules = set(&[(
+        );
+        let allow = (
             RuleKind::Allow,
             r#"mcp.tool.name.startsWith("read_") || (has(mcp.resource) ? mcp.resource.uri.startsWith("file:///public/") : false)"#,
-        )]);
-        let messages = [
-            (Kind::Tool, "read_file"),
-            (Kind::Tool, "write_file"),
-            (Kind::Resource, "file:///public/a"),
-            (Kind::Resource, "file:///private/a"),
-            (Kind::Prompt, "greet"),
-        ];
-        assert_eq!(allowed(&rules, &messages), [true, false, true, false, true]);
+        );
+        // A rule, a message, and whether the rule allows the message. Absence (of a tool in a
+        // prompt call, say) must never be reported as an error.
+        for (rule, kind, name, allowed) in [
+            (deny, Kind::Tool, "a", false),
+            (deny, Kind::Prompt, "b", false),
+            (deny, Kind::Tool, "b", true),
+            (deny, Kind::Prompt, "a", true),
+            (deny, Kind::Tool, "x", true),
+            (deny, Kind::Resource, "a", true),
+            (require, Kind::Tool, "echo", true),
+            (require, Kind::Tool, "rm", false),
+            (require, Kind::Prompt, "greet", true),
+            (require, Kind::Prompt, "other", false),
+            // A resource is not named by the rule: it does not apply.
+            (require, Kind::Resource, "file:///x", true),
+            (allow, Kind::Tool, "read_file", true),
+            (allow, Kind::Tool, "write_file", false),
+            (allow, Kind::Resource, "file:///public/a", true),
+            (allow, Kind::Resource, "file:///private/a", false),
+            (allow, Kind::Prompt, "greet", true),
+        ] {
+            let source = rule.1;
+            let (verdict, eval) = judge(&set(&[rule]), j!({}), &named(kind, name));
+            assert!(eval.errors.is_empty(), "{source} {name}: {:?}", eval.errors);
+            assert_eq!(verdict == Verdict::Allow, allowed, "{source} {name}");
+        }
     }
 
     #[test]

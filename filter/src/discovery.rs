@@ -17,19 +17,10 @@
 use serde_json::{Map, Value as Json, json};
 
 use crate::host::Host;
+use crate::metric;
 use crate::policy::Authn;
 use crate::registration::Facade;
 use crate::response::{LocalResponse, Origin, cors, json_response};
-
-/// Counter names.
-pub mod metric {
-    /// A discovery path the gateway does not serve was asked for (answered 404).
-    pub const NOT_SERVED: &str = "mcp_auth.discovery_not_served";
-    /// The facade's authorization server metadata was served.
-    pub const SERVER_METADATA: &str = "mcp_auth.facade.metadata_served";
-    /// A client registered through the facade.
-    pub const REGISTERED: &str = "mcp_auth.facade.registrations";
-}
 
 const SERVER_METADATA: [&str; 2] = [
     "/.well-known/oauth-authorization-server",
@@ -96,15 +87,15 @@ pub fn answer(
         match (ask(method, origin.path, facade.is_some())?, facade) {
             (Ask::Preflight, _) => preflight(),
             (Ask::ServerMetadata(resource), Some(facade)) => {
-                host.count(metric::SERVER_METADATA, 1);
+                host.count(metric::FACADE_METADATA, 1);
                 server_metadata(facade, &origin.resource(resource), &authn.named_scopes())
             }
             (Ask::Register, Some(facade)) => {
-                host.count(metric::REGISTERED, 1);
+                host.count(metric::FACADE_REGISTERED, 1);
                 registration(facade, host.now())
             }
             (Ask::ServerMetadata(_) | Ask::Register, None) => {
-                host.count(metric::NOT_SERVED, 1);
+                host.count(metric::DISCOVERY_NOT_SERVED, 1);
                 not_served(origin, &authn.expect.issuer)
             }
         },
@@ -291,7 +282,7 @@ mod tests {
             );
             assert_eq!(header(&r, "access-control-allow-origin"), Some("*"));
         }
-        assert_eq!(host.counters.borrow()[metric::NOT_SERVED], 5);
+        assert_eq!(host.counters.borrow()[metric::DISCOVERY_NOT_SERVED], 5);
         // What is not a discovery request is left to the policy.
         for (method, path) in [
             ("POST", "/mcp"),
@@ -357,7 +348,7 @@ mod tests {
             body(&root)["registration_endpoint"],
             "https://gw.example.com/register"
         );
-        assert_eq!(host.counters.borrow()[metric::SERVER_METADATA], 5);
+        assert_eq!(host.counters.borrow()[metric::FACADE_METADATA], 5);
     }
 
     #[test]

@@ -24,11 +24,13 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, OnceLock};
 
 use jwt_compact::{Algorithm, AlgorithmSignature};
+use p256::elliptic_curve::generic_array::typenum::Unsigned;
 use p256::elliptic_curve::group::{Curve as _, Group as _};
 use p256::elliptic_curve::ops::{Invert as _, Reduce as _};
 use p256::elliptic_curve::point::AffineCoordinates as _;
 use p256::elliptic_curve::{
-    CurveArithmetic, FieldBytes, NonZeroScalar, PrimeField as _, ProjectivePoint, PublicKey, Scalar,
+    CurveArithmetic, FieldBytes, FieldBytesSize, NonZeroScalar, PrimeField as _, ProjectivePoint,
+    PublicKey, Scalar,
 };
 use sha2::Digest as _;
 
@@ -37,7 +39,7 @@ pub trait EcCurve: CurveArithmetic + Clone + std::fmt::Debug + 'static {
     /// The JOSE name of ECDSA on this curve with its hash.
     const ALG: &'static str;
     /// Bytes of one coordinate or scalar: a JOSE signature is `r || s`, twice this.
-    const WIDTH: usize;
+    const WIDTH: usize = <FieldBytesSize<Self> as Unsigned>::USIZE;
     /// Window width of a key's table (memory per key against additions per token).
     const KEY_WINDOW: usize;
     /// Window width of the generator's table: one per curve and VM, so it can be wider.
@@ -48,39 +50,40 @@ pub trait EcCurve: CurveArithmetic + Clone + std::fmt::Debug + 'static {
     fn generator_table() -> &'static Table<Self>;
 }
 
-impl EcCurve for p256::NistP256 {
-    const ALG: &'static str = "ES256";
-    const WIDTH: usize = 32;
-    // 65 + 43 additions per token; tables of 50 KB per key and 132 KB per VM.
-    const KEY_WINDOW: usize = 4;
-    const GENERATOR_WINDOW: usize = 6;
+/// [`EcCurve`] for a curve: its JOSE name, its hash, and the widths of its tables' windows.
+/// A generic impl could not hold the one `static` per curve that the generator's table needs,
+/// so every curve's impl is this one body.
+macro_rules! ec_curve {
+    (
+        $curve:ty, $alg:literal, $hash:ty,
+        key window $key:literal, generator window $generator:literal
+    ) => {
+        impl EcCurve for $curve {
+            const ALG: &'static str = $alg;
+            const KEY_WINDOW: usize = $key;
+            const GENERATOR_WINDOW: usize = $generator;
 
-    fn digest(message: &[u8]) -> FieldBytes<Self> {
-        sha2::Sha256::digest(message)
-    }
+            fn digest(message: &[u8]) -> FieldBytes<Self> {
+                <$hash>::digest(message)
+            }
 
-    fn generator_table() -> &'static Table<Self> {
-        static G: OnceLock<Table<p256::NistP256>> = OnceLock::new();
-        G.get_or_init(|| Table::new(p256::ProjectivePoint::generator(), Self::GENERATOR_WINDOW))
-    }
+            fn generator_table() -> &'static Table<Self> {
+                static G: OnceLock<Table<$curve>> = OnceLock::new();
+                G.get_or_init(|| {
+                    Table::new(
+                        ProjectivePoint::<$curve>::generator(),
+                        Self::GENERATOR_WINDOW,
+                    )
+                })
+            }
+        }
+    };
 }
 
-impl EcCurve for p384::NistP384 {
-    const ALG: &'static str = "ES384";
-    const WIDTH: usize = 48;
-    // 129 + 97 additions per token; tables of 74 KB per key and 112 KB per VM.
-    const KEY_WINDOW: usize = 3;
-    const GENERATOR_WINDOW: usize = 4;
-
-    fn digest(message: &[u8]) -> FieldBytes<Self> {
-        sha2::Sha384::digest(message)
-    }
-
-    fn generator_table() -> &'static Table<Self> {
-        static G: OnceLock<Table<p384::NistP384>> = OnceLock::new();
-        G.get_or_init(|| Table::new(p384::ProjectivePoint::generator(), Self::GENERATOR_WINDOW))
-    }
-}
+// 65 + 43 additions per token; tables of 50 KB per key and 132 KB per VM.
+ec_curve!(p256::NistP256, "ES256", sha2::Sha256, key window 4, generator window 6);
+// 129 + 97 additions per token; tables of 74 KB per key and 112 KB per VM.
+ec_curve!(p384::NistP384, "ES384", sha2::Sha384, key window 3, generator window 4);
 
 /// `j·2^(w·i)·P` for every window `i` and `j = 1..=2^(w-1)`, window after window.
 ///
@@ -299,7 +302,16 @@ impl<C: EcCurve> Algorithm for Ecdsa<C> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
-    use p256::elliptic_curve::Field as _;
+    use ecdsa::hazmat::{DigestPrimitive, SignPrimitive, VerifyPrimitive};
+    use ecdsa::signature::{Signer as _, Verifier as _};
+    use ecdsa::{Signature, SignatureSize, SigningKey};
+    // `ecdsa` 0.16 bounds a signature's size by `ArrayLength`, which generic-array 0.14
+    // deprecates in favour of its 1.x, which `ecdsa` 0.16 does not use.
+    #[allow(deprecated)]
+    use p256::elliptic_curve::generic_array::ArrayLength;
+    use p256::elliptic_curve::ops::Invert;
+    use p256::elliptic_curve::subtle::CtOption;
+    use p256::elliptic_curve::{AffinePoint, Field as _, PrimeCurve};
     use rand::{Rng as _, SeedableRng as _};
 
     fn scalars<C: EcCurve>(rng: &mut rand::rngs::StdRng) -> Vec<Scalar<C>> {
@@ -356,23 +368,30 @@ mod tests {
         bytes[i] ^= 1 << rng.gen_range(0..8);
     }
 
-    #[test]
-    fn es256_agrees_with_the_ecdsa_crate_on_random_keys_and_tampering() {
-        use p256::ecdsa::signature::{Signer as _, Verifier as _};
-        use p256::ecdsa::{Signature, SigningKey};
-        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    /// Signs random messages with `keys` random keys, `messages` each: the valid signature,
+    /// its high-`s` twin, a tampered signature and a tampered message must each get the
+    /// verdict of the `ecdsa` crate's verifier.
+    #[allow(deprecated)] // `ArrayLength`, as at its import.
+    fn agrees_with_the_ecdsa_crate<C>(seed: u64, keys: usize, messages: usize)
+    where
+        C: EcCurve + PrimeCurve + DigestPrimitive,
+        Scalar<C>: Invert<Output = CtOption<Scalar<C>>> + SignPrimitive<C>,
+        AffinePoint<C>: VerifyPrimitive<C>,
+        SignatureSize<C>: ArrayLength<u8>,
+    {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let (mut accepted, mut refused) = (0, 0);
-        for _ in 0..24 {
-            let signing = SigningKey::random(&mut rng);
+        for _ in 0..keys {
+            let signing = SigningKey::<C>::random(&mut rng);
             let reference = *signing.verifying_key();
-            let key = EcKey::new(p256::PublicKey::from(&reference));
-            for _ in 0..6 {
+            let key = EcKey::new(PublicKey::<C>::from(&reference));
+            for _ in 0..messages {
                 let mut message = vec![0u8; rng.gen_range(0..200)];
                 rng.fill(message.as_mut_slice());
-                let sig: Signature = signing.sign(&message);
+                let sig: Signature<C> = signing.sign(&message);
                 let mut bytes = sig.to_bytes().to_vec();
                 // Both halves of s: the signer's low one and its high twin n - s.
-                let high = Signature::from_scalars(sig.r(), -*sig.s()).unwrap();
+                let high = Signature::<C>::from_scalars(sig.r(), -*sig.s()).unwrap();
                 let mut cases = vec![
                     (message.clone(), bytes.clone()),
                     (message.clone(), high.to_bytes().to_vec()),
@@ -385,11 +404,16 @@ mod tests {
                     cases.push((other, sig.to_bytes().to_vec()));
                 }
                 for (msg, sig) in cases {
-                    let want = Signature::from_slice(&sig)
+                    let want = Signature::<C>::from_slice(&sig)
                         .is_ok_and(|s| reference.verify(&msg, &s).is_ok());
-                    let got = EcSignature::<p256::NistP256>::from_slice(&sig)
-                        .is_some_and(|s| key.verify(&msg, &s));
-                    assert_eq!(got, want, "message {msg:02x?} signature {sig:02x?}");
+                    let got =
+                        EcSignature::<C>::from_slice(&sig).is_some_and(|s| key.verify(&msg, &s));
+                    assert_eq!(
+                        got,
+                        want,
+                        "{} message {msg:02x?} signature {sig:02x?}",
+                        C::ALG
+                    );
                     if got {
                         accepted += 1;
                     } else {
@@ -399,38 +423,18 @@ mod tests {
             }
         }
         // The valid signatures (low and high s) verified, the tampered ones did not.
-        assert_eq!(accepted, 24 * 6 * 2);
-        assert!(refused >= 24 * 6, "{refused}");
+        assert_eq!(accepted, keys * messages * 2);
+        assert!(refused >= keys * messages, "{refused}");
+    }
+
+    #[test]
+    fn es256_agrees_with_the_ecdsa_crate_on_random_keys_and_tampering() {
+        agrees_with_the_ecdsa_crate::<p256::NistP256>(3, 24, 6);
     }
 
     #[test]
     fn es384_agrees_with_the_ecdsa_crate_on_random_keys_and_tampering() {
-        use p384::ecdsa::signature::{Signer as _, Verifier as _};
-        use p384::ecdsa::{Signature, SigningKey};
-        let mut rng = rand::rngs::StdRng::seed_from_u64(4);
-        for _ in 0..8 {
-            let signing = SigningKey::random(&mut rng);
-            let reference = *signing.verifying_key();
-            let key = EcKey::new(p384::PublicKey::from(&reference));
-            for _ in 0..4 {
-                let mut message = vec![0u8; rng.gen_range(1..200)];
-                rng.fill(message.as_mut_slice());
-                let sig: Signature = signing.sign(&message);
-                let good = sig.to_bytes().to_vec();
-                let mut bad = good.clone();
-                tamper(&mut rng, &mut bad);
-                for (sig, want) in [(good, true), (bad, false)] {
-                    assert_eq!(
-                        Signature::from_slice(&sig)
-                            .is_ok_and(|s| reference.verify(&message, &s).is_ok()),
-                        want
-                    );
-                    let got = EcSignature::<p384::NistP384>::from_slice(&sig)
-                        .is_some_and(|s| key.verify(&message, &s));
-                    assert_eq!(got, want);
-                }
-            }
-        }
+        agrees_with_the_ecdsa_crate::<p384::NistP384>(4, 8, 4);
     }
 
     #[test]

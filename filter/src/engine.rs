@@ -10,6 +10,7 @@ use crate::host::{Host, Note};
 use crate::jwt::{self, Credentials};
 use crate::keystore::KeyState;
 use crate::mcp::{self, McpView};
+use crate::metric;
 use crate::policy::{Authn, IDENTITY_HEADER, Mode, Policy};
 use crate::response::{self, Challenge, LocalResponse, METADATA_PREFIX, Origin};
 
@@ -91,32 +92,6 @@ pub enum BodyDecision {
         lists: Vec<(Json, String)>,
     },
     Respond(LocalResponse),
-}
-
-/// Counter names, as the proxy's stats show them (Envoy prefixes `wasmcustom.`).
-pub mod metric {
-    pub const ALLOWED: &str = "mcp_auth.allowed";
-    pub const DENIED_MISSING: &str = "mcp_auth.denied.missing_token";
-    pub const DENIED_AUTHZ: &str = "mcp_auth.denied.authz";
-    pub const RULE_ERRORS: &str = "mcp_auth.rule_errors";
-    pub const METADATA: &str = "mcp_auth.metadata_served";
-    pub const KEYS_UNAVAILABLE: &str = "mcp_auth.denied.jwks_unavailable";
-    /// Followed by a reason label, e.g. `mcp_auth.denied.invalid_token.expired`.
-    pub const DENIED_INVALID_TOKEN: &str = "mcp_auth.denied.invalid_token";
-    pub const DENIED_INVALID_REQUEST: &str = "mcp_auth.denied.invalid_request";
-    pub const DENIED_SCOPE: &str = "mcp_auth.denied.insufficient_scope";
-    /// JSON-RPC messages refused by MCP-level rules (one per message).
-    pub const DENIED_MCP: &str = "mcp_auth.denied.mcp";
-    pub const DENIED_BODY: &str = "mcp_auth.denied.bad_body";
-    pub const DENIED_BODY_SIZE: &str = "mcp_auth.denied.body_too_large";
-    /// 2026-07-28 calls allowed from their `Mcp-Method` / `Mcp-Name` headers, body unread.
-    pub const HEADER_FAST_PATH: &str = "mcp_auth.header_fast_path";
-    /// Requests whose `Mcp-Method` / `Mcp-Name` headers disagree with their body.
-    pub const DENIED_HEADER_MISMATCH: &str = "mcp_auth.denied.header_mismatch";
-    pub const LIST_ITEMS_HIDDEN: &str = "mcp_auth.list_items_hidden";
-    /// Valid tokens answered from the verified-token cache, and those verified anew.
-    pub const TOKEN_CACHE_HIT: &str = "mcp_auth.token_cache.hit";
-    pub const TOKEN_CACHE_MISS: &str = "mcp_auth.token_cache.miss";
 }
 
 /// Decides about one request. `keys` matters only when the policy authenticates.

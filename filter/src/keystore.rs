@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::host::{DispatchError, Host, SharedWrite};
 use crate::jwks::{self, KeySet};
 use crate::location::{Location, LocationError};
+use crate::metric;
 use crate::policy::RemoteJwks;
 
 /// A key set larger than this is refused: real ones are a few KiB.
@@ -24,15 +25,6 @@ pub const MAX_JWKS_BYTES: usize = 256 * 1024;
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
 /// The first retry after a failure; it doubles up to `minRefresh`.
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
-
-pub mod metric {
-    pub const FETCH_OK: &str = "mcp_auth.jwks.fetch_ok";
-    pub const FETCH_FAILED: &str = "mcp_auth.jwks.fetch_failed";
-    pub const REFETCH_UNKNOWN_KID: &str = "mcp_auth.jwks.refetch_unknown_kid";
-    /// Requests that found the keys in this VM's cache, and those that found none.
-    pub const CACHE_HIT: &str = "mcp_auth.jwks.cache_hit";
-    pub const CACHE_MISS: &str = "mcp_auth.jwks.cache_miss";
-}
 
 /// The keys a request may be verified with, as this VM knows them now.
 #[derive(Debug, Clone, Copy)]
@@ -336,7 +328,7 @@ impl KeyStore {
             Some(stop) => stop,
             None => {
                 if reason == Reason::UnknownKid {
-                    host.count(metric::REFETCH_UNKNOWN_KID, 1);
+                    host.count(metric::JWKS_REFETCH_UNKNOWN_KID, 1);
                 }
                 if defer {
                     self.deferred = true;
@@ -461,17 +453,14 @@ impl KeyStore {
         let lifetime = lifetime(cache_control, &self.config);
         let text = String::from_utf8_lossy(body).into_owned();
         let keys = set.keys.len();
-        self.update(host, |entry, me, _, now| {
+        self.finish(host, metric::JWKS_FETCH_OK, |entry, now| {
             entry.generation = entry.generation.wrapping_add(1);
             entry.jwks = Some(text.clone());
             entry.refresh_at = later(now, lifetime);
             entry.error = None;
             entry.backoff_ms = 0;
             entry.retry_at = DateTime::UNIX_EPOCH;
-            entry.release(me);
-            Plan::Write
         });
-        host.count(metric::FETCH_OK, 1);
         log::info!(
             "mcp-auth: fetched {keys} signing key(s) from {} (generation {}, next refresh in {}s)",
             self.config.location.url,
@@ -484,7 +473,7 @@ impl KeyStore {
     fn fail(&mut self, host: &dyn Host, error: FetchError) -> Fetch {
         self.call = None;
         let cap = self.config.min_refresh.max(FIRST_BACKOFF);
-        self.update(host, |entry, me, _, now| {
+        self.finish(host, metric::JWKS_FETCH_FAILED, |entry, now| {
             let backoff = Duration::from_millis(entry.backoff_ms)
                 .saturating_mul(2)
                 .clamp(FIRST_BACKOFF, cap);
@@ -492,10 +481,7 @@ impl KeyStore {
             entry.error = Some(error.clone());
             entry.error_at = now;
             entry.retry_at = later(now, backoff);
-            entry.release(me);
-            Plan::Write
         });
-        host.count(metric::FETCH_FAILED, 1);
         log::warn!(
             "mcp-auth: fetching keys from {} failed: {error}{}",
             self.config.location.url,
@@ -506,6 +492,22 @@ impl KeyStore {
             }
         );
         Fetch::Unavailable(error)
+    }
+
+    /// Ends this VM's fetch, either way: writes its `outcome` into the shared entry, gives up
+    /// the lease, and counts it under `counter`.
+    fn finish(
+        &mut self,
+        host: &dyn Host,
+        counter: &str,
+        mut outcome: impl FnMut(&mut Entry, DateTime<Utc>),
+    ) {
+        self.update(host, |entry, me, _, now| {
+            outcome(entry, now);
+            entry.release(me);
+            Plan::Write
+        });
+        host.count(counter, 1);
     }
 
     /// The keys' location from discovery: through the discovery cluster when the host is the

@@ -20,6 +20,7 @@ use crate::engine::{self, BodyDecision, Decision, Forward, RequestView};
 use crate::host::Host;
 use crate::keystore::{self, Fetch, FetchError, FetchResponse, KeyState, KeyStore, Reason};
 use crate::mcp;
+use crate::metric;
 use crate::policy::{FilterConfig, KeySource};
 use crate::response::{self, LocalResponse};
 
@@ -31,18 +32,6 @@ type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 pub const IDLE_TICKS: u32 = 10;
 /// A list answer larger than this is not rewritten: it is refused.
 pub const MAX_FILTERED_RESPONSE: usize = 8 * 1024 * 1024;
-
-/// Counter names of the lifecycle (Envoy prefixes `wasmcustom.`).
-pub mod metric {
-    /// Answers to list requests that could not be read (or were too large) and were refused.
-    pub const RESPONSE_REFUSED: &str = "mcp_auth.denied.unreadable_response";
-    /// Requests of the legacy HTTP+SSE transport refused on routes that hide items.
-    pub const LEGACY_REFUSED: &str = "mcp_auth.denied.legacy_transport";
-    /// Events of an answer stream that were not JSON-RPC (or too large to read): dropped.
-    pub const SSE_DROPPED: &str = "mcp_auth.sse_events_dropped";
-    /// Responses on an answer stream to ids that stream never asked: replaced by an error.
-    pub const OUTSIDE_STREAM: &str = "mcp_auth.denied.answer_outside_stream";
-}
 
 /// What the proxy does after a request callback.
 #[derive(Debug, PartialEq)]
@@ -758,7 +747,7 @@ impl Filter {
             stream.phase = Phase::Answered;
             stream.body = Vec::new();
         }
-        host.count(engine::metric::DENIED_BODY_SIZE, 1);
+        host.count(metric::DENIED_BODY_SIZE, 1);
         Step::respond(response::jsonrpc(
             413,
             &mcp::error_response(
@@ -806,7 +795,7 @@ impl Filter {
                 (Some(KeySource::Remote(_)), Some(store)) => match store.state(now) {
                     KeyState::Ready { set, may_refetch } => {
                         if first {
-                            host.count(keystore::metric::CACHE_HIT, 1);
+                            host.count(metric::JWKS_CACHE_HIT, 1);
                         }
                         reason = Reason::UnknownKid;
                         KeyState::Ready {
@@ -816,7 +805,7 @@ impl Filter {
                     }
                     other => {
                         if first {
-                            host.count(keystore::metric::CACHE_MISS, 1);
+                            host.count(metric::JWKS_CACHE_MISS, 1);
                         }
                         other
                     }
@@ -843,7 +832,7 @@ impl Filter {
                 } else {
                     break Decided::Wait(since);
                 };
-                host.count(engine::metric::KEYS_UNAVAILABLE, 1);
+                host.count(metric::KEYS_UNAVAILABLE, 1);
                 break Decided::Now(Decision::Respond(answer));
             }
             match store.ask(host, reason) {
@@ -856,7 +845,7 @@ impl Filter {
                     )));
                 }
                 Fetch::Unavailable(error) => {
-                    host.count(engine::metric::KEYS_UNAVAILABLE, 1);
+                    host.count(metric::KEYS_UNAVAILABLE, 1);
                     break Decided::Now(Decision::Respond(response::keys_unavailable(
                         issuer, &error,
                     )));
@@ -1051,12 +1040,15 @@ mod tests {
     use super::*;
     use crate::testing::{FakeHost, rsa_jwks};
 
-    /// Only `echo` may be called; no authentication, so no keys are involved.
-    fn filter(extra: &str, host: &FakeHost) -> Filter {
+    /// A host, and a filter on it where only `echo` may be called; no authentication, so no
+    /// keys are involved.
+    fn filter(extra: &str) -> (FakeHost, Filter) {
+        let host = FakeHost::new();
         let yaml = format!(
             "{extra}\npolicies:\n  authorization:\n    rules:\n    - allow: 'mcp.tool.name == \"echo\"'\n"
         );
-        Filter::new(FilterConfig::parse(yaml.as_bytes()).unwrap(), host)
+        let filter = Filter::new(FilterConfig::parse(yaml.as_bytes()).unwrap(), &host);
+        (host, filter)
     }
 
     fn post(len: usize) -> Vec<(String, Vec<u8>)> {
@@ -1108,8 +1100,7 @@ mod tests {
 
     #[test]
     fn a_body_is_collected_frame_by_frame_and_judged_at_its_last_frame() {
-        let host = FakeHost::new();
-        let mut f = filter("", &host);
+        let (host, mut f) = filter("");
         let body = call(1, "rm");
         let step = f.on_request_headers(&host, 1, None, post(body.len()), false);
         assert_eq!(
@@ -1132,8 +1123,7 @@ mod tests {
 
     #[test]
     fn trailers_end_a_request_and_judge_its_body() {
-        let host = FakeHost::new();
-        let mut f = filter("", &host);
+        let (host, mut f) = filter("");
         let body = call(3, "rm");
         f.on_request_headers(&host, 1, None, post(body.len()), false);
         let steps = feed(&mut f, &host, 1, &[&body], false);
@@ -1147,8 +1137,7 @@ mod tests {
 
     #[test]
     fn held_headers_wait_for_the_judgement() {
-        let host = FakeHost::new();
-        let mut f = filter("holdHeaders: true", &host);
+        let (host, mut f) = filter("holdHeaders: true");
         let body = call(4, "echo");
         let step = f.on_request_headers(&host, 1, None, post(body.len()), false);
         assert_eq!(step.action, Action::Pause);
@@ -1162,8 +1151,7 @@ mod tests {
 
     #[test]
     fn a_buffer_that_shrinks_or_cannot_be_read_fails_closed() {
-        let host = FakeHost::new();
-        let mut f = filter("", &host);
+        let (host, mut f) = filter("");
         f.on_request_headers(&host, 1, None, post(20), false);
         let mut read = |_: usize, _: usize| Some(vec![b'{'; 10]);
         assert_eq!(
@@ -1180,8 +1168,7 @@ mod tests {
 
     #[test]
     fn a_reset_stream_is_forgotten() {
-        let host = FakeHost::new();
-        let mut f = filter("", &host);
+        let (host, mut f) = filter("");
         f.on_request_headers(&host, 7, None, post(10), false);
         assert!(f.follows(7));
         f.on_done(7);
@@ -1196,8 +1183,7 @@ mod tests {
 
     #[test]
     fn list_answers_are_filtered_and_unreadable_ones_refused() {
-        let host = FakeHost::new();
-        let mut f = filter("", &host);
+        let (host, mut f) = filter("");
         let list = br#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#;
         for id in [1, 2] {
             f.on_request_headers(&host, id, None, post(list.len()), false);

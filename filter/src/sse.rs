@@ -327,25 +327,40 @@ mod tests {
     }
 
     #[test]
-    fn lf_ends_lines() {
-        assert_eq!(data(&events("data: a\n\ndata: b\n\n")), ["a", "b"]);
-    }
-
-    #[test]
-    fn crlf_ends_lines() {
-        assert_eq!(data(&events("data: a\r\n\r\ndata: b\r\n\r\n")), ["a", "b"]);
-    }
-
-    #[test]
-    fn a_lone_cr_ends_lines() {
-        assert_eq!(data(&events("data: a\r\rdata: b\r\r")), ["a", "b"]);
-    }
-
-    #[test]
-    fn an_event_ending_crlf_then_lf_or_lf_then_crlf_is_complete() {
-        assert_eq!(data(&events("data: a\r\n\n")), ["a"]);
-        assert_eq!(data(&events("data: a\n\r\n")), ["a"]);
-        assert_eq!(data(&events("data: a\r\n\rdata: b\n\r")), ["a", "b"]);
+    fn streams_read_as_the_data_of_their_events() {
+        let cases: &[(&str, &[&str])] = &[
+            // LF, CRLF and a lone CR each end lines.
+            ("data: a\n\ndata: b\n\n", &["a", "b"]),
+            ("data: a\r\n\r\ndata: b\r\n\r\n", &["a", "b"]),
+            ("data: a\r\rdata: b\r\r", &["a", "b"]),
+            // An event ending CRLF then LF, or LF then CRLF, is complete.
+            ("data: a\r\n\n", &["a"]),
+            ("data: a\n\r\n", &["a"]),
+            ("data: a\r\n\rdata: b\n\r", &["a", "b"]),
+            // Data lines are joined with LF.
+            ("data: a\ndata: b\ndata: c\n\n", &["a\nb\nc"]),
+            // Only one leading space is dropped, and none is needed.
+            ("data:  two\n\n", &[" two"]),
+            ("data:\tx\n\n", &["\tx"]),
+            ("data: x \n\n", &["x "]),
+            ("data:x\n\n", &["x"]),
+            // An empty data line dispatches an empty event.
+            ("data\n\n", &[""]),
+            ("data:\n\n", &[""]),
+            ("data: \n\n", &[""]),
+            // Empty data lines are empty lines of data.
+            ("data\ndata\n\n", &["\n"]),
+            ("data: a\ndata\n\n", &["a\n"]),
+            ("data\ndata: a\n\n", &["\na"]),
+            // A comment inside an event does not end it.
+            ("data: a\n: c\ndata: b\n\n", &["a\nb"]),
+            // A leading BOM is skipped.
+            ("\u{FEFF}data: x\n\n", &["x"]),
+            ("\u{FEFF}\ndata: x\n\n", &["x"]),
+        ];
+        for &(stream, want) in cases {
+            assert_eq!(data(&events(stream)), want, "{stream:?}");
+        }
     }
 
     #[test]
@@ -357,60 +372,55 @@ mod tests {
     }
 
     #[test]
-    fn a_crlf_split_across_chunks_is_one_line_end() {
-        // Were the LF read as a second line end, "a" and "b" would be two events.
-        let (e, _) = chunked(&[b"data: a\r", b"\ndata: b\r", b"\n\r", b"\n"]);
-        assert_eq!(data(&e), ["a\nb"]);
+    fn streams_in_chunks_read_as_the_data_of_their_events() {
+        let cases: &[(&[&[u8]], &[&str])] = &[
+            // A CRLF split across chunks is one line end: were the LF read as a second one,
+            // "a" and "b" would be two events.
+            (&[b"data: a\r", b"\ndata: b\r", b"\n\r", b"\n"], &["a\nb"]),
+            // A CR at a chunk's end followed by text ends only its line.
+            (&[b"data: a\r", b"data: b\r", b"\r"], &["a\nb"]),
+            // A multibyte character split across chunks is read whole.
+            (&[b"data: \xC3", b"\xA9\n\n"], &["é"]),
+            // Invalid UTF-8 reads as the replacement character.
+            (&[b"data: a\xFFb\n\n"], &["a\u{FFFD}b"]),
+            // A BOM split across chunks is skipped.
+            (&[b"\xEF", b"\xBB", b"\xBFdata: x\n\n"], &["x"]),
+            // Comments are not fields, and unknown fields are ignored.
+            (&[b": ping\n\n:\n:no space\r\n"], &[]),
+            (&[b"foo: bar\ndata: x\nfoo\n\n"], &["x"]),
+            // An incomplete event at the end of the stream is discarded.
+            (&[b"data: a\n\ndata: b\n"], &["a"]),
+            (&[b"data: a\n\ndata: b"], &["a"]),
+            (&[b"data: a\r\n\r\ndata: b\r\n"], &["a"]),
+            // Blank lines alone dispatch nothing.
+            (&[b"\n\n\r\n\r\r\n"], &[]),
+        ];
+        for &(chunks, want) in cases {
+            let (events, _) = chunked(chunks);
+            assert_eq!(data(&events), want, "{}", chunks.concat().escape_ascii());
+        }
     }
 
     #[test]
-    fn a_cr_at_a_chunk_end_followed_by_text_ends_only_its_line() {
-        let (e, _) = chunked(&[b"data: a\r", b"data: b\r", b"\r"]);
-        assert_eq!(data(&e), ["a\nb"]);
-    }
-
-    #[test]
-    fn a_multibyte_character_split_across_chunks_is_read_whole() {
-        let (e, _) = chunked(&[b"data: \xC3", b"\xA9\n\n"]);
-        assert_eq!(data(&e), ["é"]);
-    }
-
-    #[test]
-    fn invalid_utf8_reads_as_the_replacement_character() {
-        let (e, out) = chunked(&[b"data: a\xFFb\n\n"]);
-        assert_eq!(data(&e), ["a\u{FFFD}b"]);
-        assert_eq!(out, "data: a\u{FFFD}b\n\n");
-    }
-
-    #[test]
-    fn data_lines_are_joined_with_lf() {
-        assert_eq!(data(&events("data: a\ndata: b\ndata: c\n\n")), ["a\nb\nc"]);
-    }
-
-    #[test]
-    fn only_one_leading_space_is_dropped() {
-        assert_eq!(data(&events("data:  two\n\n")), [" two"]);
-        assert_eq!(data(&events("data:\tx\n\n")), ["\tx"]);
-        assert_eq!(data(&events("data: x \n\n")), ["x "]);
-    }
-
-    #[test]
-    fn data_without_a_space_after_the_colon() {
-        assert_eq!(data(&events("data:x\n\n")), ["x"]);
-    }
-
-    #[test]
-    fn an_empty_data_line_dispatches_an_empty_event() {
-        assert_eq!(data(&events("data\n\n")), [""]);
-        assert_eq!(data(&events("data:\n\n")), [""]);
-        assert_eq!(data(&events("data: \n\n")), [""]);
-    }
-
-    #[test]
-    fn empty_data_lines_are_empty_lines_of_data() {
-        assert_eq!(data(&events("data\ndata\n\n")), ["\n"]);
-        assert_eq!(data(&events("data: a\ndata\n\n")), ["a\n"]);
-        assert_eq!(data(&events("data\ndata: a\n\n")), ["\na"]);
+    fn the_output_is_written_in_one_canonical_form() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"data: a\xFFb\n\n", "data: a\u{FFFD}b\n\n"),
+            // Comments go on as keep-alives; unknown fields are not passed on.
+            (b": ping\n\n:\n:no space\r\n", ": ping\n:\n:no space\n"),
+            (b"foo: bar\ndata: x\nfoo\n\n", "data: x\n\n"),
+            // Nor is an incomplete event at the end of the stream, nor blank lines.
+            (b"data: a\n\ndata: b\n", "data: a\n\n"),
+            (b"\n\n\r\n\r\r\n", ""),
+            // The fields in one order, with LF line ends and the BOM dropped.
+            (
+                b"\xEF\xBB\xBFretry: 10\r\nid: 4\r\nevent: message\r\ndata:a\r\ndata:  b\r\r",
+                "event: message\ndata: a\ndata:  b\nid: 4\nretry: 10\n\n",
+            ),
+        ];
+        for &(stream, want) in cases {
+            let (_, out) = chunked(&[stream]);
+            assert_eq!(out, want, "{}", stream.escape_ascii());
+        }
     }
 
     #[test]
@@ -422,29 +432,10 @@ mod tests {
     }
 
     #[test]
-    fn comments_are_not_fields_and_go_on_as_keep_alives() {
-        let (e, out) = chunked(&[b": ping\n\n:\n:no space\r\n"]);
-        assert!(e.is_empty());
-        assert_eq!(out, ": ping\n:\n:no space\n");
-    }
-
-    #[test]
-    fn a_comment_inside_an_event_does_not_end_it() {
-        assert_eq!(data(&events("data: a\n: c\ndata: b\n\n")), ["a\nb"]);
-    }
-
-    #[test]
     fn a_field_without_a_colon_has_an_empty_value() {
         let e = events("event: x\nevent\nid\ndata: y\n\n");
         assert_eq!(e[0].kind(), "message");
         assert_eq!(e[0].id.as_deref(), Some(""));
-    }
-
-    #[test]
-    fn unknown_fields_are_ignored_and_not_passed_on() {
-        let (e, out) = chunked(&[b"foo: bar\ndata: x\nfoo\n\n"]);
-        assert_eq!(data(&e), ["x"]);
-        assert_eq!(out, "data: x\n\n");
     }
 
     #[test]
@@ -496,33 +487,10 @@ mod tests {
     }
 
     #[test]
-    fn a_leading_bom_is_skipped() {
-        assert_eq!(data(&events("\u{FEFF}data: x\n\n")), ["x"]);
-        assert_eq!(data(&events("\u{FEFF}\ndata: x\n\n")), ["x"]);
-    }
-
-    #[test]
-    fn a_bom_split_across_chunks_is_skipped() {
-        let (e, _) = chunked(&[b"\xEF", b"\xBB", b"\xBFdata: x\n\n"]);
-        assert_eq!(data(&e), ["x"]);
-    }
-
-    #[test]
     fn only_the_streams_first_bom_is_skipped() {
         // A second one is part of the field name, which then names no field.
         assert!(events("\u{FEFF}\u{FEFF}data: x\n\n").is_empty());
         assert_eq!(data(&events("data: a\n\n\u{FEFF}data: b\n\n")), ["a"]);
-    }
-
-    #[test]
-    fn an_incomplete_event_at_the_end_of_the_stream_is_discarded() {
-        let (e, out) = chunked(&[b"data: a\n\ndata: b\n"]);
-        assert_eq!(data(&e), ["a"]);
-        assert_eq!(out, "data: a\n\n");
-        let (e, _) = chunked(&[b"data: a\n\ndata: b"]);
-        assert_eq!(data(&e), ["a"]);
-        let (e, _) = chunked(&[b"data: a\r\n\r\ndata: b\r\n"]);
-        assert_eq!(data(&e), ["a"]);
     }
 
     #[test]
@@ -531,13 +499,6 @@ mod tests {
         let mut pass = |_: &Event| Fate::Pass;
         assert!(f.push(b"", true, &mut pass).is_empty());
         assert!(f.push(b"data: x\n\n", false, &mut pass).is_empty());
-    }
-
-    #[test]
-    fn blank_lines_alone_dispatch_nothing() {
-        let (e, out) = chunked(&[b"\n\n\r\n\r\r\n"]);
-        assert!(e.is_empty());
-        assert!(out.is_empty());
     }
 
     #[test]
@@ -555,17 +516,6 @@ mod tests {
             b"event: message\ndata: a\n\n"
         );
         assert_eq!(f.held(), 0);
-    }
-
-    #[test]
-    fn the_output_is_written_in_one_canonical_form() {
-        let (_, out) = chunked(&[
-            b"\xEF\xBB\xBFretry: 10\r\nid: 4\r\nevent: message\r\ndata:a\r\ndata:  b\r\r",
-        ]);
-        assert_eq!(
-            out,
-            "event: message\ndata: a\ndata:  b\nid: 4\nretry: 10\n\n"
-        );
     }
 
     #[test]

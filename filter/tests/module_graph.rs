@@ -20,6 +20,8 @@ const LAYERS: &[&str] = &[
     "target",
     "cel_value",
     "config_error",
+    "metric",
+    "header_map",
     // The seam to the proxy.
     "host",
     // Tokens: keys, then verification.

@@ -97,22 +97,6 @@ fn give(caller: &mut C<'_>, bytes: &[u8], ptr_ptr: i32, size_ptr: i32) -> Result
     Ok(Status::Ok)
 }
 
-pub(crate) fn serialize_map(map: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(&(map.len() as u32).to_le_bytes());
-    for (k, v) in map {
-        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-    }
-    for (k, v) in map {
-        out.extend_from_slice(k.as_bytes());
-        out.push(0);
-        out.extend_from_slice(v);
-        out.push(0);
-    }
-    out
-}
-
 pub(crate) fn deserialize_map(bytes: &[u8]) -> Option<HeaderMap> {
     if bytes.is_empty() {
         return Some(Vec::new());
@@ -371,7 +355,7 @@ fn header_maps(linker: &mut Linker<VmCtx>) -> Result<()> {
             let bytes = if map.is_empty() {
                 Vec::new()
             } else {
-                serialize_map(&map)
+                mcp_auth_filter::header_map::encode(&map)
             };
             Ok(give(&mut caller, &bytes, ptr_ptr, size_ptr)?.into())
         },
