@@ -203,30 +203,8 @@ fn across_kinds(expr: &IdedExpr, present: Kind, context: &Context<'_, '_>) -> Ho
         && call.target.is_none()
     {
         match (call.func_name.as_str(), call.args.as_slice()) {
-            (operators::LOGICAL_OR, [a, b]) => {
-                return match part(a) {
-                    Holds::Yes => Holds::Yes,
-                    left => match (left, part(b)) {
-                        (_, Holds::Yes) => Holds::Yes,
-                        (Holds::No, right) => right,
-                        (left, Holds::No) => left,
-                        (Holds::Error(e), _) | (_, Holds::Error(e)) => Holds::Error(e),
-                        _ => Holds::Absent,
-                    },
-                };
-            }
-            (operators::LOGICAL_AND, [a, b]) => {
-                return match part(a) {
-                    Holds::No => Holds::No,
-                    left => match (left, part(b)) {
-                        (_, Holds::No) => Holds::No,
-                        (Holds::Yes, right) => right,
-                        (left, Holds::Yes) => left,
-                        (Holds::Error(e), _) | (_, Holds::Error(e)) => Holds::Error(e),
-                        _ => Holds::Absent,
-                    },
-                };
-            }
+            (operators::LOGICAL_OR, [a, b]) => return connective(Holds::Yes, part(a), || part(b)),
+            (operators::LOGICAL_AND, [a, b]) => return connective(Holds::No, part(a), || part(b)),
             (operators::LOGICAL_NOT, [a]) => {
                 return match part(a) {
                     Holds::Yes => Holds::No,
@@ -248,6 +226,26 @@ fn across_kinds(expr: &IdedExpr, present: Kind, context: &Context<'_, '_>) -> Ho
         return Holds::Absent;
     }
     Holds::from(Value::resolve(expr, context))
+}
+
+/// `||` (`decisive` is [`Holds::Yes`]) or `&&` (`decisive` is [`Holds::No`]) as CEL does them:
+/// the decisive outcome on either side decides, then the other side's outcome stands when one
+/// side is the neutral one, then an error, else absence.
+fn connective(decisive: Holds, left: Holds, right: impl FnOnce() -> Holds) -> Holds {
+    if left == decisive {
+        return left;
+    }
+    let right = right();
+    if right == decisive {
+        return right;
+    }
+    let neutral = |h: &Holds| matches!(h, Holds::Yes | Holds::No) && *h != decisive;
+    match (left, right) {
+        (l, r) if neutral(&l) => r,
+        (l, r) if neutral(&r) => l,
+        (Holds::Error(e), _) | (_, Holds::Error(e)) => Holds::Error(e),
+        _ => Holds::Absent,
+    }
 }
 
 /// The outcomes an expression can have for a message naming `present`, the other kinds absent.

@@ -24,35 +24,30 @@ pub enum JsonError {
 /// JSON with every object's keys unique.
 pub fn strict(bytes: &[u8]) -> Result<Json, JsonError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = <Strict as serde::Deserialize>::deserialize(&mut de).map_err(|e| {
-        let text = e.to_string();
-        match text.strip_prefix(DUPLICATE) {
-            Some(rest) => {
-                JsonError::DuplicateKey(rest.split(" at line").next().unwrap_or(rest).to_string())
-            }
-            None => JsonError::NotJson(text),
-        }
-    })?;
+    let value = <Strict as serde::Deserialize>::deserialize(&mut de).map_err(reason)?;
     de.end().map_err(|e| JsonError::NotJson(e.to_string()))?;
     Ok(value.0)
 }
 
 const DUPLICATE: &str = "duplicate key ";
 
+/// A parse error as a [`JsonError`]: the visitors report a repeated key as a custom error.
+fn reason(e: serde_json::Error) -> JsonError {
+    let text = e.to_string();
+    match text.strip_prefix(DUPLICATE) {
+        Some(rest) => {
+            JsonError::DuplicateKey(rest.split(" at line").next().unwrap_or(rest).to_string())
+        }
+        None => JsonError::NotJson(text),
+    }
+}
+
 /// Whether bytes are strict JSON, as [`strict`] decides, without building them: for a body
 /// that is then read in place ([`members`], [`elements`]) and passed on as it came, or with a
 /// few parts replaced ([`splice`]).
 pub fn check(bytes: &[u8]) -> Result<(), JsonError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    de.deserialize_any(Checker).map_err(|e| {
-        let text = e.to_string();
-        match text.strip_prefix(DUPLICATE) {
-            Some(rest) => {
-                JsonError::DuplicateKey(rest.split(" at line").next().unwrap_or(rest).to_string())
-            }
-            None => JsonError::NotJson(text),
-        }
-    })?;
+    de.deserialize_any(Checker).map_err(reason)?;
     de.end().map_err(|e| JsonError::NotJson(e.to_string()))
 }
 

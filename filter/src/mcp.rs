@@ -617,9 +617,12 @@ impl SseAnswers {
         targets: &[TargetName],
         keep: &mut dyn FnMut(&McpView) -> bool,
     ) -> Vec<u8> {
-        let (asked, counts) = (&self.asked, &mut self.counts);
+        let mut judge = Judge {
+            asked: &self.asked,
+            counts: &mut self.counts,
+        };
         let out = self.events.push(chunk, end_of_stream, &mut |event| {
-            judge_event(event, asked, targets, keep, counts)
+            judge.event(event, targets, keep)
         });
         let oversized = self.events.oversized();
         self.counts.dropped += oversized - self.oversized;
@@ -633,60 +636,68 @@ impl SseAnswers {
     }
 }
 
-fn judge_event(
-    event: &Event,
-    asked: &[(Json, String)],
-    targets: &[TargetName],
-    keep: &mut dyn FnMut(&McpView) -> bool,
-    counts: &mut SseCounts,
-) -> Fate {
-    if event.data.is_empty() {
-        return Fate::Pass;
-    }
-    let text = event.data.as_str();
-    if crate::json::check(text.as_bytes()).is_err() {
-        // The legacy transport's first event carries a URL path, not JSON.
-        if event.kind() == "endpoint" {
+/// Judges the events of an SSE answer for the requests `asked`, counting what it refuses.
+struct Judge<'a> {
+    asked: &'a [(Json, String)],
+    counts: &'a mut SseCounts,
+}
+
+impl Judge<'_> {
+    /// Judges one SSE event: its data is one JSON-RPC message or a batch.
+    fn event(
+        &mut self,
+        event: &Event,
+        targets: &[TargetName],
+        keep: &mut dyn FnMut(&McpView) -> bool,
+    ) -> Fate {
+        if event.data.is_empty() {
             return Fate::Pass;
         }
-        counts.dropped += 1;
-        return Fate::Drop;
-    }
-    let messages = match text.trim_start().as_bytes().first() {
-        Some(b'[') => crate::json::elements(text).filter(|items| !items.is_empty()),
-        _ => serde_json::from_str::<&RawValue>(text)
-            .ok()
-            .map(|m| vec![m]),
-    };
-    let mut outcome = match messages {
-        Some(_) => Seen::Pass,
-        None => Seen::Invalid,
-    };
-    let mut edits = Vec::new();
-    for message in messages.unwrap_or_default() {
-        let Some(place) = crate::json::span(text, message.get()) else {
-            outcome = Seen::Invalid;
-            break;
-        };
-        match stream_message(message.get(), asked, targets, keep, counts) {
-            Streamed::Pass => {}
-            Streamed::Invalid => outcome = Seen::Invalid,
-            Streamed::Edit((range, array)) => {
-                edits.push((place.start + range.start..place.start + range.end, array));
-                outcome = outcome.worst(Seen::Changed);
+        let text = event.data.as_str();
+        if crate::json::check(text.as_bytes()).is_err() {
+            // The legacy transport's first event carries a URL path, not JSON.
+            if event.kind() == "endpoint" {
+                return Fate::Pass;
             }
-            Streamed::Replace(error) => {
-                edits.push((place, error));
-                outcome = outcome.worst(Seen::Changed);
+            self.counts.dropped += 1;
+            return Fate::Drop;
+        }
+        let messages = match text.trim_start().as_bytes().first() {
+            Some(b'[') => crate::json::elements(text).filter(|items| !items.is_empty()),
+            _ => serde_json::from_str::<&RawValue>(text)
+                .ok()
+                .map(|m| vec![m]),
+        };
+        let mut outcome = match messages {
+            Some(_) => Seen::Pass,
+            None => Seen::Invalid,
+        };
+        let mut edits = Vec::new();
+        for message in messages.unwrap_or_default() {
+            let Some(place) = crate::json::span(text, message.get()) else {
+                outcome = Seen::Invalid;
+                break;
+            };
+            match self.message(message.get(), targets, keep) {
+                Streamed::Pass => {}
+                Streamed::Invalid => outcome = Seen::Invalid,
+                Streamed::Edit((range, array)) => {
+                    edits.push((place.start + range.start..place.start + range.end, array));
+                    outcome = outcome.worst(Seen::Changed);
+                }
+                Streamed::Replace(error) => {
+                    edits.push((place, error));
+                    outcome = outcome.worst(Seen::Changed);
+                }
             }
         }
-    }
-    match outcome {
-        Seen::Pass => Fate::Pass,
-        Seen::Changed => Fate::Replace(crate::json::splice(text, edits)),
-        Seen::Invalid => {
-            counts.dropped += 1;
-            Fate::Drop
+        match outcome {
+            Seen::Pass => Fate::Pass,
+            Seen::Changed => Fate::Replace(crate::json::splice(text, edits)),
+            Seen::Invalid => {
+                self.counts.dropped += 1;
+                Fate::Drop
+            }
         }
     }
 }
@@ -714,44 +725,47 @@ enum Streamed {
     Replace(String),
 }
 
-/// Judges one JSON-RPC message of an SSE event.
-fn stream_message(
-    message: &str,
-    asked: &[(Json, String)],
-    targets: &[TargetName],
-    keep: &mut dyn FnMut(&McpView) -> bool,
-    counts: &mut SseCounts,
-) -> Streamed {
-    let Some(fields) = crate::json::members(message) else {
-        return Streamed::Invalid;
-    };
-    let answers = fields.contains_key("result") || fields.contains_key("error");
-    match (fields.contains_key("method"), answers) {
-        (true, false) => return Streamed::Pass,
-        // Both a request and a response: clients differ on which they take it for.
-        (true, true) | (false, false) => return Streamed::Invalid,
-        (false, true) => {}
-    }
-    let Some(id) = fields
-        .get("id")
-        .and_then(|id| serde_json::from_str::<Json>(id.get()).ok())
-    else {
-        return Streamed::Invalid;
-    };
-    let Some((_, method)) = asked.iter().find(|(a, _)| same_id(a, &id)) else {
-        if id.is_null() && !fields.contains_key("result") {
-            // A server's report of a message it could not read answers no request.
-            return Streamed::Pass;
+impl Judge<'_> {
+    /// Judges one JSON-RPC message of an SSE event.
+    fn message(
+        &mut self,
+        message: &str,
+        targets: &[TargetName],
+        keep: &mut dyn FnMut(&McpView) -> bool,
+    ) -> Streamed {
+        let Some(fields) = crate::json::members(message) else {
+            return Streamed::Invalid;
+        };
+        let answers = fields.contains_key("result") || fields.contains_key("error");
+        match (fields.contains_key("method"), answers) {
+            (true, false) => return Streamed::Pass,
+            // Both a request and a response: clients differ on which they take it for.
+            (true, true) | (false, false) => return Streamed::Invalid,
+            (false, true) => {}
         }
-        counts.outside += 1;
-        return Streamed::Replace(error_response(&id, OUTSIDE_CODE, OUTSIDE_STREAM).to_string());
-    };
-    match filter_list(message, &fields, method, targets, keep) {
-        Ok(Some(edit)) => Streamed::Edit(edit),
-        Ok(None) => Streamed::Pass,
-        Err(_) => {
-            counts.unreadable += 1;
-            Streamed::Replace(error_response(&id, UNREADABLE_CODE, UNREADABLE).to_string())
+        let Some(id) = fields
+            .get("id")
+            .and_then(|id| serde_json::from_str::<Json>(id.get()).ok())
+        else {
+            return Streamed::Invalid;
+        };
+        let Some((_, method)) = self.asked.iter().find(|(a, _)| same_id(a, &id)) else {
+            if id.is_null() && !fields.contains_key("result") {
+                // A server's report of a message it could not read answers no request.
+                return Streamed::Pass;
+            }
+            self.counts.outside += 1;
+            return Streamed::Replace(
+                error_response(&id, OUTSIDE_CODE, OUTSIDE_STREAM).to_string(),
+            );
+        };
+        match filter_list(message, &fields, method, targets, keep) {
+            Ok(Some(edit)) => Streamed::Edit(edit),
+            Ok(None) => Streamed::Pass,
+            Err(_) => {
+                self.counts.unreadable += 1;
+                Streamed::Replace(error_response(&id, UNREADABLE_CODE, UNREADABLE).to_string())
+            }
         }
     }
 }

@@ -3,11 +3,15 @@
 //! involved — and prints one JSON line per case, over the tokens after the first `warmup`
 //! (default 100): `{"alg":"RS256","n":…,"mean_us":…,"median_us":…}`.
 //!
-//!
 //! Then the warm path: `engine::decide` for the Okta guide's policy (key set inline, the rule
 //! `"AI-Users" in auth.claims.groups`) on a request shaped as the benchmark's (`GET /` with the
 //! headers Envoy hands the filter), its token already in the verified-token cache; timed in
 //! batches of 100 decisions, printed as `{"alg":"warm",…}` with µs per decision.
+//!
+//! Last, whole `tools/list` exchanges through the filter's lifecycle (request headers and
+//! body, response headers, the benchmark upstream's 100-tool JSON answer): with the guide's
+//! rule alone (`list_plain`: the answer passes unread) and with the per-tool rule too
+//! (`list_filtered`: the answer is read and 10 tools cut out), in µs per exchange.
 //!
 //! The same source runs natively and as wasm32-wasip1 under Node's WASI (`bench/micro.mjs`),
 //! V8 being the runtime Envoy runs the filter in. `bench-tool micro` writes the cases file.
@@ -89,14 +93,7 @@ fn run() -> Result<(), String> {
                 times.push(elapsed.as_secs_f64() * 1e6);
             }
         }
-        let n = times.len();
-        let mean = times.iter().sum::<f64>() / n as f64;
-        times.sort_by(f64::total_cmp);
-        let median = times.get(n / 2).copied().unwrap_or(mean);
-        println!(
-            "{}",
-            serde_json::json!({"alg": case.alg, "n": n, "mean_us": mean, "median_us": median})
-        );
+        report(&case.alg, times.len(), times);
     }
     let rs256 = cases
         .cases
@@ -106,6 +103,38 @@ fn run() -> Result<(), String> {
     warm(&cases, rs256, now)?;
     list(&cases, rs256, now, false)?;
     list(&cases, rs256, now, true)
+}
+
+/// The headers Envoy hands the filter for a request to the benchmark's gateway, and `extra`.
+fn request_headers(
+    method: &str,
+    path: &str,
+    token: &str,
+    extra: &[(&str, &str)],
+) -> Vec<(String, Vec<u8>)> {
+    let bearer = format!("Bearer {token}");
+    [
+        (":authority", "127.0.0.1:10000"),
+        (":path", path),
+        (":method", method),
+        (":scheme", "http"),
+        ("authorization", bearer.as_str()),
+    ]
+    .iter()
+    .chain(extra)
+    .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+    .collect()
+}
+
+/// Prints one case's line: the mean and median of `times` (µs), and how many there were.
+fn report(alg: &str, n: usize, mut times: Vec<f64>) {
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    times.sort_by(f64::total_cmp);
+    let median = times.get(times.len() / 2).copied().unwrap_or(mean);
+    println!(
+        "{}",
+        serde_json::json!({"alg": alg, "n": n, "mean_us": mean, "median_us": median})
+    );
 }
 
 const BATCH: usize = 100;
@@ -125,16 +154,15 @@ fn warm(cases: &Cases, case: &Case, now: DateTime<chrono::Utc>) -> Result<(), St
     let policy = config.policy_for(None).ok_or("no policy")?;
     let keys = jwks::parse_jwks(case.jwks.as_bytes()).map_err(|e| e.to_string())?;
     let token = case.tokens.first().ok_or("no token")?;
-    let header = |n: &str, v: &str| (n.to_string(), v.as_bytes().to_vec());
-    let headers = vec![
-        header(":authority", "127.0.0.1:10000"),
-        header(":path", "/"),
-        header(":method", "GET"),
-        header(":scheme", "http"),
-        header("authorization", &format!("Bearer {token}")),
-        header("x-forwarded-proto", "http"),
-        header("x-request-id", "8a3c5a8e-0a8e-4c57-9d0e-3b4c1f2a9e77"),
-    ];
+    let headers = request_headers(
+        "GET",
+        "/",
+        token,
+        &[
+            ("x-forwarded-proto", "http"),
+            ("x-request-id", "8a3c5a8e-0a8e-4c57-9d0e-3b4c1f2a9e77"),
+        ],
+    );
     let request = RequestView { headers: &headers };
     let host = FakeHost::at(now);
     let cache = TokenCache::new(1024);
@@ -160,13 +188,7 @@ fn warm(cases: &Cases, case: &Case, now: DateTime<chrono::Utc>) -> Result<(), St
             times.push(start.elapsed().as_secs_f64() * 1e6 / BATCH as f64);
         }
     }
-    let mean = times.iter().sum::<f64>() / times.len() as f64;
-    times.sort_by(f64::total_cmp);
-    let median = times.get(times.len() / 2).copied().unwrap_or(mean);
-    println!(
-        "{}",
-        serde_json::json!({"alg": "warm", "n": BATCH * BATCHES, "mean_us": mean, "median_us": median})
-    );
+    report("warm", BATCH * BATCHES, times);
     Ok(())
 }
 
@@ -221,20 +243,20 @@ fn list(
     let mut filter = Filter::new(config, &host);
     let token = case.tokens.first().ok_or("no token")?;
     let request = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#;
-    let header = |n: &str, v: &str| (n.to_string(), v.as_bytes().to_vec());
-    let headers = vec![
-        header(":authority", "127.0.0.1:10000"),
-        header(":path", "/list"),
-        header(":method", "POST"),
-        header(":scheme", "http"),
-        header("authorization", &format!("Bearer {token}")),
-        header("content-type", "application/json"),
-        header("accept", "application/json, text/event-stream"),
-        header("content-length", &request.len().to_string()),
-    ];
+    let length = request.len().to_string();
+    let headers = request_headers(
+        "POST",
+        "/list",
+        token,
+        &[
+            ("content-type", "application/json"),
+            ("accept", "application/json, text/event-stream"),
+            ("content-length", &length),
+        ],
+    );
     let answer_headers = vec![
-        header(":status", "200"),
-        header("content-type", "application/json"),
+        (":status".to_string(), b"200".to_vec()),
+        ("content-type".to_string(), b"application/json".to_vec()),
     ];
     let answer = tools_answer();
     let mut exchange = |id: u32| -> Result<usize, String> {
@@ -268,18 +290,12 @@ fn list(
             times.push(start.elapsed().as_secs_f64() * 1e6);
         }
     }
-    let mean = times.iter().sum::<f64>() / times.len() as f64;
-    times.sort_by(f64::total_cmp);
-    let median = times.get(times.len() / 2).copied().unwrap_or(mean);
     let alg = if tool_rule {
         "list_filtered"
     } else {
         "list_plain"
     };
-    println!(
-        "{}",
-        serde_json::json!({"alg": alg, "n": times.len(), "mean_us": mean, "median_us": median})
-    );
+    report(alg, times.len(), times);
     Ok(())
 }
 
