@@ -648,8 +648,10 @@ impl RuleSet {
             match input.prebuilt {
                 Some(prebuilt) => vars.claims = Claims::Borrowed(prebuilt),
                 None => {
-                    let claims = input.claims.cloned().unwrap_or_default();
-                    vars.claims = Claims::Owned(ClaimVars::new(&claims));
+                    vars.claims = Claims::Owned(match input.claims {
+                        Some(claims) => ClaimVars::new(claims),
+                        None => ClaimVars::new(&serde_json::Map::new()),
+                    });
                 }
             }
         }

@@ -1170,6 +1170,24 @@ mod tests {
     }
 
     #[test]
+    fn a_listed_name_is_judged_as_the_client_decodes_it() {
+        // Escapes decode before judging; a `name` nested deeper in the item is not its name;
+        // an item whose name is not a string cannot be judged and is not shown.
+        let body = r#"{"jsonrpc":"2.0","id":3,"result":{"tools":[
+            {"name":"\u0065cho"},
+            {"inputSchema":{"name":"echo"},"name":"ech\u006f2"},
+            {"name":["echo"]},
+            {"description":"no name"}]}}"#;
+        let JsonAnswer::Filtered(out) =
+            filter_json_body(body.as_bytes(), &tools_list(json!(3)), &[], &mut only_echo)
+        else {
+            panic!()
+        };
+        let out: Json = serde_json::from_slice(&out).unwrap();
+        assert_eq!(out["result"]["tools"], json!([{"name": "echo"}]));
+    }
+
+    #[test]
     fn list_responses_are_filtered_keeping_the_cursor() {
         let JsonAnswer::Filtered(out) =
             filter_json_body(TOOLS.as_bytes(), &tools_list(json!(3)), &[], &mut only_echo)
