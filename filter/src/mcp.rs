@@ -1169,6 +1169,16 @@ mod tests {
         );
     }
 
+    /// `body` answering `tools/list` id 3 with only `echo` shown, as the client then reads it.
+    fn filtered_tools_list(body: &str) -> Json {
+        let JsonAnswer::Filtered(out) =
+            filter_json_body(body.as_bytes(), &tools_list(json!(3)), &[], &mut only_echo)
+        else {
+            panic!("{body} is not filtered")
+        };
+        serde_json::from_slice(&out).unwrap()
+    }
+
     #[test]
     fn a_listed_name_is_judged_as_the_client_decodes_it() {
         // Escapes decode before judging; a `name` nested deeper in the item is not its name;
@@ -1178,23 +1188,13 @@ mod tests {
             {"inputSchema":{"name":"echo"},"name":"ech\u006f2"},
             {"name":["echo"]},
             {"description":"no name"}]}}"#;
-        let JsonAnswer::Filtered(out) =
-            filter_json_body(body.as_bytes(), &tools_list(json!(3)), &[], &mut only_echo)
-        else {
-            panic!()
-        };
-        let out: Json = serde_json::from_slice(&out).unwrap();
+        let out = filtered_tools_list(body);
         assert_eq!(out["result"]["tools"], json!([{"name": "echo"}]));
     }
 
     #[test]
     fn list_responses_are_filtered_keeping_the_cursor() {
-        let JsonAnswer::Filtered(out) =
-            filter_json_body(TOOLS.as_bytes(), &tools_list(json!(3)), &[], &mut only_echo)
-        else {
-            panic!()
-        };
-        let out: Json = serde_json::from_slice(&out).unwrap();
+        let out = filtered_tools_list(TOOLS);
         assert_eq!(out["result"]["tools"], json!([{"name": "echo"}]));
         assert_eq!(out["result"]["nextCursor"], "c2");
         // A response to something else is untouched, and nothing is hidden from an error.

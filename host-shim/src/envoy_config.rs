@@ -19,7 +19,7 @@ use mcp_auth_filter::policy::{FilterConfig, KeySource};
 use serde_json::{Value as Json, json};
 
 use crate::address::Address;
-use crate::config::{Config, RouteRef};
+use crate::config::{Config, PathMatch, RouteRef};
 
 /// The header Envoy adds so the shim knows which route a request came through.
 pub const ROUTE_HEADER: &str = "x-mcp-route";
@@ -344,14 +344,16 @@ fn envoy_routes(route: &RouteRef<'_>, several_shims: bool) -> Vec<Json> {
             matchers.push(json!({"prefix": "/"}));
             continue;
         };
-        if let Some(exact) = &path.exact {
-            matchers.push(json!({"path": exact}));
-            prefixes.push(exact.clone());
-        } else if let Some(prefix) = &path.path_prefix {
-            matchers.push(json!({"prefix": prefix}));
-            prefixes.push(prefix.clone());
-        } else if let Some(regex) = &path.regex {
-            matchers.push(json!({"safe_regex": {"regex": regex}}));
+        match path {
+            PathMatch::Exact(exact) => {
+                matchers.push(json!({"path": exact}));
+                prefixes.push(exact.clone());
+            }
+            PathMatch::PathPrefix(prefix) => {
+                matchers.push(json!({"prefix": prefix}));
+                prefixes.push(prefix.clone());
+            }
+            PathMatch::Regex(regex) => matchers.push(json!({"safe_regex": {"regex": regex}})),
         }
     }
     let authenticated = route

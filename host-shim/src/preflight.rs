@@ -109,8 +109,8 @@ pub fn check_ports(ports: &[Port]) -> Result<(), PreflightError> {
 pub fn check_commands(config: &Config) -> Result<(), FileError> {
     for route in config.routes() {
         for (i, backend) in route.route.backends.iter().enumerate() {
-            let targets = backend.mcp.iter().flat_map(|m| m.targets.iter());
-            for (t, target) in targets.enumerate() {
+            let crate::config::Backend::Mcp(mcp) = backend;
+            for (t, target) in mcp.targets.iter().enumerate() {
                 let Some(stdio) = &target.stdio else { continue };
                 if let Err(reason) = resolve(stdio) {
                     return Err(config.source.error(ConfigError::new(

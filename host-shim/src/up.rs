@@ -202,10 +202,7 @@ fn mcp_urls(config: &Config, address: &str) -> Vec<String> {
                 .route
                 .matches
                 .iter()
-                .find_map(|m| {
-                    let p = m.path.as_ref()?;
-                    p.exact.clone().or(p.path_prefix.clone())
-                })
+                .find_map(|m| Some(m.path.as_ref()?.literal()?.to_owned()))
                 .unwrap_or_else(|| "/mcp".into());
             format!("http://{host}:{}{path}", route.port)
         })
