@@ -71,6 +71,8 @@ pub struct Needs {
     pub claims: bool,
     pub request: bool,
     pub mcp: bool,
+    /// Whether every rule reads of `mcp` only methods and names (see `names_only`).
+    pub mcp_names_only: bool,
 }
 
 #[derive(Debug, Default)]
@@ -503,8 +505,12 @@ pub struct Input<'a> {
 
 impl RuleSet {
     pub fn new(rules: Vec<Rule>) -> RuleSet {
-        let mut needs = Needs::default();
+        let mut needs = Needs {
+            mcp_names_only: true,
+            ..Needs::default()
+        };
         for rule in &rules {
+            needs.mcp_names_only &= names_only(rule.program.expression());
             let refs = rule.program.references();
             needs.claims |= refs.has_variable("auth") || refs.has_variable("jwt");
             needs.request |= refs.has_variable("request");
@@ -536,9 +542,13 @@ impl RuleSet {
 
     /// Whether every rule reads of `mcp` only methods and names (see `names_only`).
     pub fn mcp_names_only(&self) -> bool {
-        self.rules
-            .iter()
-            .all(|r| names_only(r.program.expression()))
+        self.needs.mcp_names_only
+    }
+
+    /// Whether the verdict on an MCP message is a function of the claims and the message's
+    /// method and names ([`crate::mcp::McpView::names_key`]) alone.
+    pub fn names_decide(&self) -> bool {
+        self.claims_only() && self.mcp_names_only()
     }
 
     pub fn is_empty(&self) -> bool {

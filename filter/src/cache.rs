@@ -10,12 +10,16 @@
 //!
 //! What is remembered is a [`Caller`]: the verified identity with what the rules computed from
 //! it, so a repeated token costs neither a claims conversion nor, for rules that read only
-//! claims, any CEL at all. The cache is per VM and mutable, so it lives beside the compiled
-//! policy (in the lifecycle's state), never inside it.
+//! claims, any CEL at all. Where the rules read of an MCP message only its method and names,
+//! their verdict on a message is remembered too, per caller and name ([`Verdicts`]): a client
+//! that lists its tools again, or calls the same tool, costs a lookup per item instead of the
+//! rules. The cache is per VM and mutable, so it lives beside the compiled policy (in the
+//! lifecycle's state), never inside it.
 
 use std::cell::{OnceCell, RefCell};
 use std::num::NonZeroUsize;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use lru::LruCache;
@@ -23,6 +27,14 @@ use serde_json::{Map, Value as Json};
 
 use crate::authz::{ClaimVars, Verdict};
 use crate::jwt::Identity;
+use crate::mcp::McpView;
+
+/// How many verdicts on named messages a policy's cache keeps, over all its callers. An entry
+/// is a key of a few dozen bytes and a verdict; the whole stays well under a megabyte.
+pub const VERDICTS_KEPT: usize = 2048;
+
+/// Tells every caller made in this VM from every other (never 0).
+static NEXT_CALLER: AtomicU64 = AtomicU64::new(1);
 
 /// A verified caller, as the rules see it. Clones share the memos.
 #[derive(Debug, Clone)]
@@ -31,6 +43,9 @@ pub struct Caller(Rc<Memo>);
 #[derive(Debug)]
 struct Memo {
     identity: Identity,
+    /// This caller's part of the keys in `verdicts`.
+    serial: u64,
+    verdicts: Rc<Verdicts>,
     /// The claims as CEL values (`jwt`, `auth`), built on first use.
     cel: OnceCell<ClaimVars>,
     /// The verdict of a rule set that reads nothing but the claims, with that rule set's
@@ -40,9 +55,16 @@ struct Memo {
 }
 
 impl Caller {
+    /// A caller whose verdicts on named messages are not remembered.
     pub fn new(identity: Identity) -> Caller {
+        Caller::remembering(identity, Rc::new(Verdicts::new(0)))
+    }
+
+    fn remembering(identity: Identity, verdicts: Rc<Verdicts>) -> Caller {
         Caller(Rc::new(Memo {
             identity,
+            serial: NEXT_CALLER.fetch_add(1, Ordering::Relaxed),
+            verdicts,
             cel: OnceCell::new(),
             verdict: OnceCell::new(),
         }))
@@ -74,6 +96,66 @@ impl Caller {
     pub fn remember_verdict(&self, rules: u64, verdict: &Verdict) {
         let _ = self.0.verdict.set((rules, verdict.clone()));
     }
+
+    /// The remembered verdict of the rule set `rules` on the message `view`, for a rule set
+    /// whose verdict depends on nothing but the claims and the message's names
+    /// ([`crate::authz::RuleSet::names_decide`]).
+    pub fn verdict_on(&self, rules: u64, view: &McpView) -> Option<Verdict> {
+        self.0.verdicts.get(&self.key(rules, view))
+    }
+
+    /// Remembers the verdict of such a rule set on `view`.
+    pub fn remember_verdict_on(&self, rules: u64, view: &McpView, verdict: &Verdict) {
+        self.0.verdicts.put(self.key(rules, view), verdict);
+    }
+
+    fn key(&self, rules: u64, view: &McpView) -> VerdictKey {
+        let mut names = String::with_capacity(64);
+        view.names_key(&mut names);
+        (self.0.serial, rules, names)
+    }
+}
+
+/// A caller's serial, a rule set's id and a message's names.
+type VerdictKey = (u64, u64, String);
+
+/// Verdicts on named messages, shared by the callers of one cache: an LRU of fixed capacity,
+/// keyed by the caller, the rule set and the message's names.
+pub struct Verdicts(Option<RefCell<LruCache<VerdictKey, Verdict, Hasher>>>);
+
+impl std::fmt::Debug for Verdicts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let len = self.0.as_ref().map_or(0, |e| e.borrow().len());
+        write!(f, "Verdicts({len} entries)")
+    }
+}
+
+impl Verdicts {
+    /// Room for `capacity` verdicts; 0 remembers none.
+    pub fn new(capacity: usize) -> Verdicts {
+        Verdicts(
+            NonZeroUsize::new(capacity)
+                .map(|c| RefCell::new(LruCache::with_hasher(c, Hasher::default()))),
+        )
+    }
+
+    fn get(&self, key: &VerdictKey) -> Option<Verdict> {
+        self.0.as_ref()?.borrow_mut().get(key).cloned()
+    }
+
+    fn put(&self, key: VerdictKey, verdict: &Verdict) {
+        if let Some(entries) = &self.0 {
+            entries.borrow_mut().put(key, verdict.clone());
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |e| e.borrow().len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 struct Entry {
@@ -85,6 +167,7 @@ type Hasher = foldhash::fast::FixedState;
 
 pub struct TokenCache {
     entries: Option<RefCell<LruCache<Box<str>, Entry, Hasher>>>,
+    verdicts: Rc<Verdicts>,
 }
 
 impl std::fmt::Debug for TokenCache {
@@ -95,12 +178,27 @@ impl std::fmt::Debug for TokenCache {
 }
 
 impl TokenCache {
-    /// A cache of `capacity` tokens; 0 turns caching off.
+    /// A cache of `capacity` tokens; 0 turns caching off, verdicts on named messages with it.
     pub fn new(capacity: usize) -> TokenCache {
+        let verdicts = match capacity {
+            0 => 0,
+            _ => VERDICTS_KEPT,
+        };
         TokenCache {
             entries: NonZeroUsize::new(capacity)
                 .map(|c| RefCell::new(LruCache::with_hasher(c, Hasher::default()))),
+            verdicts: Rc::new(Verdicts::new(verdicts)),
         }
+    }
+
+    /// A newly verified caller, whose verdicts on named messages this cache remembers.
+    pub fn caller(&self, identity: Identity) -> Caller {
+        Caller::remembering(identity, self.verdicts.clone())
+    }
+
+    /// The verdicts on named messages this cache remembers.
+    pub fn verdicts(&self) -> &Verdicts {
+        &self.verdicts
     }
 
     /// The identity a token was verified to, if it was verified by the key set `generation`

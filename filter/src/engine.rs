@@ -261,13 +261,22 @@ fn judge(
     host: &dyn Host,
     evaluation: &mut Evaluation,
 ) -> Verdict {
-    // A verdict that depends on the claims alone is evaluated once per verified token.
+    // A verdict that depends on the claims alone is evaluated once per verified token; one
+    // that depends on the claims and a message's names, once per token and name.
+    let rules = policy.rules.id();
     let memo = match (view, identity) {
         (None, Some(id)) if policy.rules.claims_only() => Some(id),
         _ => None,
     };
-    if let Some(verdict) = memo.and_then(|id| id.verdict_for(policy.rules.id())) {
+    if let Some(verdict) = memo.and_then(|id| id.verdict_for(rules)) {
         return verdict.clone();
+    }
+    let named = match (view, identity) {
+        (Some(view), Some(id)) if policy.rules.names_decide() => Some((id, view)),
+        _ => None,
+    };
+    if let Some(verdict) = named.and_then(|(id, view)| id.verdict_on(rules, view)) {
+        return verdict;
     }
     let path = request.text(":path");
     let verdict = policy.rules.evaluate(
@@ -290,7 +299,9 @@ fn judge(
         host.count(metric::RULE_ERRORS, errors.len() as u64);
     } else if let Some(id) = memo {
         // A rule that errs is logged and counted on every request, so that verdict is not kept.
-        id.remember_verdict(policy.rules.id(), &verdict);
+        id.remember_verdict(rules, &verdict);
+    } else if let Some((id, view)) = named {
+        id.remember_verdict_on(rules, view, &verdict);
     }
     verdict
 }
@@ -568,7 +579,7 @@ fn authenticate(
     match jwt::verify(token, set, &authn.expect, now) {
         Ok(identity) => {
             host.count(metric::TOKEN_CACHE_MISS, 1);
-            let caller = Caller::new(identity);
+            let caller = cache.caller(identity);
             cache.put(token, caller.clone(), set.generation);
             Authenticated::Yes(caller)
         }
@@ -588,6 +599,92 @@ fn authenticate(
                 &e.to_string(),
                 authn.challenge_scope.as_deref(),
             )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mcp::Kind;
+    use crate::policy::FilterConfig;
+    use crate::testing::FakeHost;
+    use chrono::{DateTime, Utc};
+    use serde_json::{Value as Json, json};
+
+    fn caller(cache: &TokenCache, claims: Json) -> Caller {
+        let Json::Object(claims) = claims else {
+            panic!()
+        };
+        cache.caller(crate::jwt::Identity::verified(
+            claims,
+            DateTime::<Utc>::MAX_UTC,
+        ))
+    }
+
+    fn tool(name: &str) -> McpView {
+        McpView {
+            method: "tools/call".into(),
+            kind: Kind::Tool,
+            name: name.into(),
+            raw: name.into(),
+            target: String::new(),
+            arguments: json!({"path": "/etc"}),
+        }
+    }
+
+    /// The tools each caller is shown, asking `rounds` times, and how many verdicts the cache
+    /// then holds.
+    fn shown(rule: &str, rounds: usize) -> (Vec<Vec<&'static str>>, usize) {
+        let yaml = format!("policies:\n  authorization:\n    rules:\n    - allow: '{rule}'\n");
+        let config = FilterConfig::parse(yaml.as_bytes()).unwrap();
+        let policy = config.policy_for(None).unwrap();
+        let cache = TokenCache::new(16);
+        let callers = [
+            caller(&cache, json!({"tools": ["echo"]})),
+            caller(&cache, json!({"tools": ["rm"]})),
+        ];
+        let host = FakeHost::new();
+        let request = RequestView { headers: &[] };
+        let mut seen = Vec::new();
+        for _ in 0..rounds {
+            for caller in &callers {
+                let mut evaluation = Evaluation::default();
+                let kept = ["echo", "rm"]
+                    .into_iter()
+                    .filter(|name| {
+                        let view = tool(name);
+                        keep_item(
+                            policy,
+                            Some(caller),
+                            &request,
+                            &view,
+                            &host,
+                            &mut evaluation,
+                        )
+                    })
+                    .collect();
+                seen.push(kept);
+            }
+        }
+        (seen, cache.verdicts().len())
+    }
+
+    #[test]
+    fn verdicts_on_names_are_remembered_per_caller_and_name() {
+        // Rules that read only names and claims: each caller keeps its own verdicts, and
+        // asking again gives the same answers from them.
+        let (seen, kept) = shown("mcp.tool.name in auth.claims.tools", 3);
+        assert_eq!(seen, [[&["echo"][..], &["rm"]]; 3].concat());
+        assert_eq!(kept, 4);
+        // A rule that reads more than names, or the request, is judged every time.
+        for rule in [
+            "mcp.tool.name in auth.claims.tools && has(mcp.tool.arguments.path)",
+            "mcp.tool.name in auth.claims.tools && request.method != \"DELETE\"",
+        ] {
+            let (seen, kept) = shown(rule, 2);
+            assert_eq!(seen, [[&["echo"][..], &["rm"]]; 2].concat(), "{rule}");
+            assert_eq!(kept, 0, "{rule}");
         }
     }
 }

@@ -3,12 +3,10 @@
 //! key could be judged as one thing and served as another; here it is an error.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::value::RawValue;
 use serde_json::{Map, Value as Json};
 
 /// Why bytes are not strict JSON.
@@ -32,7 +30,7 @@ pub fn strict(bytes: &[u8]) -> Result<Json, JsonError> {
 const DUPLICATE: &str = "duplicate key ";
 
 /// A parse error as a [`JsonError`]: the visitors report a repeated key as a custom error.
-fn reason(e: serde_json::Error) -> JsonError {
+pub fn reason(e: serde_json::Error) -> JsonError {
     let text = e.to_string();
     match text.strip_prefix(DUPLICATE) {
         Some(rest) => {
@@ -42,56 +40,14 @@ fn reason(e: serde_json::Error) -> JsonError {
     }
 }
 
-/// Whether bytes are strict JSON, as [`strict`] decides, without building them: for a body
-/// that is then read in place ([`members`], [`elements`]) and passed on as it came, or with a
-/// few parts replaced ([`splice`]).
+/// Whether bytes are strict JSON, as [`strict`] decides, without building them.
 pub fn check(bytes: &[u8]) -> Result<(), JsonError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     de.deserialize_any(Checker).map_err(reason)?;
     de.end().map_err(|e| JsonError::NotJson(e.to_string()))
 }
 
-/// The members of a JSON object as written (each value's text, borrowed), or `None` when the
-/// text is not an object. For text [`check`] passed: its keys are unique.
-pub fn members(text: &str) -> Option<BTreeMap<String, &RawValue>> {
-    serde_json::from_str(text).ok()
-}
-
-/// The elements of a JSON array as written, or `None` when the text is not an array.
-pub fn elements(text: &str) -> Option<Vec<&RawValue>> {
-    serde_json::from_str(text).ok()
-}
-
-/// The string member `key` of a JSON object, read without keeping the rest: `Some(None)` when
-/// the object has no such member or it is not a string, `None` when the text is not an object.
-pub fn string_member(text: &str, key: &str) -> Option<Option<String>> {
-    let mut de = serde_json::Deserializer::from_str(text);
-    de.deserialize_map(Member(key)).ok()
-}
-
-struct Member<'k>(&'k str);
-
-impl<'de> Visitor<'de> for Member<'_> {
-    type Value = Option<String>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
-        let mut found = None;
-        while let Some(key) = access.next_key_seed(KeySeed)? {
-            if key == self.0 {
-                found = access.next_value::<Json>()?.as_str().map(str::to_string);
-            } else {
-                access.next_value::<de::IgnoredAny>()?;
-            }
-        }
-        Ok(found)
-    }
-}
-
-/// Where `part`, a slice of `whole` (a value [`members`] or [`elements`] read from it), lies in
-/// `whole`.
+/// Where `part`, a slice of `whole` (a value read from it in place), lies in `whole`.
 pub fn span(whole: &str, part: &str) -> Option<Range<usize>> {
     let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
     let end = start.checked_add(part.len())?;
@@ -112,9 +68,32 @@ pub fn splice(whole: &str, mut edits: Vec<(Range<usize>, String)>) -> String {
     out
 }
 
+/// The scalar visits (all but strings) of a visitor that keeps nothing of a scalar: each
+/// gives `$value`. Serde's defaults would refuse the value instead.
+macro_rules! scalars_give {
+    ($value:expr) => {
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+    };
+}
+pub(crate) use scalars_give;
+
 /// Walks a value as [`StrictVisitor`] does, keeping nothing but each object's keys while it is
 /// read (borrowed where the text has no escapes).
-struct Checker;
+pub struct Checker;
 
 impl<'de> serde::Deserialize<'de> for Checker {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -128,48 +107,61 @@ impl<'de> Visitor<'de> for Checker {
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("JSON")
     }
-    fn visit_bool<E>(self, _: bool) -> Result<Checker, E> {
-        Ok(Checker)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Checker, E> {
-        Ok(Checker)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Checker, E> {
-        Ok(Checker)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Checker, E> {
-        Ok(Checker)
-    }
+    scalars_give!(Checker);
     fn visit_str<E>(self, _: &str) -> Result<Checker, E> {
         Ok(Checker)
     }
-    fn visit_unit<E>(self) -> Result<Checker, E> {
-        Ok(Checker)
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Checker, A::Error> {
+        check_seq(seq).map(|()| Checker)
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Checker, A::Error> {
-        while seq.next_element::<Checker>()?.is_some() {}
-        Ok(Checker)
+    fn visit_map<A: MapAccess<'de>>(self, access: A) -> Result<Checker, A::Error> {
+        check_map(access).map(|()| Checker)
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Checker, A::Error> {
-        let mut keys: Vec<Cow<'de, str>> = Vec::new();
-        while let Some(key) = access.next_key_seed(KeySeed)? {
-            access.next_value::<Checker>()?;
-            keys.push(key);
-        }
+}
+
+/// The rest of an array, checked as [`Checker`] checks a value.
+pub fn check_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
+    while seq.next_element::<Checker>()?.is_some() {}
+    Ok(())
+}
+
+/// The rest of an object, checked as [`Checker`] checks a value.
+pub fn check_map<'de, A: MapAccess<'de>>(mut access: A) -> Result<(), A::Error> {
+    let mut keys = Keys::default();
+    while let Some(key) = access.next_key_seed(KeySeed)? {
+        access.next_value::<Checker>()?;
+        keys.push(key);
+    }
+    keys.unique()
+}
+
+/// The keys of one object, collected while it is read, to refuse one that repeats (inline up
+/// to eight, on the heap beyond).
+#[derive(Default)]
+pub struct Keys<'de>(smallvec::SmallVec<[Cow<'de, str>; 8]>);
+
+impl<'de> Keys<'de> {
+    pub fn push(&mut self, key: Cow<'de, str>) {
+        self.0.push(key);
+    }
+
+    /// An error naming a repeated key, if there is one.
+    pub fn unique<E: de::Error>(mut self) -> Result<(), E> {
         // Sorted, so a huge object costs n log n, not n² comparisons.
-        keys.sort_unstable();
-        if let Some([key, _]) = keys
+        self.0.sort_unstable();
+        match self
+            .0
             .windows(2)
             .find(|pair| matches!(pair, [a, b] if a == b))
         {
-            return Err(de::Error::custom(format!("{DUPLICATE}{key:?}")));
+            Some([key, _]) => Err(de::Error::custom(format!("{DUPLICATE}{key:?}"))),
+            _ => Ok(()),
         }
-        Ok(Checker)
     }
 }
 
 /// An object key, borrowed from the input when it can be.
-struct KeySeed;
+pub struct KeySeed;
 
 impl<'de> DeserializeSeed<'de> for KeySeed {
     type Value = Cow<'de, str>;
@@ -306,12 +298,9 @@ mod tests {
     }
 
     #[test]
-    fn parts_are_read_in_place_and_replaced() {
+    fn parts_are_placed_and_replaced() {
         let text = r#"{"id": 1, "result": {"tools": [{"name":"a"}, {"name":"b"}]}}"#;
-        let top = members(text).unwrap();
-        let result = members(top["result"].get()).unwrap();
-        let tools = result["tools"].get();
-        assert_eq!(elements(tools).unwrap().len(), 2);
+        let tools = &text[text.find('[').unwrap()..text.rfind(']').unwrap() + 1];
         let range = span(text, tools).unwrap();
         assert_eq!(&text[range.clone()], tools);
         assert_eq!(
@@ -319,14 +308,5 @@ mod tests {
             r#"{"id": 1, "result": {"tools": []}}"#
         );
         assert_eq!(span(text, "elsewhere"), None);
-        assert!(members("[1]").is_none());
-        assert_eq!(
-            string_member(r#"{"a":{"name":1},"name":"x"}"#, "name"),
-            Some(Some("x".into()))
-        );
-        assert_eq!(string_member(r#"{"name":1}"#, "name"), Some(None));
-        assert_eq!(string_member(r#"{"other":"x"}"#, "name"), Some(None));
-        assert_eq!(string_member(r#""name""#, "name"), None);
-        assert!(elements("{}").is_none());
     }
 }

@@ -25,6 +25,7 @@ pub mod mcp;
 pub mod metric;
 pub mod policy;
 pub mod registration;
+pub mod reply;
 pub mod response;
 pub mod rsa_verify;
 pub mod sse;

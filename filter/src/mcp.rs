@@ -7,13 +7,13 @@
 //! `target`). `initialize`, `ping`, notifications and responses have no view: only rules that
 //! do not read `mcp` apply to them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::ops::Range;
 
-use serde_json::value::RawValue;
 use serde_json::{Map, Value as Json, json};
 
 use crate::cel_value::Boxed;
+use crate::reply::Message as Reply;
 use crate::sse::{Event, Fate, SseFilter};
 use crate::target::TargetName;
 
@@ -193,6 +193,22 @@ pub struct McpView {
 }
 
 impl McpView {
+    /// What rules that read of `mcp` only the method and names see of this message, as one
+    /// text written to `out`: the method, the kind, the target and the name, each but the last ended by NUL
+    /// (which none of them holds), so two different views never give the same key.
+    pub fn names_key(&self, out: &mut String) {
+        let kind = match self.kind {
+            Kind::Tool => "t",
+            Kind::Prompt => "p",
+            Kind::Resource => "r",
+        };
+        for part in [&self.method, kind, &self.target] {
+            out.push_str(part);
+            out.push('\0');
+        }
+        out.push_str(&self.name);
+    }
+
     /// `mcp` as CEL sees it, borrowing this view's strings.
     pub fn to_cel(&self) -> Boxed<'_> {
         use crate::cel_value::{boxed, record, string};
@@ -361,20 +377,15 @@ pub const UNREADABLE: &str = "the gateway could not read the server's list answe
 pub const OUTSIDE_CODE: i64 = -32600;
 pub const OUTSIDE_STREAM: &str = "this route hides tools, prompts or resources per caller; answers sent outside their request's stream (the legacy HTTP+SSE transport, or a resumed stream) cannot be filtered: use Streamable HTTP";
 
-/// The members of one JSON-RPC message of an answer, read in place.
-type Members<'a> = BTreeMap<String, &'a RawValue>;
-
 /// A part of a text to replace, and its new text.
 type Edit = (Range<usize>, String);
 
-/// Removes from a JSON-RPC response to `method` (`message`, its text, and `fields`, its
-/// members) the items `keep` refuses; `nextCursor` and every other member stay as written.
-/// `Ok(Some(edit))` when something was removed: the items array's place in `message` and the
-/// array kept. An error (the reason) when the response is neither a list result nor a
-/// JSON-RPC error.
+/// Removes from a JSON-RPC response to `method` the items `keep` refuses; `nextCursor` and
+/// every other member stay as written. `Ok(Some(edit))` when something was removed: the place
+/// in the message's text from its first item to its last, and the items kept there. An error
+/// (the reason) when the response is neither a list result nor a JSON-RPC error.
 fn filter_list(
-    message: &str,
-    fields: &Members<'_>,
+    message: &Reply<'_>,
     method: &str,
     targets: &[TargetName],
     keep: &mut dyn FnMut(&McpView) -> bool,
@@ -382,44 +393,46 @@ fn filter_list(
     let Some((kind, field, key, call)) = list_kind(method) else {
         return Ok(None);
     };
-    let Some(result) = fields.get("result") else {
-        return match fields.get("error") {
-            Some(_) => Ok(None),
-            None => Err(format!(
+    let Some(result) = &message.result else {
+        return match message.error {
+            true => Ok(None),
+            false => Err(format!(
                 "the answer to {method} has neither a result nor an error"
             )),
         };
     };
-    let array = crate::json::members(result.get()).and_then(|r| r.get(field).copied());
-    let Some((array, items)) =
-        array.and_then(|a| crate::json::elements(a.get()).map(|items| (a.get(), items)))
-    else {
+    let Some(items) = result.list(field) else {
         return Err(format!(
             "result.{field} of {method} is missing or not an array"
         ));
     };
     let kept: Vec<&str> = items
         .iter()
-        .map(|item| item.get())
         .filter(|item| {
             // An item the filter cannot name cannot be judged: not shown.
-            let raw = crate::json::string_member(item, key).flatten();
-            raw.and_then(|raw| item_view(raw, kind, key, call, targets))
+            item.name(key)
+                .and_then(|raw| item_view(raw, kind, key, call, targets))
                 .is_some_and(|view| keep(&view))
         })
+        .map(|item| item.text)
         .collect();
+    let (Some(first), Some(last)) = (items.first(), items.last()) else {
+        return Ok(None);
+    };
     if kept.len() == items.len() {
         return Ok(None);
     }
-    let place = crate::json::span(message, array)
+    let place = crate::json::span(message.text, first.text)
+        .zip(crate::json::span(message.text, last.text))
+        .map(|(first, last)| first.start..last.end)
         .ok_or_else(|| format!("result.{field} of {method} could not be placed"))?;
-    Ok(Some((place, format!("[{}]", kept.join(",")))))
+    Ok(Some((place, kept.join(","))))
 }
 
 /// How a listed item would be used, as the rules judge it; `None` for a resource whose URI
 /// does not parse (a client could still read it as written, so it is not shown).
 fn item_view(
-    raw: String,
+    raw: &str,
     kind: Kind,
     key: &str,
     call: &str,
@@ -427,11 +440,11 @@ fn item_view(
 ) -> Option<McpView> {
     let (target, name) = match kind {
         Kind::Resource if key == "uri" => {
-            (single_target(targets), crate::uri::normalize(&raw).ok()?)
+            (single_target(targets), crate::uri::normalize(raw).ok()?)
         }
-        Kind::Resource => (single_target(targets), raw.clone()),
+        Kind::Resource => (single_target(targets), raw.to_string()),
         _ => {
-            let (target, name) = crate::target::split(&raw, targets);
+            let (target, name) = crate::target::split(raw, targets);
             (target, name.to_string())
         }
     };
@@ -440,7 +453,7 @@ fn item_view(
         kind,
         name,
         target: target.to_string(),
-        raw,
+        raw: raw.to_string(),
         arguments: Json::Object(Map::new()),
     })
 }
@@ -471,28 +484,22 @@ pub fn filter_json_body(
     if !asked.iter().any(|(_, m)| list_kind(m).is_some()) {
         return JsonAnswer::Unchanged;
     }
-    let text = match crate::json::check(body).map(|()| std::str::from_utf8(body)) {
-        Ok(Ok(text)) => text,
-        Ok(Err(e)) => return refuse_all(asked, format!("the answer is not UTF-8: {e}")),
+    let text = match std::str::from_utf8(body) {
+        Ok(text) => text,
+        Err(e) => return refuse_all(asked, format!("the answer is not UTF-8: {e}")),
+    };
+    let messages = match crate::reply::read(text) {
+        Ok(Some(messages)) => messages,
+        Ok(None) => return refuse_all(asked, "the answer is not a JSON-RPC response".into()),
         Err(e) => return refuse_all(asked, format!("the answer is not strict JSON: {e}")),
-    };
-    let messages = match text.trim_start().as_bytes().first() {
-        Some(b'[') => crate::json::elements(text),
-        Some(b'{') => serde_json::from_str::<&RawValue>(text)
-            .ok()
-            .map(|m| vec![m]),
-        _ => None,
-    };
-    let Some(messages) = messages else {
-        return refuse_all(asked, "the answer is not a JSON-RPC response".into());
     };
     let mut edits = Vec::new();
     let mut reasons = Vec::new();
-    for message in messages {
-        let Some(place) = crate::json::span(text, message.get()) else {
+    for message in &messages {
+        let Some(place) = crate::json::span(text, message.text) else {
             return refuse_all(asked, "the answer could not be read in place".into());
         };
-        match answer(message.get(), asked, targets, keep) {
+        match answer(message, asked, targets, keep) {
             Answered::Untouched => {}
             Answered::Filtered((range, array)) => {
                 edits.push((place.start + range.start..place.start + range.end, array));
@@ -540,33 +547,28 @@ enum Answered {
 /// Filters one message of a JSON answer when it answers a list asked; one that cannot be read
 /// becomes an error for its id.
 fn answer(
-    message: &str,
+    message: &Reply<'_>,
     asked: &[(Json, String)],
     targets: &[TargetName],
     keep: &mut dyn FnMut(&McpView) -> bool,
 ) -> Answered {
-    let Some(fields) = crate::json::members(message) else {
+    let is_request = message.method && message.result.is_none() && !message.error;
+    let Some(id) = message
+        .id
+        .as_ref()
+        .filter(|_| message.object && !is_request)
+    else {
         return Answered::Untouched;
     };
-    let is_request = fields.contains_key("method")
-        && !fields.contains_key("result")
-        && !fields.contains_key("error");
-    let id = fields
-        .get("id")
-        .filter(|_| !is_request)
-        .and_then(|id| serde_json::from_str::<Json>(id.get()).ok());
-    let Some(id) = id else {
+    let Some((_, method)) = asked.iter().find(|(a, _)| same_id(a, id)) else {
         return Answered::Untouched;
     };
-    let Some((_, method)) = asked.iter().find(|(a, _)| same_id(a, &id)) else {
-        return Answered::Untouched;
-    };
-    match filter_list(message, &fields, method, targets, keep) {
+    match filter_list(message, method, targets, keep) {
         Ok(Some(edit)) => Answered::Filtered(edit),
         Ok(None) => Answered::Untouched,
         Err(reason) => Answered::Refused(
             reason,
-            error_response(&id, UNREADABLE_CODE, UNREADABLE).to_string(),
+            error_response(id, UNREADABLE_CODE, UNREADABLE).to_string(),
         ),
     }
 }
@@ -654,31 +656,26 @@ impl Judge<'_> {
             return Fate::Pass;
         }
         let text = event.data.as_str();
-        if crate::json::check(text.as_bytes()).is_err() {
+        let messages = match crate::reply::read(text) {
+            Ok(messages) => messages.filter(|m| !m.is_empty()),
             // The legacy transport's first event carries a URL path, not JSON.
-            if event.kind() == "endpoint" {
-                return Fate::Pass;
+            Err(_) if event.kind() == "endpoint" => return Fate::Pass,
+            Err(_) => {
+                self.counts.dropped += 1;
+                return Fate::Drop;
             }
-            self.counts.dropped += 1;
-            return Fate::Drop;
-        }
-        let messages = match text.trim_start().as_bytes().first() {
-            Some(b'[') => crate::json::elements(text).filter(|items| !items.is_empty()),
-            _ => serde_json::from_str::<&RawValue>(text)
-                .ok()
-                .map(|m| vec![m]),
         };
         let mut outcome = match messages {
             Some(_) => Seen::Pass,
             None => Seen::Invalid,
         };
         let mut edits = Vec::new();
-        for message in messages.unwrap_or_default() {
-            let Some(place) = crate::json::span(text, message.get()) else {
+        for message in messages.as_deref().unwrap_or_default() {
+            let Some(place) = crate::json::span(text, message.text) else {
                 outcome = Seen::Invalid;
                 break;
             };
-            match self.message(message.get(), targets, keep) {
+            match self.message(message, targets, keep) {
                 Streamed::Pass => {}
                 Streamed::Invalid => outcome = Seen::Invalid,
                 Streamed::Edit((range, array)) => {
@@ -729,42 +726,37 @@ impl Judge<'_> {
     /// Judges one JSON-RPC message of an SSE event.
     fn message(
         &mut self,
-        message: &str,
+        message: &Reply<'_>,
         targets: &[TargetName],
         keep: &mut dyn FnMut(&McpView) -> bool,
     ) -> Streamed {
-        let Some(fields) = crate::json::members(message) else {
+        if !message.object {
             return Streamed::Invalid;
-        };
-        let answers = fields.contains_key("result") || fields.contains_key("error");
-        match (fields.contains_key("method"), answers) {
+        }
+        let answers = message.result.is_some() || message.error;
+        match (message.method, answers) {
             (true, false) => return Streamed::Pass,
             // Both a request and a response: clients differ on which they take it for.
             (true, true) | (false, false) => return Streamed::Invalid,
             (false, true) => {}
         }
-        let Some(id) = fields
-            .get("id")
-            .and_then(|id| serde_json::from_str::<Json>(id.get()).ok())
-        else {
+        let Some(id) = &message.id else {
             return Streamed::Invalid;
         };
-        let Some((_, method)) = self.asked.iter().find(|(a, _)| same_id(a, &id)) else {
-            if id.is_null() && !fields.contains_key("result") {
+        let Some((_, method)) = self.asked.iter().find(|(a, _)| same_id(a, id)) else {
+            if id.is_null() && message.result.is_none() {
                 // A server's report of a message it could not read answers no request.
                 return Streamed::Pass;
             }
             self.counts.outside += 1;
-            return Streamed::Replace(
-                error_response(&id, OUTSIDE_CODE, OUTSIDE_STREAM).to_string(),
-            );
+            return Streamed::Replace(error_response(id, OUTSIDE_CODE, OUTSIDE_STREAM).to_string());
         };
-        match filter_list(message, &fields, method, targets, keep) {
+        match filter_list(message, method, targets, keep) {
             Ok(Some(edit)) => Streamed::Edit(edit),
             Ok(None) => Streamed::Pass,
             Err(_) => {
                 self.counts.unreadable += 1;
-                Streamed::Replace(error_response(&id, UNREADABLE_CODE, UNREADABLE).to_string())
+                Streamed::Replace(error_response(id, UNREADABLE_CODE, UNREADABLE).to_string())
             }
         }
     }
@@ -1151,10 +1143,7 @@ mod tests {
         };
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            body.replace(
-                "[ {\"name\":\"echo\", \"d\":\"\\u00e9\"} ,\n {\"name\":\"add\"} ]",
-                "[{\"name\":\"echo\", \"d\":\"\\u00e9\"}]"
-            )
+            body.replace(" ,\n {\"name\":\"add\"}", "")
         );
         // The same over SSE.
         let (out, _) = stream(
@@ -1163,7 +1152,7 @@ mod tests {
         );
         assert!(
             out.contains(
-                "\"tools\": [{\"name\":\"echo\", \"d\":\"\\u00e9\"}], \"nextCursor\": \"c\"}"
+                "\"tools\": [ {\"name\":\"echo\", \"d\":\"\\u00e9\"} ], \"nextCursor\": \"c\"}"
             ),
             "{out}"
         );

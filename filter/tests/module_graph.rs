@@ -14,6 +14,7 @@ const LAYERS: &[&str] = &[
     "rsa_verify",
     "ec_verify",
     "json",
+    "reply",
     "uri",
     "sse",
     "location",
