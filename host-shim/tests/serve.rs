@@ -21,7 +21,7 @@ use ureq::{Agent, Body};
 
 mod common;
 use common::{
-    IDENTITY, alive, children, eventually, everything, exit_within, initialize, next_event,
+    alive, as_identity, children, eventually, everything, exit_within, initialize, next_event,
     next_with_id, signal, temp_path, text_of, tree,
 };
 
@@ -81,12 +81,10 @@ impl Shim {
         accept: &str,
         body: &Json,
     ) -> (u16, Option<String>, Vec<Json>) {
-        let mut request = self.agent.post(self.url()).header("accept", accept);
+        let mut request =
+            as_identity(self.agent.post(self.url()), identity).header("accept", accept);
         if let Some(session) = session {
             request = request.header("mcp-session-id", session);
-        }
-        if let Some(identity) = identity {
-            request = request.header(IDENTITY, identity);
         }
         let reply = common::send(request, body);
         (reply.status, reply.session, reply.messages)
@@ -153,29 +151,22 @@ impl Shim {
 
     /// The status and body of a DELETE of `session` by `identity`.
     fn delete_as(&self, identity: Option<&str>, session: &str) -> (u16, String) {
-        let mut request = self
-            .agent
-            .delete(self.url())
-            .header("mcp-session-id", session);
-        if let Some(identity) = identity {
-            request = request.header(IDENTITY, identity);
-        }
-        let mut response = request.call().unwrap();
+        let request = self.agent.delete(self.url());
+        let mut response = as_identity(request, identity)
+            .header("mcp-session-id", session)
+            .call()
+            .unwrap();
         let status = response.status().as_u16();
         (status, response.body_mut().read_to_string().unwrap())
     }
 
     /// Opens the standalone stream of `session` as `identity`.
     fn stream_as(&self, identity: Option<&str>, session: &str) -> Response<Body> {
-        let mut request = self
-            .agent
-            .get(self.url())
+        as_identity(self.agent.get(self.url()), identity)
             .header("accept", "text/event-stream")
-            .header("mcp-session-id", session);
-        if let Some(identity) = identity {
-            request = request.header(IDENTITY, identity);
-        }
-        request.call().unwrap()
+            .header("mcp-session-id", session)
+            .call()
+            .unwrap()
     }
 
     /// The status and body of a GET of the standalone stream of `session` by `identity`; for a
@@ -191,14 +182,11 @@ impl Shim {
 
     /// Opens a legacy SSE session (`GET /sse`) as `identity`.
     fn legacy_as(&self, identity: Option<&str>) -> Response<Body> {
-        let mut request = self
-            .agent
-            .get(format!("{}/sse", self.process.base))
-            .header("accept", "text/event-stream");
-        if let Some(identity) = identity {
-            request = request.header(IDENTITY, identity);
-        }
-        request.call().unwrap()
+        let request = self.agent.get(format!("{}/sse", self.process.base));
+        as_identity(request, identity)
+            .header("accept", "text/event-stream")
+            .call()
+            .unwrap()
     }
 
     /// Lists `session`'s resources and reads the first one: it is the one read.
@@ -545,14 +533,11 @@ fn a_legacy_session_answers_only_the_identity_that_opened_it() {
     let mut reader = reader(shim.legacy_as(Some("token-of-alice")));
     let (_, endpoint) = next_event(&mut reader);
     let post = |identity: Option<&str>, path: &str, body: Json| {
-        let mut request = shim
-            .agent
-            .post(format!("{}{path}", shim.process.base))
-            .header("content-type", "application/json");
-        if let Some(identity) = identity {
-            request = request.header(IDENTITY, identity);
-        }
-        let mut response = request.send(body.to_string()).unwrap();
+        let request = shim.agent.post(format!("{}{path}", shim.process.base));
+        let mut response = as_identity(request, identity)
+            .header("content-type", "application/json")
+            .send(body.to_string())
+            .unwrap();
         let status = response.status().as_u16();
         (status, response.body_mut().read_to_string().unwrap())
     };

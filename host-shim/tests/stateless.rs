@@ -18,7 +18,7 @@ use serde_json::{Value as Json, json};
 use ureq::Agent;
 
 mod common;
-use common::{IDENTITY, Reply, children, eventually, everything, read_event, signal, text_of};
+use common::{Reply, as_identity, children, eventually, everything, read_event, signal, text_of};
 
 const VERSION: &str = "2026-07-28";
 
@@ -58,17 +58,11 @@ impl Shim {
         identity: Option<&str>,
         headers: &[(&str, &str)],
     ) -> ureq::RequestBuilder<ureq::typestate::WithBody> {
-        let mut request = self
-            .agent
-            .post(self.url())
-            .header("accept", "application/json, text/event-stream");
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        if let Some(identity) = identity {
-            request = request.header(IDENTITY, identity);
-        }
-        request
+        let request = as_identity(self.agent.post(self.url()), identity);
+        headers.iter().fold(
+            request.header("accept", "application/json, text/event-stream"),
+            |request, (name, value)| request.header(*name, *value),
+        )
     }
 
     /// POSTs `body` with exactly `headers` (besides content type, accept and identity).

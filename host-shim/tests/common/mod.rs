@@ -157,26 +157,27 @@ pub struct Process {
     pub group: u32,
 }
 
+/// The pids `/proc` lists.
+fn pids() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_string_lossy().parse().ok())
+}
+
 pub fn processes() -> Vec<Process> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        out.push(Process {
-            pid,
-            ppid: fields[1].parse().unwrap(),
-            group: fields[2].parse().unwrap(),
-        });
-    }
-    out
+    pids()
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (_, rest) = stat.rsplit_once(')')?;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            Some(Process {
+                pid,
+                ppid: fields[1].parse().unwrap(),
+                group: fields[2].parse().unwrap(),
+            })
+        })
+        .collect()
 }
 
 pub fn children(pid: u32) -> BTreeSet<u32> {
@@ -221,19 +222,12 @@ pub fn tree(pid: u32) -> BTreeSet<u32> {
 
 /// Live processes whose command line holds `needle` (a zombie has none).
 pub fn processes_naming(needle: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        if String::from_utf8_lossy(&cmdline).contains(needle) {
-            out.push(pid);
-        }
-    }
-    out
+    pids()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(needle))
+        })
+        .collect()
 }
 
 pub fn alive(pid: u32) -> bool {
@@ -247,6 +241,17 @@ pub fn agent() -> Agent {
         .timeout_global(Some(Duration::from_secs(30)))
         .build()
         .into()
+}
+
+/// `request` as the filter forwards it for `identity` (`None`: anonymous, no header).
+pub fn as_identity<B>(
+    request: ureq::RequestBuilder<B>,
+    identity: Option<&str>,
+) -> ureq::RequestBuilder<B> {
+    match identity {
+        Some(identity) => request.header(IDENTITY, identity),
+        None => request,
+    }
 }
 
 /// What an MCP endpoint answered a POST with: the status, the `Mcp-Session-Id`, whether the
