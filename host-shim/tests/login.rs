@@ -21,8 +21,7 @@ use common::oauth::{Answer, Client, Issuer, REGISTERED_REDIRECT, request_id};
 
 #[test]
 fn alice_logs_in_from_a_registered_mcp_client_and_refreshes() {
-    let issuer = Issuer::start(&[]);
-    let client = issuer.register_public();
+    let (issuer, client) = Issuer::with_public_client(&[]);
 
     let page = issuer.authorize_s256(
         &client,
@@ -84,16 +83,16 @@ fn alice_logs_in_from_a_registered_mcp_client_and_refreshes() {
     assert_eq!(claims["groups"], json!(["AI-Users", "Everyone"]));
 
     // Rotation: the spent token is refused; presenting it again also ends its successor.
-    let replay = issuer.refresh(&client, &first_refresh);
-    replay.assert_error(400, "invalid_grant");
-    let successor = issuer.refresh(&client, &second_refresh);
-    successor.assert_error(400, "invalid_grant");
+    for spent in [&first_refresh, &second_refresh] {
+        issuer
+            .refresh(&client, spent)
+            .assert_error(400, "invalid_grant");
+    }
 }
 
 #[test]
 fn bob_logs_in_but_his_token_lacks_ai_users() {
-    let issuer = Issuer::start(&[]);
-    let client = issuer.register_public();
+    let (issuer, client) = Issuer::with_public_client(&[]);
     let params = issuer.login_as(&client, "agentgateway", "bob", "bob-password");
     let tokens = issuer.exchange(&client, &params["code"]).ok_json();
     assert!(
@@ -107,8 +106,7 @@ fn bob_logs_in_but_his_token_lacks_ai_users() {
 
 #[test]
 fn a_wrong_password_shows_the_form_again_and_cancel_is_access_denied() {
-    let issuer = Issuer::start(&[]);
-    let client = issuer.register_public();
+    let (issuer, client) = Issuer::with_public_client(&[]);
     let page = issuer.authorize_s256(&client, &[("state", "s")]);
     let again = issuer.sign_in(&page, "alice", "bob-password");
     assert_eq!(again.status, 401);
@@ -135,8 +133,7 @@ fn a_wrong_password_shows_the_form_again_and_cancel_is_access_denied() {
 
 #[test]
 fn a_wrong_or_missing_verifier_is_invalid_grant_and_spends_the_code() {
-    let issuer = Issuer::start(&[]);
-    let client = issuer.register_public();
+    let (issuer, client) = Issuer::with_public_client(&[]);
     let params = issuer.login(&client, "agentgateway");
     let other = Client::new(&client.id);
     let refused = issuer.token(
@@ -158,8 +155,7 @@ fn a_wrong_or_missing_verifier_is_invalid_grant_and_spends_the_code() {
 
 #[test]
 fn a_reused_code_is_refused_and_revokes_what_it_issued() {
-    let issuer = Issuer::start(&[]);
-    let client = issuer.register_public();
+    let (issuer, client) = Issuer::with_public_client(&[]);
     let params = issuer.login(&client, "agentgateway offline_access");
     let first = issuer.exchange(&client, &params["code"]).ok_json();
     let refresh_token = first["refresh_token"].as_str().unwrap().to_owned();
@@ -172,8 +168,7 @@ fn a_reused_code_is_refused_and_revokes_what_it_issued() {
 
 #[test]
 fn a_wrong_redirect_uri_is_never_redirected_to() {
-    let issuer = Issuer::start(&[]);
-    let client = issuer.register_public();
+    let (issuer, client) = Issuer::with_public_client(&[]);
     for wrong in [
         "http://127.0.0.1:53682/elsewhere",
         "http://localhost:53682/callback",
@@ -217,8 +212,7 @@ fn an_unknown_client_gets_an_error_page_and_invalid_client() {
 
 #[test]
 fn a_code_past_its_lifetime_is_refused() {
-    let issuer = Issuer::start(&["--code-ttl", "1"]);
-    let client = issuer.register_public();
+    let (issuer, client) = Issuer::with_public_client(&["--code-ttl", "1"]);
     let params = issuer.login(&client, "agentgateway");
     std::thread::sleep(Duration::from_millis(1500));
     let refused = issuer.exchange(&client, &params["code"]);
@@ -228,8 +222,7 @@ fn a_code_past_its_lifetime_is_refused() {
 
 #[test]
 fn plain_pkce_and_a_missing_challenge_are_refused_the_oauth_way() {
-    let issuer = Issuer::start(&[]);
-    let client = issuer.register_public();
+    let (issuer, client) = Issuer::with_public_client(&[]);
     let cases: [&[(&str, &str)]; 3] = [
         &[
             ("code_challenge", &client.verifier),
@@ -254,16 +247,15 @@ fn plain_pkce_and_a_missing_challenge_are_refused_the_oauth_way() {
 #[test]
 fn a_resource_picks_the_audience_among_the_issuers_own() {
     let mcp = "http://127.0.0.1:3000/mcp";
-    let issuer = Issuer::start(&["--audience", "api://agentgateway", "--audience", mcp]);
-    let client = issuer.register_public();
+    let (issuer, client) =
+        Issuer::with_public_client(&["--audience", "api://agentgateway", "--audience", mcp]);
 
     let refused = issuer.authorize_s256(&client, &[("resource", "https://elsewhere.example/mcp")]);
     assert_eq!(refused.redirect_params()["error"], "invalid_target");
 
-    let page = issuer.authorize_s256(&client, &[("resource", mcp)]);
-    let redirect = issuer.sign_in(&page, "alice", "alice-password");
-    let code = redirect.redirect_params()["code"].clone();
-    let tokens = issuer.token(&client.code_grant(&code).set("resource", mcp));
+    let resource = [("resource", mcp)];
+    let params = issuer.authorized(&client, &resource, "alice", "alice-password");
+    let tokens = issuer.token(&client.code_grant(&params["code"]).set("resource", mcp));
     let claims = issuer.verify(tokens.ok_json()["access_token"].as_str().unwrap());
     assert_eq!(claims["aud"], mcp);
 
@@ -275,8 +267,7 @@ fn a_resource_picks_the_audience_among_the_issuers_own() {
 
 #[test]
 fn an_unoffered_scope_is_invalid_scope_and_no_scope_gets_the_default() {
-    let issuer = Issuer::start(&[]);
-    let client = issuer.register_public();
+    let (issuer, client) = Issuer::with_public_client(&[]);
     let refused = issuer.authorize_s256(&client, &[("scope", "agentgateway admin")]);
     assert_eq!(refused.redirect_params()["error"], "invalid_scope");
 
@@ -287,20 +278,13 @@ fn an_unoffered_scope_is_invalid_scope_and_no_scope_gets_the_default() {
 
 #[test]
 fn openid_adds_an_id_token_with_the_nonce() {
-    let issuer = Issuer::start(&[]);
-    let client = issuer.register_public();
-    let page = issuer.authorize_s256(
-        &client,
-        &[
-            ("scope", "openid profile agentgateway"),
-            ("nonce", "n-0S6_WzA2Mj"),
-        ],
-    );
-    let code = issuer
-        .sign_in(&page, "alice", "alice-password")
-        .redirect_params()["code"]
-        .clone();
-    let tokens = issuer.exchange(&client, &code).json();
+    let (issuer, client) = Issuer::with_public_client(&[]);
+    let openid = [
+        ("scope", "openid profile agentgateway"),
+        ("nonce", "n-0S6_WzA2Mj"),
+    ];
+    let params = issuer.authorized(&client, &openid, "alice", "alice-password");
+    let tokens = issuer.exchange(&client, &params["code"]).json();
     let access = issuer.verify(tokens["access_token"].as_str().unwrap());
     let id = issuer.verify(tokens["id_token"].as_str().unwrap());
     assert_eq!(id["aud"], client.id.as_str());
@@ -312,8 +296,7 @@ fn openid_adds_an_id_token_with_the_nonce() {
 
 #[test]
 fn a_refresh_token_belongs_to_its_client() {
-    let issuer = Issuer::start(&[]);
-    let client = issuer.register_public();
+    let (issuer, client) = Issuer::with_public_client(&[]);
     let other = issuer.register_public();
     let params = issuer.login(&client, "agentgateway offline_access");
     let tokens = issuer.exchange(&client, &params["code"]).json();

@@ -189,6 +189,13 @@ impl Issuer {
         }
     }
 
+    /// An issuer started with `extra` flags, and a public MCP client registered with it.
+    pub fn with_public_client(extra: &[&str]) -> (Issuer, Client) {
+        let issuer = Issuer::start(extra);
+        let client = issuer.register_public();
+        (issuer, client)
+    }
+
     /// `path` below the issuer (`/v1/token`...).
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.process.url)
@@ -326,8 +333,24 @@ impl Issuer {
         )
     }
 
-    /// The standard login of these tests: `client` asks for `scope` (with state `state-123`),
-    /// the person signs in and is sent back to `REDIRECT`; the redirect's query.
+    /// `client` asks for a code with `extra` parameters, `username` signs in and is sent back to
+    /// `REDIRECT`: the redirect's query.
+    pub fn authorized(
+        &self,
+        client: &Client,
+        extra: &[(&str, &str)],
+        username: &str,
+        password: &str,
+    ) -> HashMap<String, String> {
+        let page = self.authorize_s256(client, extra);
+        let redirect = self.sign_in(&page, username, password);
+        assert_eq!(redirect.status, 303, "{}", redirect.body);
+        assert!(redirect.location().unwrap().starts_with(REDIRECT));
+        redirect.redirect_params()
+    }
+
+    /// The standard login of these tests: [`Issuer::authorized`] for `scope`, with state
+    /// `state-123`.
     pub fn login_as(
         &self,
         client: &Client,
@@ -335,11 +358,8 @@ impl Issuer {
         username: &str,
         password: &str,
     ) -> HashMap<String, String> {
-        let page = self.authorize_s256(client, &[("scope", scope), ("state", "state-123")]);
-        let redirect = self.sign_in(&page, username, password);
-        assert_eq!(redirect.status, 303, "{}", redirect.body);
-        assert!(redirect.location().unwrap().starts_with(REDIRECT));
-        redirect.redirect_params()
+        let extra = [("scope", scope), ("state", "state-123")];
+        self.authorized(client, &extra, username, password)
     }
 
     /// [`Issuer::login_as`] alice.
