@@ -1,10 +1,11 @@
 //! What the host-shim integration tests share: where the real components are (Envoy, the
 //! real MCP server, the pass-through module), scratch paths and ports, the process tree as
-//! `/proc` shows it, and a plain HTTP client for MCP's JSON answers. Each test binary includes
-//! it with `mod common;` and uses what it needs, so an item one binary leaves unused is no
-//! warning. Its helpers fail by panicking, as tests do, which the workspace's lints allow only
-//! in test functions: said here for all of them, so a test file that has no helpers of its own
-//! needs no allowance of its own.
+//! `/proc` shows it, signals and waits for an exit, a plain HTTP client for MCP's answers (JSON
+//! or event streams, as an identity or anonymous), and in `oauth` a client of the local
+//! issuer. Each test binary includes it with `mod common;` and uses what it needs, so an item
+//! one binary leaves unused is no warning. Its helpers fail by panicking, as tests do, which
+//! the workspace's lints allow only in test functions: said here for all of them, so a test
+//! file that has no helpers of its own needs no allowance of its own.
 #![allow(
     dead_code,
     clippy::unwrap_used,
