@@ -21,36 +21,35 @@ fn error(from: &str, to: &str) -> String {
 /// reason and the line with a caret — as reviewed snapshots (`tests/snapshots/`).
 #[test]
 fn errors_point_at_the_users_line_and_column() {
-    // A misspelt field: at its key.
-    insta::assert_snapshot!("misspelt_field", error("cmd: npx", "comand: npx"));
-    // A value the filter refuses (its parser reads an internal JSON form): at the value in
-    // this file, and no place in that form.
-    insta::assert_snapshot!("unknown_mode", error("mode: strict", "mode: stric"));
-    // A rule that does not compile: at the expression.
-    insta::assert_snapshot!(
-        "bad_rule",
-        error(
+    // Each case: the snapshot's name, and what is replaced in the guide by what.
+    let cases: &[(&str, &str, &str)] = &[
+        // A misspelt field: at its key.
+        ("misspelt_field", "cmd: npx", "comand: npx"),
+        // A value the filter refuses (its parser reads an internal JSON form): at the value in
+        // this file, and no place in that form.
+        ("unknown_mode", "mode: strict", "mode: stric"),
+        // A rule that does not compile: at the expression.
+        (
+            "bad_rule",
             "- if: '\"AI-Users\" in auth.claims.groups'",
             "- if: '\"AI-Users\" in in'",
-        )
-    );
-    // A YAML syntax error: at its place, with the field it is in.
-    insta::assert_snapshot!("yaml_syntax", error("mode: strict", "mode: strict: x"));
-    // An open quote runs on to the next `"`, where the parser notices: the field is still
-    // the one being read, and the reason keeps the place it started in.
-    insta::assert_snapshot!("open_quote", error("issuer: https", "issuer: \"https"));
-    // A value of the file's own fields, and a missing one: at the field, or the field
-    // that lacks it.
-    insta::assert_snapshot!("port_not_a_number", error("port: 3000", "port: http"));
-    insta::assert_snapshot!(
-        "missing_issuer",
-        error(
+        ),
+        // A YAML syntax error: at its place, with the field it is in.
+        ("yaml_syntax", "mode: strict", "mode: strict: x"),
+        // An open quote runs on to the next `"`, where the parser notices: the field is still
+        // the one being read, and the reason keeps the place it started in.
+        ("open_quote", "issuer: https", "issuer: \"https"),
+        // A value of the file's own fields, and a missing one: at the field, or the field
+        // that lacks it.
+        ("port_not_a_number", "port: 3000", "port: http"),
+        (
+            "missing_issuer",
             "          issuer: https://your-org.okta.com/oauth2/default\n",
-            ""
-        )
-    );
-    insta::assert_snapshot!(
-        "bad_target_name",
-        error("name: my-server", "name: my.server")
-    );
+            "",
+        ),
+        ("bad_target_name", "name: my-server", "name: my.server"),
+    ];
+    for (name, from, to) in cases {
+        insta::assert_snapshot!(*name, error(from, to));
+    }
 }

@@ -11,16 +11,18 @@
 )]
 
 use std::collections::BTreeSet;
-use std::io::{BufRead as _, BufReader};
+use std::io::{BufRead, BufReader};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value as Json, json};
-use ureq::Agent;
+use ureq::http::Response;
+use ureq::{Agent, Body};
 
 mod common;
 use common::{
-    IDENTITY, alive, children, eventually, everything, initialize, temp_path, text_of, tree,
+    alive, as_identity, children, eventually, everything, exit_within, initialize, next_event,
+    next_with_id, signal, temp_path, text_of, tree,
 };
 
 /// A target running server-everything with node directly (one process per child).
@@ -79,39 +81,13 @@ impl Shim {
         accept: &str,
         body: &Json,
     ) -> (u16, Option<String>, Vec<Json>) {
-        let mut request = self
-            .agent
-            .post(self.url())
-            .header("content-type", "application/json")
-            .header("accept", accept);
+        let mut request =
+            as_identity(self.agent.post(self.url()), identity).header("accept", accept);
         if let Some(session) = session {
             request = request.header("mcp-session-id", session);
         }
-        if let Some(identity) = identity {
-            request = request.header(IDENTITY, identity);
-        }
-        let mut response = request.send(body.to_string()).unwrap();
-        let status = response.status().as_u16();
-        let session = response
-            .headers()
-            .get("mcp-session-id")
-            .map(|v| v.to_str().unwrap().to_string());
-        let sse = response
-            .headers()
-            .get("content-type")
-            .is_some_and(|v| v.to_str().unwrap().starts_with("text/event-stream"));
-        let text = response.body_mut().read_to_string().unwrap();
-        let messages = if sse {
-            parse_events(&text)
-                .into_iter()
-                .map(|(_, data)| serde_json::from_str(&data).unwrap())
-                .collect()
-        } else if text.is_empty() {
-            Vec::new()
-        } else {
-            vec![serde_json::from_str(&text).unwrap()]
-        };
-        (status, session, messages)
+        let reply = common::send(request, body);
+        (reply.status, reply.session, reply.messages)
     }
 
     /// A new initialized session (`notifications/initialized` sent).
@@ -163,41 +139,65 @@ impl Shim {
         (status, answer.pop().unwrap_or(Json::Null))
     }
 
+    /// The answer to a `tools/call` of `tool` with `arguments`.
+    fn call_tool(&self, session: &str, tool: &str, arguments: Json) -> Json {
+        let params = json!({"name": tool, "arguments": arguments});
+        self.call(session, "tools/call", params).1
+    }
+
     fn delete(&self, session: &str) -> u16 {
         self.delete_as(None, session).0
     }
 
     /// The status and body of a DELETE of `session` by `identity`.
     fn delete_as(&self, identity: Option<&str>, session: &str) -> (u16, String) {
-        let mut request = self
-            .agent
-            .delete(self.url())
-            .header("mcp-session-id", session);
-        if let Some(identity) = identity {
-            request = request.header(IDENTITY, identity);
-        }
-        let mut response = request.call().unwrap();
+        let request = self.agent.delete(self.url());
+        let mut response = as_identity(request, identity)
+            .header("mcp-session-id", session)
+            .call()
+            .unwrap();
         let status = response.status().as_u16();
         (status, response.body_mut().read_to_string().unwrap())
+    }
+
+    /// Opens the standalone stream of `session` as `identity`.
+    fn stream_as(&self, identity: Option<&str>, session: &str) -> Response<Body> {
+        as_identity(self.agent.get(self.url()), identity)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", session)
+            .call()
+            .unwrap()
     }
 
     /// The status and body of a GET of the standalone stream of `session` by `identity`; for a
     /// 200, only the status (the stream stays open).
     fn get_as(&self, identity: Option<&str>, session: &str) -> (u16, String) {
-        let mut request = self
-            .agent
-            .get(self.url())
-            .header("accept", "text/event-stream")
-            .header("mcp-session-id", session);
-        if let Some(identity) = identity {
-            request = request.header(IDENTITY, identity);
-        }
-        let mut response = request.call().unwrap();
+        let mut response = self.stream_as(identity, session);
         let status = response.status().as_u16();
         if status == 200 {
             return (status, String::new());
         }
         (status, response.body_mut().read_to_string().unwrap())
+    }
+
+    /// Opens a legacy SSE session (`GET /sse`) as `identity`.
+    fn legacy_as(&self, identity: Option<&str>) -> Response<Body> {
+        let request = self.agent.get(format!("{}/sse", self.process.base));
+        as_identity(request, identity)
+            .header("accept", "text/event-stream")
+            .call()
+            .unwrap()
+    }
+
+    /// Lists `session`'s resources and reads the first one: it is the one read.
+    fn reads_the_first_resource(&self, session: &str) {
+        let (_, resources) = self.call(session, "resources/list", json!({}));
+        let uri = resources["result"]["resources"][0]["uri"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let (_, read) = self.call(session, "resources/read", json!({"uri": uri}));
+        assert_eq!(read["result"]["contents"][0]["uri"], uri.as_str(), "{read}");
     }
 
     fn pid(&self) -> u32 {
@@ -209,43 +209,14 @@ impl Shim {
     }
 }
 
-/// `(event, data)` of each event in an SSE body.
-fn parse_events(text: &str) -> Vec<(String, String)> {
-    let mut events = Vec::new();
-    let (mut event, mut data) = (String::from("message"), Vec::new());
-    for line in text.lines() {
-        if line.is_empty() {
-            if !data.is_empty() {
-                events.push((
-                    std::mem::replace(&mut event, "message".into()),
-                    data.join("\n"),
-                ));
-                data.clear();
-            }
-        } else if let Some(rest) = line.strip_prefix("event:") {
-            event = rest.trim().to_string();
-        } else if let Some(rest) = line.strip_prefix("data:") {
-            data.push(rest.strip_prefix(' ').unwrap_or(rest).to_string());
-        }
-    }
-    events
+/// A live event stream, read line by line.
+fn reader(response: Response<Body>) -> impl BufRead {
+    BufReader::new(response.into_body().into_reader())
 }
 
-/// Reads the next event from a live SSE stream.
-fn next_event(reader: &mut impl std::io::BufRead) -> (String, String) {
-    let mut block = String::new();
-    loop {
-        let mut line = String::new();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "the stream ended");
-        if line.trim_end().is_empty() {
-            if let Some(event) = parse_events(&format!("{block}\n")).pop() {
-                return event;
-            }
-            block.clear();
-        } else {
-            block.push_str(&line);
-        }
-    }
+/// Waits for the process `pid` to be gone, as `what` says it should be.
+fn gone(pid: u32, what: &str) {
+    eventually(what, Duration::from_secs(10), || !alive(pid));
 }
 
 #[test]
@@ -258,20 +229,10 @@ fn a_session_lists_calls_and_reads_and_ends_with_delete() {
     let names = common::tool_names(&tools["result"]);
     assert!(names.contains(&"echo"), "{names:?}");
 
-    let (_, echoed) = shim.call(
-        &session,
-        "tools/call",
-        json!({"name": "echo", "arguments": {"message": "hello"}}),
-    );
+    let echoed = shim.call_tool(&session, "echo", json!({"message": "hello"}));
     assert_eq!(text_of(&echoed), "Echo: hello");
 
-    let (_, resources) = shim.call(&session, "resources/list", json!({}));
-    let uri = resources["result"]["resources"][0]["uri"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (_, read) = shim.call(&session, "resources/read", json!({"uri": uri}));
-    assert_eq!(read["result"]["contents"][0]["uri"], uri.as_str(), "{read}");
+    shim.reads_the_first_resource(&session);
 
     // The same call answered as an event stream, progress notifications first.
     let (status, _, events) = shim.post(
@@ -301,12 +262,7 @@ fn a_session_lists_calls_and_reads_and_ends_with_delete() {
     let child = children(shim.pid());
     assert_eq!(child.len(), 1, "one child for one session");
     assert_eq!(shim.delete(&session), 200);
-    let pid = *child.first().unwrap();
-    eventually(
-        "the child to be gone after DELETE",
-        Duration::from_secs(10),
-        || !alive(pid),
-    );
+    gone(*child.first().unwrap(), "the child to be gone after DELETE");
     let (status, _) = shim.call(&session, "tools/list", json!({}));
     assert_eq!(status, 404, "a deleted session is not found");
 }
@@ -351,16 +307,9 @@ fn the_transport_rules() {
     assert_eq!(answer[0].as_array().unwrap().len(), 2);
     // The standalone stream gets what the server said with no request to attach it to (the
     // server's `tools/list_changed` at start-up, held until the client was initialized).
-    let response = shim
-        .agent
-        .get(shim.url())
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", &session)
-        .call()
-        .unwrap();
+    let response = shim.stream_as(None, &session);
     assert_eq!(response.status().as_u16(), 200);
-    let mut reader = BufReader::new(response.into_body().into_reader());
-    let (_, data) = next_event(&mut reader);
+    let (_, data) = next_event(&mut reader(response));
     let message: Json = serde_json::from_str(&data).unwrap();
     assert_eq!(
         message["method"], "notifications/tools/list_changed",
@@ -381,29 +330,15 @@ fn two_targets_are_one_server_with_prefixed_names() {
     );
     assert!(!names.contains("echo"));
     for target in ["a", "b"] {
-        let (_, echoed) = shim.call(
-            &session,
-            "tools/call",
-            json!({"name": format!("{target}_echo"), "arguments": {"message": target}}),
-        );
+        let name = format!("{target}_echo");
+        let echoed = shim.call_tool(&session, &name, json!({"message": target}));
         assert_eq!(text_of(&echoed), format!("Echo: {target}"));
     }
-    let (_, unknown) = shim.call(
-        &session,
-        "tools/call",
-        json!({"name": "c_echo", "arguments": {}}),
-    );
-    assert_eq!(unknown["error"]["code"], -32602, "{unknown}");
+    common::assert_unknown_tool(&shim.call_tool(&session, "c_echo", json!({})));
     let (_, prompts) = shim.call(&session, "prompts/list", json!({}));
     let prompt = prompts["result"]["prompts"][0]["name"].as_str().unwrap();
     assert!(prompt.starts_with("a_"), "{prompt}");
-    let (_, resources) = shim.call(&session, "resources/list", json!({}));
-    let uri = resources["result"]["resources"][0]["uri"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (_, read) = shim.call(&session, "resources/read", json!({"uri": uri}));
-    assert_eq!(read["result"]["contents"][0]["uri"], uri.as_str(), "{read}");
+    shim.reads_the_first_resource(&session);
     assert_eq!(children(shim.pid()).len(), 2, "one child per target");
 }
 
@@ -415,11 +350,7 @@ fn idle_sessions_expire() {
     std::thread::sleep(Duration::from_millis(2500));
     let (status, _) = shim.call(&session, "tools/list", json!({}));
     assert_eq!(status, 404);
-    eventually(
-        "the expired session's child to be gone",
-        Duration::from_secs(10),
-        || !alive(pid),
-    );
+    gone(pid, "the expired session's child to be gone");
 }
 
 #[test]
@@ -440,14 +371,8 @@ fn server_requests_reach_the_client_and_answers_go_back() {
             .to_string(),
         )
         .unwrap();
-    let mut reader = BufReader::new(response.into_body().into_reader());
-    let request = loop {
-        let (_, data) = next_event(&mut reader);
-        let message: Json = serde_json::from_str(&data).unwrap();
-        if message.get("id").is_some() {
-            break message;
-        }
-    };
+    let mut reader = reader(response);
+    let request = next_with_id(&mut reader);
     assert_eq!(request["method"], "sampling/createMessage", "{request}");
     let answer = json!({"jsonrpc": "2.0", "id": request["id"], "result": {
         "role": "assistant", "model": "test", "content": {"type": "text", "text": "sampled"},
@@ -467,13 +392,7 @@ fn server_requests_reach_the_client_and_answers_go_back() {
 #[test]
 fn the_legacy_sse_transport() {
     let shim = Shim::start(&config(&node_target("my-server"), None));
-    let response = shim
-        .agent
-        .get(format!("{}/sse", shim.process.base))
-        .header("accept", "text/event-stream")
-        .call()
-        .unwrap();
-    let mut reader = BufReader::new(response.into_body().into_reader());
+    let mut reader = reader(shim.legacy_as(None));
     let (event, endpoint) = next_event(&mut reader);
     assert_eq!(event, "endpoint");
     assert!(endpoint.starts_with("/message?sessionId="), "{endpoint}");
@@ -487,14 +406,7 @@ fn the_legacy_sse_transport() {
             .as_u16()
     };
     assert_eq!(post(initialize(1)), 202);
-    let mut next_message = || loop {
-        let (event, data) = next_event(&mut reader);
-        let message: Json = serde_json::from_str(&data).unwrap();
-        if event == "message" && message.get("id").is_some() {
-            return message;
-        }
-    };
-    assert!(next_message()["result"]["protocolVersion"].is_string());
+    assert!(next_with_id(&mut reader)["result"]["protocolVersion"].is_string());
     assert_eq!(
         post(json!({"jsonrpc": "2.0", "method": "notifications/initialized"})),
         202
@@ -504,16 +416,12 @@ fn the_legacy_sse_transport() {
             "params": {"name": "echo", "arguments": {"message": "legacy"}}})),
         202
     );
-    let answer = next_message();
+    let answer = next_with_id(&mut reader);
     assert_eq!(answer["id"], 2);
     assert_eq!(text_of(&answer), "Echo: legacy");
     let pid = *children(shim.pid()).first().unwrap();
     drop(reader);
-    eventually(
-        "hanging up to end the session",
-        Duration::from_secs(10),
-        || !alive(pid),
-    );
+    gone(pid, "hanging up to end the session");
 }
 
 #[test]
@@ -523,11 +431,7 @@ fn the_guides_npx_target_runs_and_sigterm_leaves_nothing_behind() {
     let mut shim = Shim::start(&config(target, None));
     let sessions = [shim.session(), shim.session()];
     for session in &sessions {
-        let (_, echoed) = shim.call(
-            session,
-            "tools/call",
-            json!({"name": "echo", "arguments": {"message": "npx"}}),
-        );
+        let echoed = shim.call_tool(session, "echo", json!({"message": "npx"}));
         assert_eq!(text_of(&echoed), "Echo: npx");
     }
     // npx runs node below itself: the shim's tree is deeper than its children.
@@ -536,21 +440,12 @@ fn the_guides_npx_target_runs_and_sigterm_leaves_nothing_behind() {
         before.len() > 2,
         "npx and its node for each session: {before:?}"
     );
-    Command::new("kill")
-        .args(["-TERM", &shim.pid().to_string()])
-        .status()
-        .unwrap();
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = shim.process.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "the shim did not exit on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    signal(shim.pid(), "TERM");
+    let status = exit_within(
+        &mut shim.process.child,
+        Duration::from_secs(15),
+        "the shim did not exit on SIGTERM",
+    );
     assert!(status.success(), "{status:?}");
     let left: Vec<String> = before
         .into_iter()
@@ -635,24 +530,14 @@ fn a_session_answers_only_the_identity_that_opened_it() {
 #[test]
 fn a_legacy_session_answers_only_the_identity_that_opened_it() {
     let shim = Shim::start(&config(&node_target("my-server"), None));
-    let response = shim
-        .agent
-        .get(format!("{}/sse", shim.process.base))
-        .header("accept", "text/event-stream")
-        .header(IDENTITY, "token-of-alice")
-        .call()
-        .unwrap();
-    let mut reader = BufReader::new(response.into_body().into_reader());
+    let mut reader = reader(shim.legacy_as(Some("token-of-alice")));
     let (_, endpoint) = next_event(&mut reader);
     let post = |identity: Option<&str>, path: &str, body: Json| {
-        let mut request = shim
-            .agent
-            .post(format!("{}{path}", shim.process.base))
-            .header("content-type", "application/json");
-        if let Some(identity) = identity {
-            request = request.header(IDENTITY, identity);
-        }
-        let mut response = request.send(body.to_string()).unwrap();
+        let request = shim.agent.post(format!("{}{path}", shim.process.base));
+        let mut response = as_identity(request, identity)
+            .header("content-type", "application/json")
+            .send(body.to_string())
+            .unwrap();
         let status = response.status().as_u16();
         (status, response.body_mut().read_to_string().unwrap())
     };
@@ -670,13 +555,7 @@ fn a_legacy_session_answers_only_the_identity_that_opened_it() {
         post(Some("token-of-alice"), &endpoint, initialize(1)).0,
         202
     );
-    let answer = loop {
-        let (_, data) = next_event(&mut reader);
-        let message: Json = serde_json::from_str(&data).unwrap();
-        if message.get("id").is_some() {
-            break message;
-        }
-    };
+    let answer = next_with_id(&mut reader);
     assert!(answer["result"]["protocolVersion"].is_string(), "{answer}");
 }
 
@@ -725,13 +604,7 @@ fn sessions_are_capped_per_identity_and_in_total() {
         "{message}"
     );
     // The legacy transport is refused the same way.
-    let mut response = shim
-        .agent
-        .get(format!("{}/sse", shim.process.base))
-        .header("accept", "text/event-stream")
-        .header(IDENTITY, "carol")
-        .call()
-        .unwrap();
+    let mut response = shim.legacy_as(carol);
     assert_eq!(response.status().as_u16(), 429);
     let answer: Json =
         serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
@@ -755,15 +628,9 @@ fn legacy_sessions_count_against_the_caps() {
             "1",
         ],
     );
-    let response = shim
-        .agent
-        .get(format!("{}/sse", shim.process.base))
-        .header("accept", "text/event-stream")
-        .header(IDENTITY, "alice")
-        .call()
-        .unwrap();
+    let response = shim.legacy_as(Some("alice"));
     assert_eq!(response.status().as_u16(), 200);
-    let mut reader = BufReader::new(response.into_body().into_reader());
+    let mut reader = reader(response);
     let (event, _) = next_event(&mut reader);
     assert_eq!(event, "endpoint");
     let (status, _, _) = shim.post_as(Some("alice"), None, "application/json", &initialize(1));
@@ -888,14 +755,7 @@ fn a_file_in_the_sockets_place_is_left_alone() {
 fn quiet_event_streams_carry_keep_alive_comments() {
     let shim = Shim::start(&config(&node_target("my-server"), None));
     let session = shim.session();
-    let response = shim
-        .agent
-        .get(shim.url())
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", &session)
-        .call()
-        .unwrap();
-    let mut reader = BufReader::new(response.into_body().into_reader());
+    let mut reader = reader(shim.stream_as(None, &session));
     let started = Instant::now();
     loop {
         let mut line = String::new();

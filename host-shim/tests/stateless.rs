@@ -11,15 +11,14 @@
 )]
 
 use std::io::{BufRead as _, BufReader};
-use std::process::Command;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value as Json, json};
 use ureq::Agent;
 
 mod common;
-use common::{IDENTITY, children, everything, text_of};
+use common::{Reply, as_identity, children, eventually, everything, read_event, signal, text_of};
 
 const VERSION: &str = "2026-07-28";
 
@@ -34,21 +33,6 @@ fn config() -> String {
 struct Shim {
     process: common::Serve,
     agent: Agent,
-}
-
-/// One answer: status, headers that matter here, and the JSON-RPC messages (every event of an
-/// event stream, or the one JSON body).
-struct Answer {
-    status: u16,
-    session: Option<String>,
-    sse: bool,
-    messages: Vec<Json>,
-}
-
-impl Answer {
-    fn last(&self) -> &Json {
-        self.messages.last().unwrap_or(&Json::Null)
-    }
 }
 
 impl Shim {
@@ -68,47 +52,26 @@ impl Shim {
         self.process.log_contains(needle)
     }
 
+    /// A POST of a JSON body with exactly `headers` (besides accept and identity).
+    fn post_request(
+        &self,
+        identity: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> ureq::RequestBuilder<ureq::typestate::WithBody> {
+        let request = as_identity(self.agent.post(self.url()), identity);
+        headers.iter().fold(
+            request.header("accept", "application/json, text/event-stream"),
+            |request, (name, value)| request.header(*name, *value),
+        )
+    }
+
     /// POSTs `body` with exactly `headers` (besides content type, accept and identity).
-    fn post_raw(&self, identity: Option<&str>, headers: &[(&str, &str)], body: &Json) -> Answer {
-        let mut request = self
-            .agent
-            .post(self.url())
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream");
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        if let Some(identity) = identity {
-            request = request.header(IDENTITY, identity);
-        }
-        let mut response = request.send(body.to_string()).unwrap();
-        let status = response.status().as_u16();
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .map(|v| v.to_str().unwrap().to_string())
-        };
-        let session = header("mcp-session-id");
-        let sse = header("content-type").is_some_and(|v| v.starts_with("text/event-stream"));
-        let text = response.body_mut().read_to_string().unwrap();
-        let messages = if sse {
-            events(&text)
-        } else if text.is_empty() {
-            Vec::new()
-        } else {
-            vec![serde_json::from_str(&text).unwrap()]
-        };
-        Answer {
-            status,
-            session,
-            sse,
-            messages,
-        }
+    fn post_raw(&self, identity: Option<&str>, headers: &[(&str, &str)], body: &Json) -> Reply {
+        common::send(self.post_request(identity, headers), body)
     }
 
     /// A request as a conforming 2026-07-28 client sends it.
-    fn request(&self, identity: Option<&str>, id: u64, method: &str, params: Json) -> Answer {
+    fn request(&self, identity: Option<&str>, id: u64, method: &str, params: Json) -> Reply {
         let body = envelope(id, method, params);
         let name = ["name", "uri"]
             .iter()
@@ -123,7 +86,7 @@ impl Shim {
         self.post_raw(identity, &headers, &body)
     }
 
-    fn call_tool(&self, identity: Option<&str>, tool: &str, arguments: Json) -> Answer {
+    fn call_tool(&self, identity: Option<&str>, tool: &str, arguments: Json) -> Reply {
         self.request(
             identity,
             9,
@@ -138,43 +101,18 @@ impl Shim {
             "jsonrpc": "2.0", "id": id, "method": "subscriptions/listen",
             "params": { "_meta": meta(), "notifications": filter },
         });
-        let response = self
-            .agent
-            .post(self.url())
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", VERSION)
-            .header("mcp-method", "subscriptions/listen")
-            .header(IDENTITY, identity)
-            .config()
-            .timeout_global(None)
-            .build()
-            .send(body.to_string())
-            .unwrap();
-        assert_eq!(response.status().as_u16(), 200);
-        assert!(
-            response
-                .headers()
-                .get("content-type")
-                .is_some_and(|v| v.to_str().unwrap().starts_with("text/event-stream"))
-        );
+        let headers = [
+            ("mcp-protocol-version", VERSION),
+            ("mcp-method", "subscriptions/listen"),
+        ];
+        let request = self.post_request(Some(identity), &headers);
+        let mut reader = open_stream(request.config().timeout_global(None).build(), &body);
         let (tx, rx) = mpsc::channel();
-        let mut reader = BufReader::new(response.into_body().into_reader());
         std::thread::spawn(move || {
-            let mut data = String::new();
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
-                if let Some(rest) = line.trim_end().strip_prefix("data:") {
-                    data.push_str(rest.trim_start());
-                } else if line.trim_end().is_empty()
-                    && !data.is_empty()
-                    && tx
-                        .send(serde_json::from_str(&std::mem::take(&mut data)).unwrap())
-                        .is_err()
-                {
+            while let Some((_, data)) = read_event(&mut reader) {
+                if tx.send(serde_json::from_str(&data).unwrap()).is_err() {
                     return;
                 }
-                line.clear();
             }
         });
         rx
@@ -204,17 +142,23 @@ fn envelope(id: u64, method: &str, mut params: Json) -> Json {
     json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params })
 }
 
-fn events(text: &str) -> Vec<Json> {
-    text.split("\n\n")
-        .filter_map(|block| {
-            let data: Vec<&str> = block
-                .lines()
-                .filter_map(|l| l.strip_prefix("data:"))
-                .map(str::trim_start)
-                .collect();
-            (!data.is_empty()).then(|| serde_json::from_str(&data.join("\n")).unwrap())
-        })
-        .collect()
+/// POSTs `body` by `request` and opens its answer, an event stream, for reading.
+fn open_stream(
+    request: ureq::RequestBuilder<ureq::typestate::WithBody>,
+    body: &Json,
+) -> BufReader<ureq::BodyReader<'static>> {
+    let response = request
+        .header("content-type", "application/json")
+        .send(body.to_string())
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(
+        response
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v.to_str().unwrap().starts_with("text/event-stream"))
+    );
+    BufReader::new(response.into_body().into_reader())
 }
 
 /// The next message on a listen stream, within `timeout`.
@@ -483,15 +427,10 @@ fn a_subscribed_resource_update_arrives_on_subscriptions_listen() {
 
     // Closing the stream ends the subscription on the server.
     drop(events);
-    let started = Instant::now();
-    while !shim.log_contains(&format!("call resources/unsubscribe {uri}")) {
-        // The reader thread notices the closed channel at the next event (within 5 s).
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "no unsubscribe"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // The reader thread notices the closed channel at the next event (within 5 s).
+    eventually("unsubscribe", Duration::from_secs(15), || {
+        shim.log_contains(&format!("call resources/unsubscribe {uri}"))
+    });
 }
 
 #[test]
@@ -561,18 +500,12 @@ fn closing_the_response_stream_cancels_and_a_dead_child_is_replaced() {
             "_meta": { "progressToken": 1 },
         }),
     );
-    let response = shim
-        .agent
-        .post(shim.url())
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", VERSION)
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", "trigger-long-running-operation")
-        .header(IDENTITY, alice)
-        .send(body.to_string())
-        .unwrap();
-    let mut reader = BufReader::new(response.into_body().into_reader());
+    let headers = [
+        ("mcp-protocol-version", VERSION),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", "trigger-long-running-operation"),
+    ];
+    let mut reader = open_stream(shim.post_request(Some(alice), &headers), &body);
     let mut line = String::new();
     while !line.contains("notifications/progress") {
         line.clear();
@@ -580,26 +513,19 @@ fn closing_the_response_stream_cancels_and_a_dead_child_is_replaced() {
     }
     // Hanging up is this revision's cancellation: the child is told, not left working.
     drop(reader);
-    let started = Instant::now();
-    while !shim.log_contains("cancelled on the server") {
-        assert!(started.elapsed() < Duration::from_secs(10), "not cancelled");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually("cancelled", Duration::from_secs(10), || {
+        shim.log_contains("cancelled on the server")
+    });
 
     // A 2026-07-28 client has no session to restart: when the child dies, the next request
     // gets a new one.
     let before = children(shim.pid());
     assert_eq!(before.len(), 1);
     let old = *before.iter().next().unwrap();
-    Command::new("kill")
-        .args(["-KILL", &old.to_string()])
-        .status()
-        .unwrap();
-    let started = Instant::now();
-    while !shim.log_contains("exited (signal 9") {
-        assert!(started.elapsed() < Duration::from_secs(10), "no exit seen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    signal(old, "KILL");
+    eventually("the exit seen", Duration::from_secs(10), || {
+        shim.log_contains("exited (signal 9")
+    });
     let echoed = shim.call_tool(Some(alice), "echo", json!({ "message": "again" }));
     assert_eq!(text_of(echoed.last()), "Echo: again");
     let after = children(shim.pid());

@@ -25,7 +25,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{children, envoy, everything, free_port, pass_filter, processes_naming, scratch};
+use common::{
+    children, envoy, everything, exit_within, free_port, pass_filter, processes_naming, scratch,
+    signal,
+};
 
 /// One route on `port` serving server-everything, then `policies` (already indented) if any.
 fn config(port: u16, cmd: &str, policies: &str) -> String {
@@ -149,18 +152,8 @@ impl Up {
 
     fn terminate(&mut self) -> ExitStatus {
         signal(self.pid(), "TERM");
-        let started = Instant::now();
         let child = self.child.as_mut().unwrap();
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "up ignored SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let status = exit_within(child, Duration::from_secs(30), "up ignored SIGTERM");
         self.child = None;
         status
     }
@@ -210,14 +203,6 @@ impl Drop for Up {
             let _ = child.wait();
         }
     }
-}
-
-fn signal(pid: u32, name: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 fn comm(pid: u32) -> String {

@@ -1,19 +1,30 @@
 //! What the host-shim integration tests share: where the real components are (Envoy, the
 //! real MCP server, the pass-through module), scratch paths and ports, the process tree as
-//! `/proc` shows it, and a plain HTTP client for MCP's JSON answers. Each test binary includes
-//! it with `mod common;` and uses what it needs, so an item one binary leaves unused is no
-//! warning.
-#![allow(dead_code)]
+//! `/proc` shows it, signals and waits for an exit, a plain HTTP client for MCP's answers (JSON
+//! or event streams, as an identity or anonymous), and in `oauth` a client of the local
+//! issuer. Each test binary includes it with `mod common;` and uses what it needs, so an item
+//! one binary leaves unused is no warning. Its helpers fail by panicking, as tests do, which
+//! the workspace's lints allow only in test functions: said here for all of them, so a test
+//! file that has no helpers of its own needs no allowance of its own.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::{Child, Command, ExitStatus};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value as Json, json};
 use ureq::Agent;
+
+pub mod oauth;
 
 /// The header the filter names the caller in, as `serve` trusts it.
 pub const IDENTITY: &str = "x-mcp-auth-identity";
@@ -101,6 +112,27 @@ pub fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool
     }
 }
 
+/// Sends the signal `name` (`TERM`, `KILL`...) to `pid`.
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid}: {status}");
+}
+
+/// Waits for `child` to exit, at most `limit` (failing with `what` past it): its status.
+pub fn exit_within(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(started.elapsed() < limit, "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// SIGTERM to `child` (a SIGKILLed shim could not stop its own children), then SIGKILL after
 /// `grace`; reaped either way.
 pub fn stop(child: &mut Child, grace: Duration) {
@@ -126,26 +158,27 @@ pub struct Process {
     pub group: u32,
 }
 
+/// The pids `/proc` lists.
+fn pids() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_string_lossy().parse().ok())
+}
+
 pub fn processes() -> Vec<Process> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        out.push(Process {
-            pid,
-            ppid: fields[1].parse().unwrap(),
-            group: fields[2].parse().unwrap(),
-        });
-    }
-    out
+    pids()
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (_, rest) = stat.rsplit_once(')')?;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            Some(Process {
+                pid,
+                ppid: fields[1].parse().unwrap(),
+                group: fields[2].parse().unwrap(),
+            })
+        })
+        .collect()
 }
 
 pub fn children(pid: u32) -> BTreeSet<u32> {
@@ -190,19 +223,12 @@ pub fn tree(pid: u32) -> BTreeSet<u32> {
 
 /// Live processes whose command line holds `needle` (a zombie has none).
 pub fn processes_naming(needle: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        if String::from_utf8_lossy(&cmdline).contains(needle) {
-            out.push(pid);
-        }
-    }
-    out
+    pids()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(needle))
+        })
+        .collect()
 }
 
 pub fn alive(pid: u32) -> bool {
@@ -218,6 +244,76 @@ pub fn agent() -> Agent {
         .into()
 }
 
+/// `request` as the filter forwards it for `identity` (`None`: anonymous, no header).
+pub fn as_identity<B>(
+    request: ureq::RequestBuilder<B>,
+    identity: Option<&str>,
+) -> ureq::RequestBuilder<B> {
+    match identity {
+        Some(identity) => request.header(IDENTITY, identity),
+        None => request,
+    }
+}
+
+/// What an MCP endpoint answered a POST with: the status, the `Mcp-Session-Id`, whether the
+/// answer was an event stream, and its JSON-RPC messages (every event's of a stream, the one
+/// JSON body, or none for an empty body).
+pub struct Reply {
+    pub status: u16,
+    pub session: Option<String>,
+    pub sse: bool,
+    pub messages: Vec<Json>,
+}
+
+impl Reply {
+    /// The last message (`null` if there is none): the answer, after any notifications.
+    pub fn last(&self) -> &Json {
+        self.messages.last().unwrap_or(&Json::Null)
+    }
+}
+
+/// Sends `request` with one JSON-RPC message (or batch) as its JSON body, and reads the whole
+/// answer (up to 64 MiB).
+pub fn send(request: ureq::RequestBuilder<ureq::typestate::WithBody>, body: &Json) -> Reply {
+    let mut response = request
+        .header("content-type", "application/json")
+        .send(body.to_string())
+        .unwrap();
+    let status = response.status().as_u16();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    let session = header("mcp-session-id");
+    let sse = header("content-type").is_some_and(|v| v.starts_with("text/event-stream"));
+    let text = response
+        .body_mut()
+        .with_config()
+        .limit(64 * 1024 * 1024)
+        .read_to_string()
+        .unwrap();
+    let parse =
+        |text: &str| serde_json::from_str(text).unwrap_or_else(|_| panic!("not JSON: {text:.300}"));
+    let messages = if sse {
+        sse_events(&text)
+            .iter()
+            .map(|(_, data)| parse(data))
+            .collect()
+    } else if text.is_empty() {
+        Vec::new()
+    } else {
+        vec![parse(&text)]
+    };
+    Reply {
+        status,
+        session,
+        sse,
+        messages,
+    }
+}
+
 /// POSTs one JSON-RPC message asking for JSON: the status, the `Mcp-Session-Id` and the answer
 /// (`null` for an empty body).
 pub fn post(
@@ -226,31 +322,76 @@ pub fn post(
     session: Option<&str>,
     body: &Json,
 ) -> (u16, Option<String>, Json) {
-    let mut request = agent
-        .post(url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json");
+    let mut request = agent.post(url).header("accept", "application/json");
     if let Some(session) = session {
         request = request.header("mcp-session-id", session);
     }
-    let mut response = request.send(body.to_string()).unwrap();
-    let status = response.status().as_u16();
-    let session = response
-        .headers()
-        .get("mcp-session-id")
-        .map(|v| v.to_str().unwrap().to_string());
-    let text = response
-        .body_mut()
-        .with_config()
-        .limit(64 * 1024 * 1024)
-        .read_to_string()
-        .unwrap();
-    let answer = if text.is_empty() {
-        Json::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text:.300}"))
-    };
-    (status, session, answer)
+    let mut reply = send(request, body);
+    (
+        reply.status,
+        reply.session,
+        reply.messages.pop().unwrap_or(Json::Null),
+    )
+}
+
+/// `(event, data)` of each event in an SSE body.
+pub fn sse_events(text: &str) -> Vec<(String, String)> {
+    let mut events = Vec::new();
+    let (mut event, mut data) = (String::from("message"), Vec::new());
+    for line in text.lines() {
+        if line.is_empty() {
+            if !data.is_empty() {
+                events.push((
+                    std::mem::replace(&mut event, "message".into()),
+                    data.join("\n"),
+                ));
+                data.clear();
+            }
+        } else if let Some(rest) = line.strip_prefix("event:") {
+            event = rest.trim().to_string();
+        } else if let Some(rest) = line.strip_prefix("data:") {
+            data.push(rest.strip_prefix(' ').unwrap_or(rest).to_string());
+        }
+    }
+    events
+}
+
+/// The next `(event, data)` of a live SSE stream; `None` once the stream has ended (or failed).
+pub fn read_event(reader: &mut impl std::io::BufRead) -> Option<(String, String)> {
+    let mut block = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return None;
+        }
+        if line.trim_end().is_empty() {
+            if let Some(event) = sse_events(&format!("{block}\n")).pop() {
+                return Some(event);
+            }
+            block.clear();
+        } else {
+            block.push_str(&line);
+        }
+    }
+}
+
+/// The next event of a live SSE stream, which must not end before it.
+pub fn next_event(reader: &mut impl std::io::BufRead) -> (String, String) {
+    read_event(reader).expect("the stream ended")
+}
+
+/// The next JSON-RPC message with an id (a request or an answer) on a live SSE stream, past
+/// any notification.
+pub fn next_with_id(reader: &mut impl std::io::BufRead) -> Json {
+    loop {
+        let (event, data) = next_event(reader);
+        if event == "message" {
+            let message: Json = serde_json::from_str(&data).unwrap();
+            if message.get("id").is_some() {
+                return message;
+            }
+        }
+    }
 }
 
 /// An `initialize` request with id `id`.
@@ -271,6 +412,11 @@ pub fn text_of(answer: &Json) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("no text in {answer}"))
         .to_string()
+}
+
+/// Asserts that `answer` is the JSON-RPC error for a tool no target offers (invalid params).
+pub fn assert_unknown_tool(answer: &Json) {
+    assert_eq!(answer["error"]["code"], -32602, "{answer}");
 }
 
 /// A `host-shim serve` process on `config`, started in the repository root; its stderr is kept

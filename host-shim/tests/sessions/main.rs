@@ -296,17 +296,19 @@ fn sessions_never_share_a_child() {
     assert_eq!(text_of(&echoed), "my-server: still");
 }
 
+/// A server on `targets`, a session of it, and the answer to its `tools/list`.
+fn listed(targets: &[String]) -> (Server, String, Json) {
+    let server = Server::start(&config(&targets.concat()));
+    let session = server.session();
+    let (_, tools) = server.call(&session, "tools/list", json!({}));
+    (server, session, tools)
+}
+
 fn two_targets_are_one_server_with_prefixed_names() {
     let tag = new_tag();
-    let targets = format!(
-        "{}{}",
-        target("a", "ok", &tag, None),
-        target("b", "ok", &tag, None)
-    );
-    let server = Server::start(&config(&targets));
-    let session = server.session();
+    let (server, session, tools) =
+        listed(&[target("a", "ok", &tag, None), target("b", "ok", &tag, None)]);
     assert_eq!(tagged(&tag).len(), 2, "one child per target");
-    let (_, tools) = server.call(&session, "tools/list", json!({}));
     let names = tool_names(&tools);
     assert!(
         names.contains("a_echo") && names.contains("b_echo"),
@@ -318,12 +320,7 @@ fn two_targets_are_one_server_with_prefixed_names() {
         let echoed = server.tool(&session, &format!("{target}_echo"), json!({"message": "x"}));
         assert_eq!(text_of(&echoed), format!("{target}: x"));
     }
-    let (_, unknown) = server.call(
-        &session,
-        "tools/call",
-        json!({"name": "c_echo", "arguments": {}}),
-    );
-    assert_eq!(unknown["error"]["code"], -32602, "{unknown}");
+    common::assert_unknown_tool(&server.tool(&session, "c_echo", json!({})));
     // One target's slow call does not hold the other's.
     std::thread::scope(|scope| {
         let slow = scope.spawn(|| server.tool(&session, "a_slow", json!({"ms": 4000})));
@@ -609,14 +606,10 @@ fn names_split_at_the_longest_target_as_the_filter_splits_them() {
     // `a_b_echo` is `a_b`'s echo: the filter judges it so, and the shim must call that one,
     // not `a`'s `b_echo`.
     let tag = new_tag();
-    let targets = format!(
-        "{}{}",
+    let (server, session, tools) = listed(&[
         target("a", "ok", &tag, None),
-        target("a_b", "ok", &tag, None)
-    );
-    let server = Server::start(&config(&targets));
-    let session = server.session();
-    let (_, tools) = server.call(&session, "tools/list", json!({}));
+        target("a_b", "ok", &tag, None),
+    ]);
     let names = tool_names(&tools);
     assert!(
         names.contains("a_echo") && names.contains("a_b_echo"),
@@ -626,34 +619,22 @@ fn names_split_at_the_longest_target_as_the_filter_splits_them() {
         let echoed = server.tool(&session, name, json!({"message": name}));
         assert_eq!(text_of(&echoed), format!("{by}: {name}"), "{echoed}");
     }
-    let (_, unknown) = server.call(
-        &session,
-        "tools/call",
-        json!({"name": "b_echo", "arguments": {}}),
-    );
-    assert_eq!(unknown["error"]["code"], -32602, "{unknown}");
+    common::assert_unknown_tool(&server.tool(&session, "b_echo", json!({})));
 }
 
 fn a_listed_name_that_would_reach_another_target_is_left_out() {
     // `a`'s tool `b_echo` would be listed as `a_b_echo`, which is `a_b`'s `echo`: offering it
     // would name a tool that calls another server.
     let tag = new_tag();
-    let targets = format!(
-        "{}{}",
+    let (server, session, tools) = listed(&[
         target_with_tool("a", "ok", &tag, None, "b_echo"),
-        target("a_b", "ok", &tag, None)
-    );
-    let server = Server::start(&config(&targets));
-    let session = server.session();
-    let (_, tools) = server.call(&session, "tools/list", json!({}));
-    let listed: Vec<&str> = tools["result"]["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
+        target("a_b", "ok", &tag, None),
+    ]);
+    let echoes: Vec<&str> = common::tool_names(&tools["result"])
+        .into_iter()
         .filter(|name| name.ends_with("echo"))
         .collect();
-    assert_eq!(listed, ["a_b_echo"], "{tools}");
+    assert_eq!(echoes, ["a_b_echo"], "{tools}");
     let echoed = server.tool(&session, "a_b_echo", json!({"message": "x"}));
     assert_eq!(text_of(&echoed), "a_b: x", "the listed name reaches a_b");
 }
