@@ -147,15 +147,24 @@ impl<'de> Keys<'de> {
 
     /// An error naming a repeated key, if there is one.
     pub fn unique<E: de::Error>(mut self) -> Result<(), E> {
-        // Sorted, so a huge object costs n log n, not n² comparisons.
-        self.0.sort_unstable();
-        match self
-            .0
-            .windows(2)
-            .find(|pair| matches!(pair, [a, b] if a == b))
-        {
-            Some([key, _]) => Err(de::Error::custom(format!("{DUPLICATE}{key:?}"))),
-            _ => Ok(()),
+        let keys = &mut self.0[..];
+        let repeated = if keys.len() <= 8 {
+            // A few keys: compared pairwise, which moves nothing.
+            keys.iter()
+                .enumerate()
+                .find(|(i, key)| keys.get(i + 1..).is_some_and(|rest| rest.contains(key)))
+                .map(|(_, key)| key)
+        } else {
+            // Sorted, so a huge object costs n log n, not n² comparisons.
+            keys.sort_unstable();
+            keys.windows(2).find_map(|pair| match pair {
+                [a, b] if a == b => Some(a),
+                _ => None,
+            })
+        };
+        match repeated {
+            Some(key) => Err(de::Error::custom(format!("{DUPLICATE}{key:?}"))),
+            None => Ok(()),
         }
     }
 }
@@ -188,7 +197,8 @@ impl<'de> Visitor<'de> for KeySeed {
     }
 }
 
-struct Strict(Json);
+/// A value as [`strict`] reads it, for a reader that reads the text around it itself.
+pub struct Strict(pub Json);
 
 impl<'de> serde::Deserialize<'de> for Strict {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

@@ -6,17 +6,19 @@
 //! and kept only as text.
 //!
 //! The walk decides as [`crate::json::strict`] does (no repeated key at any depth, nothing after
-//! the value), and reads each byte once, but for a listed item's: once to find where it ends,
-//! once to read it.
+//! the value) and reads each byte once. It reads the three levels it keeps (the message, its
+//! result, a list) itself, punctuation and whitespace only; every key and value is read by
+//! `serde_json`, one value at a time, which also tells where the value ends.
 
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::Value as Json;
-use serde_json::value::RawValue;
+use std::ops::Range;
 
-use crate::json::{Checker, JsonError, KeySeed, Keys, check_map, check_seq, scalars_give};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::Value as Json;
+
+use crate::json::{Checker, JsonError, KeySeed, Keys, Strict, check_map, check_seq, scalars_give};
 
 /// The result fields that hold lists (`tools`, `prompts`, `resources`, `resourceTemplates`).
 const LIST_FIELDS: [&str; 4] = ["tools", "prompts", "resources", "resourceTemplates"];
@@ -77,182 +79,248 @@ impl Item<'_> {
 /// The messages of an answer: one, or a batch. `Ok(None)` for strict JSON that is neither an
 /// object nor an array.
 pub fn read(text: &str) -> Result<Option<Vec<Message<'_>>>, JsonError> {
-    let trimmed = text.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r'));
-    let mut de = serde_json::Deserializer::from_str(text);
-    let messages = match trimmed.as_bytes().first() {
-        Some(b'{') => de
-            .deserialize_map(MessageVisitor(trimmed))
-            .map(|m| Some(vec![m])),
-        Some(b'[') => de.deserialize_seq(Batch).map(Some),
-        _ => de.deserialize_any(Checker).map(|_| None),
-    };
-    let messages = messages.map_err(crate::json::reason)?;
-    de.end().map_err(|e| JsonError::NotJson(e.to_string()))?;
-    Ok(messages)
-}
-
-/// An error met reading a part on its own, as an error of the walk: without the part's own
-/// position, since the walk adds its position in the whole.
-fn within<E: de::Error>(e: serde_json::Error) -> E {
-    let text = e.to_string();
-    let at = format!(" at line {} column {}", e.line(), e.column());
-    E::custom(text.strip_suffix(&at).unwrap_or(&text))
-}
-
-struct Batch;
-
-impl<'de> Visitor<'de> for Batch {
-    type Value = Vec<Message<'de>>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a batch")
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut messages = Vec::new();
-        while let Some(raw) = seq.next_element::<&'de RawValue>()? {
-            let text = raw.get();
-            let mut de = serde_json::Deserializer::from_str(text);
-            let message = match text.as_bytes().first() {
-                Some(b'{') => de.deserialize_map(MessageVisitor(text)),
-                _ => de.deserialize_any(Checker).map(|_| Message {
-                    text,
-                    ..Message::default()
-                }),
-            };
-            messages.push(message.map_err(within)?);
+    let mut at = Cursor { text, at: 0 };
+    let messages = match at.peek() {
+        Some(b'{') => Some(vec![at.message()?]),
+        Some(b'[') => Some(at.batch()?),
+        _ => {
+            at.value::<Checker>()?;
+            None
         }
+    };
+    match at.peek() {
+        None => Ok(messages),
+        Some(_) => Err(at.error("trailing characters")),
+    }
+}
+
+/// A place in the text being read.
+struct Cursor<'t> {
+    text: &'t str,
+    at: usize,
+}
+
+impl<'t> Cursor<'t> {
+    /// The next byte that is not JSON whitespace, which the cursor is then on.
+    fn peek(&mut self) -> Option<u8> {
+        let bytes = self.text.as_bytes();
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = bytes.get(self.at) {
+            self.at += 1;
+        }
+        bytes.get(self.at).copied()
+    }
+
+    /// The next byte that is not whitespace, taken.
+    fn next(&mut self) -> Option<u8> {
+        let byte = self.peek();
+        self.at += usize::from(byte.is_some());
+        byte
+    }
+
+    /// One value, read by `serde_json` as `T`, and where it lies.
+    fn value<T: serde::Deserialize<'t>>(&mut self) -> Result<(T, Range<usize>), JsonError> {
+        self.peek();
+        let start = self.at;
+        let rest = self.text.get(start..).unwrap_or_default();
+        let mut values = serde_json::Deserializer::from_str(rest).into_iter::<T>();
+        match values.next() {
+            Some(Ok(value)) => {
+                self.at = start + values.byte_offset();
+                Ok((value, start..self.at))
+            }
+            Some(Err(e)) => Err(self.relocated(e, start)),
+            None => Err(self.error("EOF while parsing a value")),
+        }
+    }
+
+    /// An object's members, `member` reading each one's value after its key; the object's
+    /// place. A repeated key is refused.
+    fn object(
+        &mut self,
+        mut member: impl FnMut(&mut Self, &str) -> Result<(), JsonError>,
+    ) -> Result<Range<usize>, JsonError> {
+        let start = self.at;
+        self.expect(b'{')?;
+        let mut keys = Keys::default();
+        if self.peek() != Some(b'}') {
+            loop {
+                if self.peek() != Some(b'"') {
+                    return Err(self.error("key must be a string"));
+                }
+                let (Key(key), _) = self.value::<Key>()?;
+                self.expect(b':')?;
+                member(self, &key)?;
+                keys.push(key);
+                match self.next() {
+                    Some(b',') => continue,
+                    Some(b'}') => break,
+                    _ => return Err(self.error("expected `,` or `}`")),
+                }
+            }
+        } else {
+            self.at += 1;
+        }
+        keys.unique::<serde_json::Error>()
+            .map_err(crate::json::reason)?;
+        Ok(start..self.at)
+    }
+
+    /// An array's elements, `element` reading each one.
+    fn array(
+        &mut self,
+        mut element: impl FnMut(&mut Self) -> Result<(), JsonError>,
+    ) -> Result<(), JsonError> {
+        self.expect(b'[')?;
+        if self.peek() == Some(b']') {
+            self.at += 1;
+            return Ok(());
+        }
+        loop {
+            element(self)?;
+            match self.next() {
+                Some(b',') => continue,
+                Some(b']') => return Ok(()),
+                _ => return Err(self.error("expected `,` or `]`")),
+            }
+        }
+    }
+
+    fn batch(&mut self) -> Result<Vec<Message<'t>>, JsonError> {
+        let mut messages = Vec::new();
+        self.array(|at| {
+            let message = match at.peek() {
+                Some(b'{') => at.message()?,
+                _ => {
+                    let (_, place) = at.value::<Checker>()?;
+                    Message {
+                        text: at.slice(place),
+                        ..Message::default()
+                    }
+                }
+            };
+            messages.push(message);
+            Ok(())
+        })?;
         Ok(messages)
     }
-}
 
-/// Reads a message's members; the text is the message's own, for its place.
-struct MessageVisitor<'t>(&'t str);
-
-impl<'de> Visitor<'de> for MessageVisitor<'de> {
-    type Value = Message<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON-RPC message")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+    fn message(&mut self) -> Result<Message<'t>, JsonError> {
         let mut message = Message {
-            text: self.0,
             object: true,
             ..Message::default()
         };
-        let mut keys = Keys::default();
-        while let Some(key) = access.next_key_seed(KeySeed)? {
-            match key.as_ref() {
-                "id" => {
-                    let raw = access.next_value::<&'de RawValue>()?;
-                    let id = crate::json::strict(raw.get().as_bytes())
-                        .map_err(|e| de::Error::custom(StrictError(e)))?;
-                    message.id = Some(id);
-                }
-                "result" => message.result = Some(access.next_value_seed(ResultSeed)?),
+        let place = self.object(|at, key| {
+            match key {
+                "id" => message.id = Some(at.value::<Strict>()?.0.0),
+                "result" => message.result = Some(at.outcome()?),
                 other => {
                     message.method |= other == "method";
                     message.error |= other == "error";
-                    access.next_value::<Checker>()?;
+                    at.value::<Checker>()?;
                 }
             }
-            keys.push(key);
-        }
-        keys.unique()?;
+            Ok(())
+        })?;
+        message.text = self.slice(place);
         Ok(message)
     }
-}
 
-/// A strict-JSON error met inside a value read whole, reported as the walk reports its own.
-struct StrictError(JsonError);
-
-impl fmt::Display for StrictError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0 {
-            // Read back by `crate::json::reason` as the same kind of error.
-            JsonError::DuplicateKey(key) => write!(f, "duplicate key {key}"),
-            JsonError::NotJson(text) => f.write_str(text),
+    fn outcome(&mut self) -> Result<Outcome<'t>, JsonError> {
+        if self.peek() != Some(b'{') {
+            self.value::<Checker>()?;
+            return Ok(Outcome::default());
         }
-    }
-}
-
-struct ResultSeed;
-
-impl<'de> DeserializeSeed<'de> for ResultSeed {
-    type Value = Outcome<'de>;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ResultSeed {
-    type Value = Outcome<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a result")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
-        let mut outcome = Outcome {
-            object: true,
-            lists: Vec::new(),
-        };
-        let mut keys = Keys::default();
-        while let Some(key) = access.next_key_seed(KeySeed)? {
+        let mut lists = Vec::new();
+        self.object(|at, key| {
             match LIST_FIELDS.iter().find(|f| **f == key) {
-                Some(field) => outcome.lists.push((field, access.next_value_seed(Items)?)),
+                Some(field) => lists.push((*field, at.items()?)),
                 None => {
-                    access.next_value::<Checker>()?;
+                    at.value::<Checker>()?;
                 }
             }
-            keys.push(key);
+            Ok(())
+        })?;
+        Ok(Outcome {
+            object: true,
+            lists,
+        })
+    }
+
+    /// A list field's value: its items, or `None` when it is not an array.
+    fn items(&mut self) -> Result<Option<Vec<Item<'t>>>, JsonError> {
+        if self.peek() != Some(b'[') {
+            self.value::<Checker>()?;
+            return Ok(None);
         }
-        keys.unique()?;
-        Ok(outcome)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        check_seq(seq).map(|()| Outcome::default())
-    }
-    scalars_give!(Outcome::default());
-    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(Outcome::default())
-    }
-}
-
-/// A list field's value: its items, or `None` when it is not an array.
-struct Items;
-
-impl<'de> DeserializeSeed<'de> for Items {
-    type Value = Option<Vec<Item<'de>>>;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Items {
-    type Value = Option<Vec<Item<'de>>>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a list")
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut items = Vec::new();
-        while let Some(raw) = seq.next_element::<&'de RawValue>()? {
-            let text = raw.get();
-            let names = serde_json::Deserializer::from_str(text)
-                .deserialize_any(ItemVisitor)
-                .map_err(within)?;
-            items.push(Item { text, names });
-        }
+        self.array(|at| {
+            let (ItemNames(names), place) = at.value::<ItemNames>()?;
+            items.push(Item {
+                text: at.slice(place),
+                names,
+            });
+            Ok(())
+        })?;
         Ok(Some(items))
     }
-    fn visit_map<A: MapAccess<'de>>(self, access: A) -> Result<Self::Value, A::Error> {
-        check_map(access).map(|()| None)
+
+    fn slice(&self, place: Range<usize>) -> &'t str {
+        self.text.get(place).unwrap_or_default()
     }
-    scalars_give!(None);
-    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(None)
+
+    fn expect(&mut self, byte: u8) -> Result<(), JsonError> {
+        match self.next() {
+            Some(b) if b == byte => Ok(()),
+            _ => Err(self.error(&format!("expected `{}`", char::from(byte)))),
+        }
+    }
+
+    /// Where the cursor is, as `serde_json` says it: line and column, from 1.
+    fn position(&self, at: usize) -> (usize, usize) {
+        let before = self.text.get(..at).unwrap_or_default();
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1);
+        (line, column)
+    }
+
+    fn error(&self, what: &str) -> JsonError {
+        let (line, column) = self.position(self.at + 1);
+        JsonError::NotJson(format!("{what} at line {line} column {column}"))
+    }
+
+    /// An error `serde_json` met reading from `start`, placed in the whole text.
+    fn relocated(&self, e: serde_json::Error, start: usize) -> JsonError {
+        let own = format!(" at line {} column {}", e.line(), e.column());
+        let (line, column) = self.position(start);
+        let (line, column) = match e.line() {
+            1 => (line, column + e.column()),
+            n => (line + n - 1, e.column()),
+        };
+        match crate::json::reason(e) {
+            JsonError::NotJson(text) => {
+                let what = text.strip_suffix(&own).unwrap_or(&text).to_string();
+                JsonError::NotJson(format!("{what} at line {line} column {column}"))
+            }
+            repeated => repeated,
+        }
+    }
+}
+
+/// An object key, borrowed where it has no escapes.
+struct Key<'t>(Cow<'t, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        KeySeed.deserialize(deserializer).map(Key)
+    }
+}
+
+/// A listed item's names ([`ItemVisitor`]).
+struct ItemNames<'t>(Names<'t>);
+
+impl<'de> serde::Deserialize<'de> for ItemNames<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ItemVisitor).map(ItemNames)
     }
 }
 
@@ -380,8 +448,11 @@ mod tests {
         let Err(JsonError::NotJson(reason)) = read(text) else {
             panic!()
         };
-        // At the end of the item that holds it (the escape itself is at column 43).
-        assert_eq!(reason, "unexpected end of hex escape at line 1 column 45");
+        // Where the whole parse places it.
+        assert_eq!(reason, "unexpected end of hex escape at line 1 column 43");
+        let text = "{\"id\":1,\n \"result\": {\"tools\": [\n  {\"name\": 1x}]}}";
+        let whole = crate::json::strict(text.as_bytes());
+        assert_eq!(read(text).map(|_| ()), whole.map(|_| ()));
     }
 
     #[test]

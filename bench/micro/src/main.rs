@@ -102,7 +102,8 @@ fn run() -> Result<(), String> {
         .ok_or("no RS256 case")?;
     warm(&cases, rs256, now)?;
     list(&cases, rs256, now, false)?;
-    list(&cases, rs256, now, true)
+    list(&cases, rs256, now, true)?;
+    call(&cases, rs256, now)
 }
 
 /// The headers Envoy hands the filter for a request to the benchmark's gateway, and `extra`.
@@ -225,6 +226,48 @@ fn list(
     now: DateTime<chrono::Utc>,
     tool_rule: bool,
 ) -> Result<(), String> {
+    let request = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#;
+    let answer = tools_answer();
+    let alg = if tool_rule {
+        "list_filtered"
+    } else {
+        "list_plain"
+    };
+    let size = exchanges(alg, cases, case, now, tool_rule, request, &answer)?;
+    if tool_rule == (size == answer.len()) {
+        return Err(format!(
+            "list: tool_rule {tool_rule} but the answer is {size} bytes of {}",
+            answer.len()
+        ));
+    }
+    Ok(())
+}
+
+/// A whole allowed `tools/call` exchange (the Envoy benchmark's ~300-byte call and its
+/// result) under the guide's rule and the per-tool rule; prints `{"alg":"call",…}`.
+fn call(cases: &Cases, case: &Case, now: DateTime<chrono::Utc>) -> Result<(), String> {
+    let request = serde_json::json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": "search_docs", "arguments": {
+            "query": "quarterly revenue report for the platform team, latest version",
+            "limit": 10, "include_archived": false, "sort": "relevance"}}});
+    let request = request.to_string().into_bytes();
+    let answer = br#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"3 documents"}]}}"#;
+    exchanges("call", cases, case, now, true, &request, answer)?;
+    Ok(())
+}
+
+/// Times `LIST_ROUNDS` exchanges of `request` and `answer` through [`Filter`] (request headers
+/// and body, response headers and body, as JSON) after as many to warm up, and reports them as
+/// `alg`; the size of the answer the filter passes on.
+fn exchanges(
+    alg: &str,
+    cases: &Cases,
+    case: &Case,
+    now: DateTime<chrono::Utc>,
+    tool_rule: bool,
+    request: &[u8],
+    answer: &[u8],
+) -> Result<usize, String> {
     let mut rules = vec![serde_json::json!({"if": "\"AI-Users\" in auth.claims.groups"})];
     if tool_rule {
         rules.push(serde_json::json!({"deny": "mcp.tool.name.startsWith(\"admin_\")"}));
@@ -242,11 +285,10 @@ fn list(
     let host = FakeHost::at(now);
     let mut filter = Filter::new(config, &host);
     let token = case.tokens.first().ok_or("no token")?;
-    let request = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#;
     let length = request.len().to_string();
     let headers = request_headers(
         "POST",
-        "/list",
+        "/mcp",
         token,
         &[
             ("content-type", "application/json"),
@@ -258,7 +300,6 @@ fn list(
         (":status".to_string(), b"200".to_vec()),
         ("content-type".to_string(), b"application/json".to_vec()),
     ];
-    let answer = tools_answer();
     let mut exchange = |id: u32| -> Result<usize, String> {
         filter.on_request_headers(&host, id, None, headers.clone(), false);
         let mut read =
@@ -266,22 +307,16 @@ fn list(
         let step = filter.on_request_body(&host, id, request.len(), true, &mut read);
         if step.action != Action::Continue {
             return Err(format!(
-                "list: the request was not let through: {:?}",
+                "{alg}: the request was not let through: {:?}",
                 step.action
             ));
         }
         filter.on_response_headers(&host, id, &answer_headers);
-        let out = filter.on_response_body(&host, id, &answer, true);
+        let out = filter.on_response_body(&host, id, answer, true);
         filter.on_done(id);
         Ok(out.replace.map_or(answer.len(), |b| b.len()))
     };
     let size = exchange(1)?;
-    if tool_rule == (size == answer.len()) {
-        return Err(format!(
-            "list: tool_rule {tool_rule} but the answer is {size} bytes of {}",
-            answer.len()
-        ));
-    }
     let mut times = Vec::with_capacity(LIST_ROUNDS);
     for i in 0..LIST_ROUNDS * 2 {
         let start = Instant::now();
@@ -290,13 +325,8 @@ fn list(
             times.push(start.elapsed().as_secs_f64() * 1e6);
         }
     }
-    let alg = if tool_rule {
-        "list_filtered"
-    } else {
-        "list_plain"
-    };
     report(alg, times.len(), times);
-    Ok(())
+    Ok(size)
 }
 
 const LIST_ROUNDS: usize = 2000;
