@@ -976,11 +976,14 @@ def report(info, load_avg, tp, lat, mem, mic, module_size, notes):
             lines.append(f"| warm decision: `engine::decide` on a cached token, the guide's "
                          f"policy | {v['mean_us']:.2f} | {v['median_us']:.2f} | "
                          f"{n['mean_us']:.2f} | {n['median_us']:.2f} |")
-        for alg, what in (("list_plain", "guide's rule only: the answer passes unread"),
-                          ("list_filtered", "with the per-tool rule: read, 10 of 100 tools cut")):
+        for alg, what in (
+                ("list_plain", "`tools/list`, guide's rule only: the answer passes unread"),
+                ("list_filtered", "`tools/list` with the per-tool rule: read, 10 of 100 tools cut"),
+                ("list_sse_filtered", "the same answer as one SSE event"),
+                ("call", "`tools/call` allowed, the guide's and the per-tool rule")):
             if alg in mic["v8"] and alg in mic["native"]:
                 v, n = mic["v8"][alg], mic["native"][alg]
-                lines.append(f"| a whole `tools/list` exchange through the lifecycle, {what} "
+                lines.append(f"| a whole exchange through the lifecycle: {what} "
                              f"| {v['mean_us']:.1f} | {v['median_us']:.1f} | "
                              f"{n['mean_us']:.1f} | {n['median_us']:.1f} |")
     if mem:

@@ -129,7 +129,7 @@ impl SseFilter {
                     continue;
                 }
             }
-            match rest.iter().position(|b| *b == b'\r' || *b == b'\n') {
+            match memchr::memchr2(b'\r', b'\n', rest) {
                 Some(at) => {
                     let (head, tail) = rest.split_at(at);
                     self.take(head);
@@ -277,7 +277,11 @@ fn field(out: &mut Vec<u8>, name: &str, value: &str) {
     out.extend_from_slice(b": ");
     // Values come from parsed lines and hold no line end; replacement data may, so any CR
     // left in a line is dropped rather than let it end the line early.
-    out.extend(value.bytes().filter(|b| *b != b'\r'));
+    let value = value.as_bytes();
+    match memchr::memchr(b'\r', value) {
+        None => out.extend_from_slice(value),
+        Some(_) => out.extend(value.iter().filter(|b| **b != b'\r')),
+    }
     out.push(b'\n');
 }
 

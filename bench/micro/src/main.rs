@@ -103,6 +103,7 @@ fn run() -> Result<(), String> {
     warm(&cases, rs256, now)?;
     list(&cases, rs256, now, false)?;
     list(&cases, rs256, now, true)?;
+    list_sse(&cases, rs256, now)?;
     call(&cases, rs256, now)
 }
 
@@ -233,7 +234,7 @@ fn list(
     } else {
         "list_plain"
     };
-    let size = exchanges(alg, cases, case, now, tool_rule, request, &answer)?;
+    let size = exchanges(alg, cases, case, now, tool_rule, request, (JSON, &answer))?;
     if tool_rule == (size == answer.len()) {
         return Err(format!(
             "list: tool_rule {tool_rule} but the answer is {size} bytes of {}",
@@ -242,6 +243,24 @@ fn list(
     }
     Ok(())
 }
+
+/// The same exchange as `list_filtered` with the answer as one SSE event, as the Envoy
+/// benchmark's upstream sends it; prints `{"alg":"list_sse_filtered",…}`.
+fn list_sse(cases: &Cases, case: &Case, now: DateTime<chrono::Utc>) -> Result<(), String> {
+    let request = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#;
+    let mut answer = b"event: message\ndata: ".to_vec();
+    answer.extend(tools_answer());
+    answer.extend(b"\n\n");
+    let answer = (SSE, answer.as_slice());
+    let size = exchanges("list_sse_filtered", cases, case, now, true, request, answer)?;
+    if size >= answer.1.len() {
+        return Err(format!("list_sse: nothing was cut ({size} bytes)"));
+    }
+    Ok(())
+}
+
+const JSON: &str = "application/json";
+const SSE: &str = "text/event-stream";
 
 /// A whole allowed `tools/call` exchange (the Envoy benchmark's ~300-byte call and its
 /// result) under the guide's rule and the per-tool rule; prints `{"alg":"call",…}`.
@@ -252,13 +271,13 @@ fn call(cases: &Cases, case: &Case, now: DateTime<chrono::Utc>) -> Result<(), St
             "limit": 10, "include_archived": false, "sort": "relevance"}}});
     let request = request.to_string().into_bytes();
     let answer = br#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"3 documents"}]}}"#;
-    exchanges("call", cases, case, now, true, &request, answer)?;
+    exchanges("call", cases, case, now, true, &request, (JSON, answer))?;
     Ok(())
 }
 
-/// Times `LIST_ROUNDS` exchanges of `request` and `answer` through [`Filter`] (request headers
-/// and body, response headers and body, as JSON) after as many to warm up, and reports them as
-/// `alg`; the size of the answer the filter passes on.
+/// Times `LIST_ROUNDS` exchanges of `request` and `answer` (its content type and body) through
+/// [`Filter`] (request headers and body, response headers and body) after as many to warm up,
+/// and reports them as `alg`; the size of the answer the filter passes on.
 fn exchanges(
     alg: &str,
     cases: &Cases,
@@ -266,7 +285,7 @@ fn exchanges(
     now: DateTime<chrono::Utc>,
     tool_rule: bool,
     request: &[u8],
-    answer: &[u8],
+    (content_type, answer): (&str, &[u8]),
 ) -> Result<usize, String> {
     let mut rules = vec![serde_json::json!({"if": "\"AI-Users\" in auth.claims.groups"})];
     if tool_rule {
@@ -298,7 +317,7 @@ fn exchanges(
     );
     let answer_headers = vec![
         (":status".to_string(), b"200".to_vec()),
-        ("content-type".to_string(), b"application/json".to_vec()),
+        ("content-type".to_string(), content_type.as_bytes().to_vec()),
     ];
     let mut exchange = |id: u32| -> Result<usize, String> {
         filter.on_request_headers(&host, id, None, headers.clone(), false);
