@@ -486,6 +486,7 @@ pub fn decide_body(
 /// caller: the rules judge it as if the caller used it.
 ///
 /// `evaluation` is the list's: the rules that read nothing of `mcp` run once for all its items.
+/// The caller counts the items hidden ([`metric::LIST_ITEMS_HIDDEN`]), once per answer.
 pub fn keep_item(
     policy: &Policy,
     identity: Option<&Caller>,
@@ -494,11 +495,7 @@ pub fn keep_item(
     host: &dyn Host,
     evaluation: &mut Evaluation,
 ) -> bool {
-    let keep = judge(policy, identity, Some(view), request, host, evaluation) == Verdict::Allow;
-    if !keep {
-        host.count(metric::LIST_ITEMS_HIDDEN, 1);
-    }
-    keep
+    judge(policy, identity, Some(view), request, host, evaluation) == Verdict::Allow
 }
 
 /// `GET /.well-known/oauth-protected-resource[/<path>]` → the resource path it asks about.

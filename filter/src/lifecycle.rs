@@ -529,10 +529,14 @@ impl Filter {
         };
         let identity = stream.identity.as_ref();
         let mut evaluation = Evaluation::default();
+        // Hidden items are counted once per body, not with a host call each.
+        let hidden = std::cell::Cell::new(0u64);
         let mut keep = |view: &mcp::McpView| {
-            engine::keep_item(policy, identity, &request, view, host, &mut evaluation)
+            let keep = engine::keep_item(policy, identity, &request, view, host, &mut evaluation);
+            hidden.set(hidden.get() + u64::from(!keep));
+            keep
         };
-        match &mut stream.response {
+        let step = match &mut stream.response {
             ResponseMode::Untouched => BodyStep::pass(),
             ResponseMode::Refused => BodyStep {
                 replace: (!body.is_empty()).then(Vec::new),
@@ -589,7 +593,11 @@ impl Filter {
                     pause: false,
                 }
             }
+        };
+        if hidden.get() > 0 {
+            host.count(metric::LIST_ITEMS_HIDDEN, hidden.get());
         }
+        step
     }
 
     /// The stream is gone (ended or reset): forget it.
@@ -1204,6 +1212,12 @@ mod tests {
             out["result"]["tools"],
             serde_json::json!([{"name": "echo"}])
         );
+        let hidden = host
+            .counters
+            .borrow()
+            .get(metric::LIST_ITEMS_HIDDEN)
+            .copied();
+        assert_eq!(hidden, Some(1));
 
         let text = vec![
             (":status".to_string(), b"200".to_vec()),
