@@ -589,7 +589,8 @@ impl Filter {
                     }
                 }
                 BodyStep {
-                    replace: (bytes != body).then_some(bytes),
+                    // Lengths first: comparing the bytes is for an answer that kept its size.
+                    replace: (bytes.len() != body.len() || bytes != body).then_some(bytes),
                     pause: false,
                 }
             }

@@ -186,7 +186,10 @@ impl SseFilter {
         }
         // The standard decodes the stream as UTF-8 with replacement; line ends are ASCII, so
         // decoding line by line reads the same text.
-        let line = String::from_utf8_lossy(&bytes);
+        let line = match std::str::from_utf8(&bytes) {
+            Ok(line) => std::borrow::Cow::Borrowed(line),
+            Err(_) => String::from_utf8_lossy(&bytes),
+        };
         if line.is_empty() {
             self.dispatch(out, judge);
             return;
@@ -257,8 +260,10 @@ fn write_event(out: &mut Vec<u8>, event: &Event, data: Option<&str>) {
         if !event.event_type.is_empty() {
             field(out, "event", &event.event_type);
         }
-        for line in data.split('\n') {
-            field(out, "data", line);
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', data.as_bytes()).chain([data.len()]) {
+            field(out, "data", data.get(start..end).unwrap_or_default());
+            start = end + 1;
         }
     }
     if let Some(id) = &event.id {
