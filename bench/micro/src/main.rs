@@ -331,9 +331,21 @@ fn exchanges(
             ));
         }
         filter.on_response_headers(&host, id, &answer_headers);
-        let out = filter.on_response_body(&host, id, answer, true);
+        // As Envoy hands a body over: in 16 KiB reads, each call seeing what it holds (all
+        // of the body so far while the filter pauses it, else the new read).
+        let mut size = 0;
+        let mut held = Vec::new();
+        let reads: Vec<&[u8]> = answer.chunks(16384).collect();
+        for (i, read) in reads.iter().enumerate() {
+            held.extend_from_slice(read);
+            let out = filter.on_response_body(&host, id, &held, i + 1 == reads.len());
+            if !out.pause {
+                size += out.replace.map_or(held.len(), |b| b.len());
+                held.clear();
+            }
+        }
         filter.on_done(id);
-        Ok(out.replace.map_or(answer.len(), |b| b.len()))
+        Ok(size)
     };
     let size = exchange(1)?;
     let mut times = Vec::with_capacity(LIST_ROUNDS);
