@@ -48,6 +48,8 @@ struct Memo {
     verdicts: Rc<Verdicts>,
     /// The claims as CEL values (`jwt`, `auth`), built on first use.
     cel: OnceCell<ClaimVars>,
+    /// The identity header's value, made on first use.
+    header: OnceCell<String>,
     /// The verdict of a rule set that reads nothing but the claims, with that rule set's
     /// [`crate::authz::RuleSet::id`]: such a verdict is the same on every request the token
     /// comes with.
@@ -66,6 +68,7 @@ impl Caller {
             serial: NEXT_CALLER.fetch_add(1, Ordering::Relaxed),
             verdicts,
             cel: OnceCell::new(),
+            header: OnceCell::new(),
             verdict: OnceCell::new(),
         }))
     }
@@ -81,6 +84,11 @@ impl Caller {
     /// The CEL values of the claims (`jwt`, `auth`), built once.
     pub fn cel_values(&self) -> &ClaimVars {
         self.0.cel.get_or_init(|| ClaimVars::new(self.claims()))
+    }
+
+    /// The value of the header that hands this identity on, made by `make` once.
+    pub fn header_value(&self, make: impl FnOnce(&Caller) -> String) -> &str {
+        self.0.header.get_or_init(|| make(self))
     }
 
     /// The remembered verdict of the claims-only rule set `rules`, if there is one.

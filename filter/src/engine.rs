@@ -218,8 +218,8 @@ fn forward(policy: &Policy, identity: Option<Caller>) -> Forward {
         }
     }
     if let Some(id) = &identity {
-        out.add
-            .push((IDENTITY_HEADER.to_string(), identity_value(id)));
+        let value = id.header_value(identity_value).to_string();
+        out.add.push((IDENTITY_HEADER.to_string(), value));
     }
     out.identity = identity;
     out
