@@ -17,39 +17,26 @@ fn error(from: &str, to: &str) -> String {
     }
 }
 
+/// One way to break the guide's file: `from` replaced by `to`, and why it is worth a snapshot.
+#[derive(serde::Deserialize)]
+struct Case {
+    snapshot: String,
+    why: String,
+    from: String,
+    to: String,
+}
+
 /// What a user sees for a broken file — the field's path, their line and column, the
-/// reason and the line with a caret — as reviewed snapshots (`tests/snapshots/`).
+/// reason and the line with a caret — as reviewed snapshots (`tests/snapshots/`), one per case
+/// of `tests/fixtures/config_errors.json`.
 #[test]
 fn errors_point_at_the_users_line_and_column() {
-    // Each case: the snapshot's name, and what is replaced in the guide by what.
-    let cases: &[(&str, &str, &str)] = &[
-        // A misspelt field: at its key.
-        ("misspelt_field", "cmd: npx", "comand: npx"),
-        // A value the filter refuses (its parser reads an internal JSON form): at the value in
-        // this file, and no place in that form.
-        ("unknown_mode", "mode: strict", "mode: stric"),
-        // A rule that does not compile: at the expression.
-        (
-            "bad_rule",
-            "- if: '\"AI-Users\" in auth.claims.groups'",
-            "- if: '\"AI-Users\" in in'",
-        ),
-        // A YAML syntax error: at its place, with the field it is in.
-        ("yaml_syntax", "mode: strict", "mode: strict: x"),
-        // An open quote runs on to the next `"`, where the parser notices: the field is still
-        // the one being read, and the reason keeps the place it started in.
-        ("open_quote", "issuer: https", "issuer: \"https"),
-        // A value of the file's own fields, and a missing one: at the field, or the field
-        // that lacks it.
-        ("port_not_a_number", "port: 3000", "port: http"),
-        (
-            "missing_issuer",
-            "          issuer: https://your-org.okta.com/oauth2/default\n",
-            "",
-        ),
-        ("bad_target_name", "name: my-server", "name: my.server"),
-    ];
-    for (name, from, to) in cases {
-        insta::assert_snapshot!(*name, error(from, to));
+    let cases: Vec<Case> =
+        serde_json::from_str(include_str!("fixtures/config_errors.json")).unwrap();
+    assert!(cases.len() >= 8);
+    for case in cases {
+        insta::with_settings!({ description => case.why.as_str() }, {
+            insta::assert_snapshot!(case.snapshot.as_str(), error(&case.from, &case.to));
+        });
     }
 }
