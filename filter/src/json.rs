@@ -43,7 +43,7 @@ pub fn reason(e: serde_json::Error) -> JsonError {
 /// Whether bytes are strict JSON, as [`strict`] decides, without building them.
 pub fn check(bytes: &[u8]) -> Result<(), JsonError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    de.deserialize_any(Checker).map_err(reason)?;
+    <Checker as serde::Deserialize>::deserialize(&mut de).map_err(reason)?;
     de.end().map_err(|e| JsonError::NotJson(e.to_string()))
 }
 
@@ -92,48 +92,68 @@ macro_rules! scalars_give {
 pub(crate) use scalars_give;
 
 /// Walks a value as [`StrictVisitor`] does, keeping nothing but each object's keys while it is
-/// read (borrowed where the text has no escapes).
-pub struct Checker;
+/// read (borrowed where the text has no escapes) and how deeply the value nests: 0 for a
+/// scalar, 1 for `[]` or `{}`, one more for each level inside.
+pub struct Checker(pub usize);
 
 impl<'de> serde::Deserialize<'de> for Checker {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(Checker)
+        deserializer.deserialize_any(CheckVisitor).map(Checker)
     }
 }
 
-impl<'de> Visitor<'de> for Checker {
-    type Value = Checker;
+struct CheckVisitor;
+
+impl<'de> Visitor<'de> for CheckVisitor {
+    type Value = usize;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("JSON")
     }
-    scalars_give!(Checker);
-    fn visit_str<E>(self, _: &str) -> Result<Checker, E> {
-        Ok(Checker)
+    scalars_give!(0);
+    fn visit_str<E>(self, _: &str) -> Result<usize, E> {
+        Ok(0)
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Checker, A::Error> {
-        check_seq(seq).map(|()| Checker)
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<usize, A::Error> {
+        check_seq(seq).map(|inner| inner + 1)
     }
-    fn visit_map<A: MapAccess<'de>>(self, access: A) -> Result<Checker, A::Error> {
-        check_map(access).map(|()| Checker)
+    fn visit_map<A: MapAccess<'de>>(self, access: A) -> Result<usize, A::Error> {
+        check_map(access).map(|inner| inner + 1)
     }
 }
 
-/// The rest of an array, checked as [`Checker`] checks a value.
-pub fn check_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
-    while seq.next_element::<Checker>()?.is_some() {}
-    Ok(())
+/// The rest of an array, checked as [`Checker`] checks a value; how deeply its elements nest.
+pub fn check_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<usize, A::Error> {
+    let mut deepest = 0;
+    while let Some(Checker(depth)) = seq.next_element()? {
+        deepest = deepest.max(depth);
+    }
+    Ok(deepest)
 }
 
-/// The rest of an object, checked as [`Checker`] checks a value.
-pub fn check_map<'de, A: MapAccess<'de>>(mut access: A) -> Result<(), A::Error> {
+/// The rest of an object, checked as [`Checker`] checks a value; how deeply its values nest.
+pub fn check_map<'de, A: MapAccess<'de>>(mut access: A) -> Result<usize, A::Error> {
     let mut keys = Keys::default();
+    let mut deepest = 0;
     while let Some(key) = access.next_key_seed(KeySeed)? {
-        access.next_value::<Checker>()?;
+        let Checker(depth) = access.next_value()?;
+        deepest = deepest.max(depth);
         keys.push(key);
     }
-    keys.unique()
+    keys.unique().map(|()| deepest)
 }
+
+/// How deeply a value nests, as [`Checker`] counts.
+pub fn nesting(value: &Json) -> usize {
+    match value {
+        Json::Array(items) => 1 + items.iter().map(nesting).max().unwrap_or(0),
+        Json::Object(members) => 1 + members.values().map(nesting).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// The deepest nesting `serde_json` reads (its recursion limit): [`strict`] refuses more.
+pub const MAX_NESTING: usize = 127;
 
 /// The keys of one object, collected while it is read, to refuse one that repeats (inline up
 /// to eight, on the heap beyond).

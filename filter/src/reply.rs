@@ -18,7 +18,9 @@ use std::ops::Range;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value as Json;
 
-use crate::json::{Checker, JsonError, KeySeed, Keys, Strict, check_map, check_seq, scalars_give};
+use crate::json::{
+    Checker, JsonError, KeySeed, Keys, MAX_NESTING, Strict, check_map, check_seq, scalars_give,
+};
 
 /// The result fields that hold lists (`tools`, `prompts`, `resources`, `resourceTemplates`).
 const LIST_FIELDS: [&str; 4] = ["tools", "prompts", "resources", "resourceTemplates"];
@@ -79,7 +81,11 @@ impl Item<'_> {
 /// The messages of an answer: one, or a batch. `Ok(None)` for strict JSON that is neither an
 /// object nor an array.
 pub fn read(text: &str) -> Result<Option<Vec<Message<'_>>>, JsonError> {
-    let mut at = Cursor { text, at: 0 };
+    let mut at = Cursor {
+        text,
+        at: 0,
+        depth: 0,
+    };
     let messages = match at.peek() {
         Some(b'{') => Some(vec![at.message()?]),
         Some(b'[') => Some(at.batch()?),
@@ -98,6 +104,26 @@ pub fn read(text: &str) -> Result<Option<Vec<Message<'_>>>, JsonError> {
 struct Cursor<'t> {
     text: &'t str,
     at: usize,
+    /// How many of the levels the cursor reads itself are open here.
+    depth: usize,
+}
+
+/// What the cursor reads through `serde_json`, with how deeply it nests: together with the
+/// levels open around it, no deeper than [`MAX_NESTING`], as the strict parser allows.
+trait Nested {
+    fn nesting(&self) -> usize;
+}
+
+impl Nested for Checker {
+    fn nesting(&self) -> usize {
+        self.0
+    }
+}
+
+impl Nested for Strict {
+    fn nesting(&self) -> usize {
+        crate::json::nesting(&self.0)
+    }
 }
 
 impl<'t> Cursor<'t> {
@@ -118,12 +144,18 @@ impl<'t> Cursor<'t> {
     }
 
     /// One value, read by `serde_json` as `T`, and where it lies.
-    fn value<T: serde::Deserialize<'t>>(&mut self) -> Result<(T, Range<usize>), JsonError> {
+    fn value<T: serde::Deserialize<'t> + Nested>(
+        &mut self,
+    ) -> Result<(T, Range<usize>), JsonError> {
         self.peek();
         let start = self.at;
         let rest = self.text.get(start..).unwrap_or_default();
         let mut values = serde_json::Deserializer::from_str(rest).into_iter::<T>();
         match values.next() {
+            Some(Ok(value)) if self.depth + value.nesting() > MAX_NESTING => {
+                self.at = start;
+                Err(self.error("recursion limit exceeded"))
+            }
             Some(Ok(value)) => {
                 self.at = start + values.byte_offset();
                 Ok((value, start..self.at))
@@ -141,6 +173,7 @@ impl<'t> Cursor<'t> {
     ) -> Result<Range<usize>, JsonError> {
         let start = self.at;
         self.expect(b'{')?;
+        self.open()?;
         let mut keys = Keys::default();
         if self.peek() != Some(b'}') {
             loop {
@@ -162,6 +195,7 @@ impl<'t> Cursor<'t> {
         }
         keys.unique::<serde_json::Error>()
             .map_err(crate::json::reason)?;
+        self.depth -= 1;
         Ok(start..self.at)
     }
 
@@ -171,18 +205,21 @@ impl<'t> Cursor<'t> {
         mut element: impl FnMut(&mut Self) -> Result<(), JsonError>,
     ) -> Result<(), JsonError> {
         self.expect(b'[')?;
+        self.open()?;
         if self.peek() == Some(b']') {
             self.at += 1;
-            return Ok(());
-        }
-        loop {
-            element(self)?;
-            match self.next() {
-                Some(b',') => continue,
-                Some(b']') => return Ok(()),
-                _ => return Err(self.error("expected `,` or `]`")),
+        } else {
+            loop {
+                element(self)?;
+                match self.next() {
+                    Some(b',') => continue,
+                    Some(b']') => break,
+                    _ => return Err(self.error("expected `,` or `]`")),
+                }
             }
         }
+        self.depth -= 1;
+        Ok(())
     }
 
     fn batch(&mut self) -> Result<Vec<Message<'t>>, JsonError> {
@@ -254,7 +291,7 @@ impl<'t> Cursor<'t> {
         }
         let mut items = Vec::new();
         self.array(|at| {
-            let (ItemNames(names), place) = at.value::<ItemNames>()?;
+            let (ItemNames(names, _), place) = at.value::<ItemNames>()?;
             items.push(Item {
                 text: at.slice(place),
                 names,
@@ -262,6 +299,15 @@ impl<'t> Cursor<'t> {
             Ok(())
         })?;
         Ok(Some(items))
+    }
+
+    /// One more level open.
+    fn open(&mut self) -> Result<(), JsonError> {
+        self.depth += 1;
+        match self.depth > MAX_NESTING {
+            true => Err(self.error("recursion limit exceeded")),
+            false => Ok(()),
+        }
     }
 
     fn slice(&self, place: Range<usize>) -> &'t str {
@@ -309,18 +355,32 @@ impl<'t> Cursor<'t> {
 /// An object key, borrowed where it has no escapes.
 struct Key<'t>(Cow<'t, str>);
 
+impl Nested for Key<'_> {
+    fn nesting(&self) -> usize {
+        0
+    }
+}
+
 impl<'de> serde::Deserialize<'de> for Key<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         KeySeed.deserialize(deserializer).map(Key)
     }
 }
 
-/// A listed item's names ([`ItemVisitor`]).
-struct ItemNames<'t>(Names<'t>);
+/// A listed item's names ([`ItemVisitor`]), and how deeply it nests.
+struct ItemNames<'t>(Names<'t>, usize);
+
+impl Nested for ItemNames<'_> {
+    fn nesting(&self) -> usize {
+        self.1
+    }
+}
 
 impl<'de> serde::Deserialize<'de> for ItemNames<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(ItemVisitor).map(ItemNames)
+        deserializer
+            .deserialize_any(ItemVisitor)
+            .map(|(names, depth)| ItemNames(names, depth))
     }
 }
 
@@ -330,7 +390,7 @@ type Names<'t> = [Option<Cow<'t, str>>; 3];
 struct ItemVisitor;
 
 impl<'de> Visitor<'de> for ItemVisitor {
-    type Value = Names<'de>;
+    type Value = (Names<'de>, usize);
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a list item")
@@ -338,28 +398,32 @@ impl<'de> Visitor<'de> for ItemVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
         let mut names: Names<'de> = Default::default();
         let mut keys = Keys::default();
+        let mut deepest = 0;
         while let Some(key) = access.next_key_seed(KeySeed)? {
-            match NAME_KEYS
+            let depth = match NAME_KEYS
                 .iter()
                 .position(|k| *k == key)
                 .and_then(|i| names.get_mut(i))
             {
-                Some(slot) => *slot = access.next_value_seed(Text)?,
-                None => {
-                    access.next_value::<Checker>()?;
+                Some(slot) => {
+                    let (text, depth) = access.next_value_seed(Text)?;
+                    *slot = text;
+                    depth
                 }
-            }
+                None => access.next_value::<Checker>()?.0,
+            };
+            deepest = deepest.max(depth);
             keys.push(key);
         }
         keys.unique()?;
-        Ok(names)
+        Ok((names, deepest + 1))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        check_seq(seq).map(|()| Default::default())
+        check_seq(seq).map(|inner| (Default::default(), inner + 1))
     }
-    scalars_give!(Default::default());
+    scalars_give!((Default::default(), 0));
     fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(Default::default())
+        Ok((Default::default(), 0))
     }
 }
 
@@ -368,7 +432,7 @@ impl<'de> Visitor<'de> for ItemVisitor {
 struct Text;
 
 impl<'de> DeserializeSeed<'de> for Text {
-    type Value = Option<Cow<'de, str>>;
+    type Value = (Option<Cow<'de, str>>, usize);
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_any(self)
@@ -376,27 +440,27 @@ impl<'de> DeserializeSeed<'de> for Text {
 }
 
 impl<'de> Visitor<'de> for Text {
-    type Value = Option<Cow<'de, str>>;
+    type Value = (Option<Cow<'de, str>>, usize);
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a name")
     }
     fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Some(Cow::Borrowed(v)))
+        Ok((Some(Cow::Borrowed(v)), 0))
     }
     fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Some(Cow::Owned(v.to_string())))
+        Ok((Some(Cow::Owned(v.to_string())), 0))
     }
     fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-        Ok(Some(Cow::Owned(v)))
+        Ok((Some(Cow::Owned(v)), 0))
     }
     fn visit_map<A: MapAccess<'de>>(self, access: A) -> Result<Self::Value, A::Error> {
-        check_map(access).map(|()| None)
+        check_map(access).map(|inner| (None, inner + 1))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        check_seq(seq).map(|()| None)
+        check_seq(seq).map(|inner| (None, inner + 1))
     }
-    scalars_give!(None);
+    scalars_give!((None, 0));
 }
 
 #[cfg(test)]
@@ -440,6 +504,34 @@ mod tests {
             let strict = crate::json::strict(text.as_bytes()).map(|_| ());
             assert_eq!(kind(read(text).map(|_| ())), kind(strict), "{text}");
         }
+    }
+
+    #[test]
+    fn nesting_is_limited_as_the_strict_parser_limits_it() {
+        // The levels the walk reads itself count with those serde_json reads: at every place
+        // and around the limit, the walk accepts exactly what the strict parser accepts.
+        let nested = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+        let places = [
+            r#"{"id":1,"result":{"tools":[X]}}"#,
+            r#"{"id":1,"result":{"tools":[{"name":"a","s":X}]}}"#,
+            r#"{"id":1,"result":{"_meta":X}}"#,
+            r#"{"id":1,"result":X}"#,
+            r#"{"id":X,"result":{}}"#,
+            r#"[{"id":1,"result":{"tools":[X]}}]"#,
+            r#"[X]"#,
+            "X",
+        ];
+        let mut accepted = 0;
+        for place in places {
+            for depth in 120..=130 {
+                let text = place.replace('X', &nested(depth));
+                let strict = crate::json::strict(text.as_bytes()).is_ok();
+                assert_eq!(read(&text).is_ok(), strict, "{place} at depth {depth}");
+                accepted += usize::from(strict);
+            }
+        }
+        // Both sides of the limit were met.
+        assert!(accepted > 0 && accepted < places.len() * 11);
     }
 
     #[test]
