@@ -98,27 +98,26 @@ pub struct Checker(pub usize);
 
 impl<'de> serde::Deserialize<'de> for Checker {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(CheckVisitor).map(Checker)
+        // The checker is its own visitor: what it visits gives the checker of that value.
+        deserializer.deserialize_any(Checker(0))
     }
 }
 
-struct CheckVisitor;
-
-impl<'de> Visitor<'de> for CheckVisitor {
-    type Value = usize;
+impl<'de> Visitor<'de> for Checker {
+    type Value = Checker;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("JSON")
     }
-    scalars_give!(0);
-    fn visit_str<E>(self, _: &str) -> Result<usize, E> {
-        Ok(0)
+    scalars_give!(Checker(0));
+    fn visit_str<E>(self, _: &str) -> Result<Checker, E> {
+        Ok(Checker(0))
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<usize, A::Error> {
-        check_seq(seq).map(|inner| inner + 1)
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Checker, A::Error> {
+        check_seq(seq).map(|inner| Checker(inner + 1))
     }
-    fn visit_map<A: MapAccess<'de>>(self, access: A) -> Result<usize, A::Error> {
-        check_map(access).map(|inner| inner + 1)
+    fn visit_map<A: MapAccess<'de>>(self, access: A) -> Result<Checker, A::Error> {
+        check_map(access).map(|inner| Checker(inner + 1))
     }
 }
 
