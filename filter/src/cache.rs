@@ -128,7 +128,9 @@ impl Caller {
 type VerdictKey = (u64, u64, String);
 
 /// Verdicts on named messages, shared by the callers of one cache: an LRU of fixed capacity,
-/// keyed by the caller, the rule set and the message's names.
+/// keyed by the caller, the rule set and the message's names. Names are chosen by callers and
+/// servers, so the fast hash may be led into collisions; the fixed capacity bounds what a
+/// lookup can cost then, and a hit compares the whole key.
 pub struct Verdicts(Option<RefCell<LruCache<VerdictKey, Verdict, Hasher>>>);
 
 impl std::fmt::Debug for Verdicts {
