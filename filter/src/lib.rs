@@ -11,6 +11,7 @@ pub mod cache;
 pub mod cel_value;
 pub mod config_error;
 pub mod discovery;
+pub mod ec_p256;
 pub mod ec_verify;
 pub mod engine;
 pub mod header_map;

@@ -12,6 +12,7 @@ use std::path::Path;
 const LAYERS: &[&str] = &[
     // Leaves: parsing and arithmetic that know nothing of the rest.
     "rsa_verify",
+    "ec_p256",
     "ec_verify",
     "json",
     "reply",
