@@ -220,15 +220,19 @@ impl State {
             return Action::Continue;
         };
         let mut filter = filter.borrow_mut();
-        if !filter.follows(context_id) {
-            return Action::Continue;
-        }
-        let Some(body) = buffer_bytes(BufferType::HttpResponseBody, 0, body_size) else {
-            // A body the filter must look at but cannot read goes no further.
-            let _ = hostcalls::reset_http_response();
-            return Action::Pause;
-        };
-        let step = filter.on_response_body(&self.host, context_id, &body, end_of_stream);
+        let step =
+            match filter.response_body_unread(&self.host, context_id, body_size, end_of_stream) {
+                Some(step) => step,
+                None => {
+                    let Some(body) = buffer_bytes(BufferType::HttpResponseBody, 0, body_size)
+                    else {
+                        // A body the filter must look at but cannot read goes no further.
+                        let _ = hostcalls::reset_http_response();
+                        return Action::Pause;
+                    };
+                    filter.on_response_body(&self.host, context_id, &body, end_of_stream)
+                }
+            };
         if let Some(bytes) = &step.replace
             && !set_buffer_bytes(BufferType::HttpResponseBody, 0, body_size, bytes)
         {

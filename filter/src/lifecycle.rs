@@ -505,6 +505,43 @@ impl Filter {
         }
     }
 
+    /// What a response body callback returns when the filter need not read the chunk, so the
+    /// proxy does not copy it into the VM: the pass of an answer left alone, the pause of a JSON
+    /// answer still arriving (it is read whole at its end), the refusal of one grown too
+    /// large, the dropping of a refused one.
+    /// `None` when the chunk must be read ([`Filter::on_response_body`]), which decides the
+    /// same for these cases.
+    pub fn response_body_unread(
+        &mut self,
+        host: &dyn Host,
+        context_id: u32,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Option<BodyStep> {
+        let judged = self
+            .streams
+            .get(&context_id)
+            .is_some_and(|s| self.config.policy_for(s.route.as_deref()).is_some());
+        let Some(stream) = self.streams.get_mut(&context_id).filter(|_| judged) else {
+            return Some(BodyStep::pass());
+        };
+        match stream.response {
+            ResponseMode::Untouched => Some(BodyStep::pass()),
+            ResponseMode::Refused => Some(BodyStep {
+                replace: (body_size > 0).then(Vec::new),
+                pause: false,
+            }),
+            ResponseMode::Json if body_size > MAX_FILTERED_RESPONSE => {
+                Some(refuse_oversized(host, stream))
+            }
+            ResponseMode::Json if !end_of_stream => Some(BodyStep {
+                replace: None,
+                pause: true,
+            }),
+            ResponseMode::Json | ResponseMode::Sse(_) => None,
+        }
+    }
+
     /// A response body chunk arrived: `body` is what the proxy's buffer holds now (all of
     /// the body so far while the filter pauses it, else the new chunk).
     pub fn on_response_body(
@@ -543,14 +580,7 @@ impl Filter {
                 pause: false,
             },
             ResponseMode::Json if body.len() > MAX_FILTERED_RESPONSE => {
-                host.count(metric::RESPONSE_REFUSED, 1);
-                log::warn!("mcp-auth: a list answer over {MAX_FILTERED_RESPONSE} bytes is refused");
-                let error = refused_lists(&stream.lists);
-                stream.response = ResponseMode::Refused;
-                BodyStep {
-                    replace: Some(error),
-                    pause: false,
-                }
+                refuse_oversized(host, stream)
             }
             ResponseMode::Json if !end_of_stream => BodyStep {
                 replace: None,
@@ -988,6 +1018,19 @@ impl Filter {
     }
 }
 
+/// A JSON list answer over [`MAX_FILTERED_RESPONSE`]: refused with a JSON-RPC error for each
+/// list asked, and whatever else comes of it dropped.
+fn refuse_oversized(host: &dyn Host, stream: &mut StreamState) -> BodyStep {
+    host.count(metric::RESPONSE_REFUSED, 1);
+    log::warn!("mcp-auth: a list answer over {MAX_FILTERED_RESPONSE} bytes is refused");
+    let error = refused_lists(&stream.lists);
+    stream.response = ResponseMode::Refused;
+    BodyStep {
+        replace: Some(error),
+        pause: false,
+    }
+}
+
 enum Decided {
     Now(Decision),
     Wait(DateTime<Utc>),
@@ -1207,6 +1250,17 @@ mod tests {
         let answer =
             br#"{"jsonrpc":"2.0","id":5,"result":{"tools":[{"name":"echo"},{"name":"rm"}]}}"#;
         assert!(f.on_response_body(&host, 1, &answer[..20], false).pause);
+        // Unread, the same pause; the end must be read.
+        assert_eq!(
+            f.response_body_unread(&host, 1, 20, false),
+            Some(f.on_response_body(&host, 1, &answer[..20], false))
+        );
+        assert_eq!(f.response_body_unread(&host, 1, answer.len(), true), None);
+        // A stream the filter does not follow passes unread.
+        assert_eq!(
+            f.response_body_unread(&host, 99, 10, true),
+            Some(BodyStep::pass())
+        );
         let out = f.on_response_body(&host, 1, answer, true);
         let out: Json = serde_json::from_slice(&out.replace.unwrap()).unwrap();
         assert_eq!(
