@@ -971,6 +971,15 @@ def report(info, load_avg, tp, lat, mem, mic, module_size, notes):
             v, n = mic["v8"][alg], mic["native"][alg]
             lines.append(f"| {alg} | {v['mean_us']:.0f} | {v['median_us']:.0f} | "
                          f"{n['mean_us']:.0f} | {n['median_us']:.0f} |")
+        for alg in ("RS256", "ES256", "EdDSA"):
+            first, key = f"keys_first_{alg}", f"keys_{alg}"
+            if all(k in mic[r] for k in (first, key) for r in ("v8", "native")):
+                v, n = mic["v8"], mic["native"]
+                lines.append(f"| {alg} key set of one key read (the VM's first / each next) | "
+                             f"{v[first]['mean_us']:.0f} / {v[key]['mean_us']:.0f} | "
+                             f"{v[key]['median_us']:.0f} | "
+                             f"{n[first]['mean_us']:.0f} / {n[key]['mean_us']:.0f} | "
+                             f"{n[key]['median_us']:.0f} |")
         if "warm" in mic["v8"] and "warm" in mic["native"]:
             v, n = mic["v8"]["warm"], mic["native"]["warm"]
             lines.append(f"| warm decision: `engine::decide` on a cached token, the guide's "

@@ -104,10 +104,12 @@ macro_rules! ec_curve {
     };
 }
 
-// 52 + 37 mixed additions per token; tables of 53 KB per key and 152 KB per VM.
+// 52 + 43 mixed additions per token; tables of 53 KB per key and 88 KB per VM. A wider
+// generator window (7: 37 additions, 152 KB) would slow the VM's first key set more than it
+// saves per token.
 ec_curve!(
     p256::NistP256, "ES256", sha2::Sha256, crate::ec_p256::Table,
-    key window 5, generator window 7
+    key window 5, generator window 6
 );
 // 129 + 97 additions per token; tables of 74 KB per key and 112 KB per VM.
 ec_curve!(

@@ -1,7 +1,9 @@
 //! `bench-micro <cases.json> [warmup]`: verifies every token of each case once with the
 //! filter's own path — `jwks::parse_jwks` once per case, then `jwt::verify` per token, no cache
 //! involved — and prints one JSON line per case, over the tokens after the first `warmup`
-//! (default 100): `{"alg":"RS256","n":…,"mean_us":…,"median_us":…}`.
+//! (default 100): `{"alg":"RS256","n":…,"mean_us":…,"median_us":…}`. Before that, the time
+//! to read each case's key set: the first read of the VM (`keys_first_ES256`: with what a VM
+//! builds once, the generator's table) and the next ones (`keys_ES256`: one key prepared).
 //!
 //! Then the warm path: `engine::decide` for the Okta guide's policy (key set inline, the rule
 //! `"AI-Users" in auth.claims.groups`) on a request shaped as the benchmark's (`GET /` with the
@@ -46,6 +48,9 @@ struct Case {
 /// unless the second argument says otherwise.
 const WARMUP: usize = 100;
 
+/// Times each case's key set is read after the first.
+const KEY_SET_READS: usize = 20;
+
 fn main() {
     if let Err(e) = run() {
         eprintln!("bench-micro: {e}");
@@ -78,6 +83,18 @@ fn run() -> Result<(), String> {
         .ok_or("clock out of range")?;
 
     for case in &cases.cases {
+        // The key set read as a fetch answer is: the first time also builds what a VM builds
+        // once (ES256: the generator's table), the next times are one key's preparation each.
+        let mut reads = Vec::with_capacity(KEY_SET_READS);
+        for _ in 0..=KEY_SET_READS {
+            let start = Instant::now();
+            jwks::parse_jwks(case.jwks.as_bytes())
+                .map_err(|e| format!("{}: key set: {e}", case.alg))?;
+            reads.push(start.elapsed().as_secs_f64() * 1e6);
+        }
+        let first = reads.remove(0);
+        report(&format!("keys_first_{}", case.alg), 1, vec![first]);
+        report(&format!("keys_{}", case.alg), reads.len(), reads);
         let keys = jwks::parse_jwks(case.jwks.as_bytes())
             .map_err(|e| format!("{}: key set: {e}", case.alg))?;
         if case.tokens.len() <= warmup {
