@@ -655,6 +655,34 @@ mod tests {
         assert_eq!(Fe::ZERO.invert(), Fe::ZERO);
     }
 
+    /// Elements whose every word is 0, 1, all ones, p's own word or random: the shapes that
+    /// stress carries and the reduction's folds.
+    #[test]
+    fn products_of_edgy_words_agree_with_big_integers() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(10);
+        let p = p();
+        let mut edgy = || {
+            let mut w = [0u32; 8];
+            for (k, word) in w.iter_mut().enumerate() {
+                *word = match rng.gen_range(0..5) {
+                    0 => 0,
+                    1 => 1,
+                    2 => 0xffff_ffff,
+                    3 => P[k],
+                    _ => rng.r#gen(),
+                };
+            }
+            fe(&(BigUint::from_bytes_be(&Fe(w).to_be_bytes()) % &p))
+        };
+        for _ in 0..20_000 {
+            let (a, b) = (edgy(), edgy());
+            let (ba, bb) = (big(&a), big(&b));
+            assert_eq!(big(&a.mul(&b)), (&ba * &bb) % &p, "{a:?} · {b:?}");
+            assert_eq!(big(&a.sub(&b)), (&ba + &p - &bb) % &p, "{a:?} − {b:?}");
+            assert_eq!(big(&a.add(&b)), (&ba + &bb) % &p, "{a:?} + {b:?}");
+        }
+    }
+
     #[test]
     fn bytes_at_or_above_p_are_refused() {
         let p = Fe(P).to_be_bytes();
