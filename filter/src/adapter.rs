@@ -198,7 +198,7 @@ impl State {
             return Action::Continue;
         };
         let mut filter = filter.borrow_mut();
-        if !filter.follows(context_id) {
+        if filter.response_headers_unread(context_id) {
             return Action::Continue;
         }
         let headers = header_pairs(MapType::HttpResponseHeaders).unwrap_or_default();

@@ -149,6 +149,15 @@ struct StreamState {
     response: ResponseMode,
 }
 
+impl StreamState {
+    /// Whether the request asked for a list the answer's items are filtered in.
+    fn filters_lists(&self) -> bool {
+        self.lists
+            .iter()
+            .any(|(_, method)| mcp::list_kind(method).is_some())
+    }
+}
+
 /// A request's headers as they arrived: the route they matched, and whether they end it.
 struct Head {
     route: Option<String>,
@@ -422,6 +431,16 @@ impl Filter {
         }
     }
 
+    /// Whether the response headers may go unread, so the proxy does not copy them into the
+    /// VM: the filter changes nothing in them and watches nothing of the answer, whatever they
+    /// say (no list to filter, no MCP rule whose stream must be guarded, or no forwarded
+    /// request at all). [`Filter::on_response_headers`] keeps them as they are then.
+    pub fn response_headers_unread(&self, context_id: u32) -> bool {
+        self.streams.get(&context_id).is_none_or(|stream| {
+            stream.phase != Phase::Forwarded || (!stream.filters_lists() && !stream.guard_streams)
+        })
+    }
+
     /// The response headers arrived.
     pub fn on_response_headers(
         &mut self,
@@ -433,19 +452,13 @@ impl Filter {
             remove: Vec::new(),
             replace: None,
         };
+        if self.response_headers_unread(context_id) {
+            return keep;
+        }
         let Some(stream) = self.streams.get_mut(&context_id) else {
             return keep;
         };
-        if stream.phase != Phase::Forwarded {
-            return keep;
-        }
-        let filtered = stream
-            .lists
-            .iter()
-            .any(|(_, method)| mcp::list_kind(method).is_some());
-        if !filtered && !stream.guard_streams {
-            return keep;
-        }
+        let filtered = stream.filters_lists();
         let header = |name: &str| {
             headers
                 .iter()
@@ -1231,6 +1244,36 @@ mod tests {
             f.on_request_body(&host, 7, 0, true, &mut read).action,
             Action::Continue
         );
+    }
+
+    #[test]
+    fn response_headers_are_read_only_when_the_answer_is_watched() {
+        let list = br#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#;
+        let text = vec![
+            (":status".to_string(), b"200".to_vec()),
+            ("content-type".to_string(), b"text/plain".to_vec()),
+        ];
+        // Rules that read nothing of MCP: an answer is neither filtered nor guarded.
+        let host = FakeHost::new();
+        let yaml = "policies:\n  authorization:\n    rules:\n    - allow: 'true'\n";
+        let mut plain = Filter::new(FilterConfig::parse(yaml.as_bytes()).unwrap(), &host);
+        plain.on_request_headers(&host, 1, None, post(list.len()), false);
+        feed(&mut plain, &host, 1, &[list], true);
+        assert!(plain.response_headers_unread(1));
+        let step = plain.on_response_headers(&host, 1, &text);
+        assert!(step.replace.is_none() && step.remove.is_empty());
+        assert_eq!(
+            plain.response_body_unread(&host, 1, 10, true),
+            Some(BodyStep::pass())
+        );
+        // A per-tool rule: the list's answer is read once the request went on.
+        let (host, mut f) = filter("");
+        f.on_request_headers(&host, 1, None, post(list.len()), false);
+        assert!(f.response_headers_unread(1), "nothing forwarded yet");
+        feed(&mut f, &host, 1, &[list], true);
+        assert!(!f.response_headers_unread(1));
+        assert!(f.on_response_headers(&host, 1, &text).replace.is_some());
+        assert!(f.response_headers_unread(99));
     }
 
     #[test]
