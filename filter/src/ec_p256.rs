@@ -18,65 +18,49 @@
 /// Mask of a 32-bit word in a 64-bit one.
 const WORD: u64 = 0xffff_ffff;
 
-/// `p`, least significant word first.
-const P: [u32; 8] = [
-    0xffff_ffff,
-    0xffff_ffff,
-    0xffff_ffff,
-    0,
-    0,
-    0,
-    1,
-    0xffff_ffff,
-];
+/// `p`, least significant word first (as the other constants).
+#[rustfmt::skip]
+const P: [u32; 8] = [0xffff_ffff, 0xffff_ffff, 0xffff_ffff, 0, 0, 0, 1, 0xffff_ffff];
 
-/// The group order `n`.
+/// `p − 2`, the exponent of inversion.
+const P_MINUS_2: [u32; 8] = {
+    let mut w = P;
+    w[0] -= 2;
+    w
+};
+
+/// The group order `n`, and `p − n`: an `x` below `p − n` may stand for `x + n` too.
+#[rustfmt::skip]
 const N: [u32; 8] = [
-    0xfc63_2551,
-    0xf3b9_cac2,
-    0xa717_9e84,
-    0xbce6_faad,
-    0xffff_ffff,
-    0xffff_ffff,
-    0,
-    0xffff_ffff,
+    0xfc63_2551, 0xf3b9_cac2, 0xa717_9e84, 0xbce6_faad, 0xffff_ffff, 0xffff_ffff, 0, 0xffff_ffff,
 ];
-
-/// `p − n`: an `x` below it may stand for `x + n` too.
-const P_MINUS_N: [u32; 8] = [
-    0x039c_daae,
-    0x0c46_353d,
-    0x58e8_617b,
-    0x4319_0553,
-    0,
-    0,
-    0,
-    0,
-];
+const P_MINUS_N: [u32; 8] = difference(P, N);
 
 /// The curve's `b` (its `a` is −3).
+#[rustfmt::skip]
 const B: [u32; 8] = [
-    0x27d2_604b,
-    0x3bce_3c3e,
-    0xcc53_b0f6,
-    0x651d_06b0,
-    0x7698_86bc,
-    0xb3eb_bd55,
-    0xaa3a_93e7,
+    0x27d2_604b, 0x3bce_3c3e, 0xcc53_b0f6, 0x651d_06b0, 0x7698_86bc, 0xb3eb_bd55, 0xaa3a_93e7,
     0x5ac6_35d8,
 ];
 
-/// `p − 2`, the exponent of inversion.
-const P_MINUS_2: [u32; 8] = [
-    0xffff_fffd,
-    0xffff_ffff,
-    0xffff_ffff,
-    0,
-    0,
-    0,
-    1,
-    0xffff_ffff,
-];
+/// `a − b` for `a ≥ b`, at compile time.
+const fn difference(a: [u32; 8], b: [u32; 8]) -> [u32; 8] {
+    let mut out = [0u32; 8];
+    let mut borrow = 0i64;
+    let mut k = 0;
+    while k < 8 {
+        // Constant evaluation: an index out of range would fail the build, not a request.
+        #[allow(clippy::indexing_slicing)]
+        let v = a[k] as i64 - b[k] as i64 + borrow;
+        #[allow(clippy::indexing_slicing)]
+        {
+            out[k] = v as u32;
+        }
+        borrow = v >> 32;
+        k += 1;
+    }
+    out
+}
 
 /// Whether `a < b`, both least significant word first.
 fn less(a: &[u32; 8], b: &[u32; 8]) -> bool {
@@ -366,7 +350,8 @@ impl Jacobian {
         Jacobian { x, y, z }
     }
 
-    /// `self + q` for an affine `q` ("madd-2004-hmv"), doubling and the identity handled.
+    /// `self + q` for an affine `q` (the sum below with `Z₂ = 1`: "madd-2004-hmv"), doubling
+    /// and the identity handled.
     pub fn add_affine(&self, q: &Affine) -> Jacobian {
         if self.is_identity() {
             return Jacobian::from_affine(q);
@@ -374,28 +359,10 @@ impl Jacobian {
         let z1z1 = self.z.square();
         let u2 = q.x.mul(&z1z1);
         let s2 = q.y.mul(&self.z).mul(&z1z1);
-        let h = u2.sub(&self.x);
-        let r = s2.sub(&self.y);
-        if h.is_zero() {
-            return if r.is_zero() {
-                self.double()
-            } else {
-                Jacobian::IDENTITY
-            };
-        }
-        let hh = h.square();
-        let hhh = h.mul(&hh);
-        let v = self.x.mul(&hh);
-        let x = r.square().sub(&hhh).sub(&v.times(2));
-        let y = r.mul(&v.sub(&x)).sub(&self.y.mul(&hhh));
-        Jacobian {
-            x,
-            y,
-            z: self.z.mul(&h),
-        }
+        self.sum([self.x, self.y], [u2, s2], self.z)
     }
 
-    /// `self + q` for a Jacobian `q` ("add-1998-cmo-2"), doubling and the identity handled.
+    /// `self + q` for a Jacobian `q`, doubling and the identity handled.
     pub fn add(&self, q: &Jacobian) -> Jacobian {
         if self.is_identity() {
             return *q;
@@ -409,6 +376,13 @@ impl Jacobian {
         let u2 = q.x.mul(&z1z1);
         let s1 = self.y.mul(&q.z).mul(&z2z2);
         let s2 = q.y.mul(&self.z).mul(&z1z1);
+        self.sum([u1, s1], [u2, s2], self.z.mul(&q.z))
+    }
+
+    /// `self + q` from both brought to one scale ("add-1998-cmo-2"): `[u1, s1]` is `self`'s
+    /// `X` and `Y` times `Z₂²` and `Z₂³`, `[u2, s2]` `q`'s times `Z₁²` and `Z₁³`, `z` is
+    /// `Z₁·Z₂`. Equal points are doubled, opposite ones give the identity.
+    fn sum(&self, [u1, s1]: [Fe; 2], [u2, s2]: [Fe; 2], z: Fe) -> Jacobian {
         let h = u2.sub(&u1);
         let r = s2.sub(&s1);
         if h.is_zero() {
@@ -423,11 +397,7 @@ impl Jacobian {
         let v = u1.mul(&hh);
         let x = r.square().sub(&hhh).sub(&v.times(2));
         let y = r.mul(&v.sub(&x)).sub(&s1.mul(&hhh));
-        Jacobian {
-            x,
-            y,
-            z: self.z.mul(&q.z).mul(&h),
-        }
+        Jacobian { x, y, z: z.mul(&h) }
     }
 
     /// Whether `x(self) mod n` is `r` (32 big-endian bytes, below `n`), without an inversion:

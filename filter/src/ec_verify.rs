@@ -64,15 +64,9 @@ pub trait PointTable<C: CurveArithmetic>: Send + Sync + Sized + 'static {
     fn of(point: &AffinePoint<C>, width: usize) -> Self;
     /// The bytes the table holds.
     fn bytes(&self) -> usize;
-    /// Whether `x(u1·G + u2·Q) mod n == r`, with `generator` the table of `G` and `key` that
-    /// of `Q`; false when the sum is the identity.
-    fn sum_matches(
-        generator: &Self,
-        key: &Self,
-        u1: &Scalar<C>,
-        u2: &Scalar<C>,
-        r: &Scalar<C>,
-    ) -> bool;
+    /// Whether `x(u1·G + u2·Q) mod n == r`, with `[g, q]` the tables of `G` and `Q` and `u`
+    /// the scalars `[u1, u2]`; false when the sum is the identity.
+    fn sum_matches(tables: [&Self; 2], u: [&Scalar<C>; 2], r: &Scalar<C>) -> bool;
 }
 
 /// [`EcCurve`] for a curve: its JOSE name, its hash, its tables and their windows' widths.
@@ -137,16 +131,10 @@ impl PointTable<p256::NistP256> for crate::ec_p256::Table {
         crate::ec_p256::Table::bytes(self)
     }
 
-    fn sum_matches(
-        generator: &Self,
-        key: &Self,
-        u1: &p256::Scalar,
-        u2: &p256::Scalar,
-        r: &p256::Scalar,
-    ) -> bool {
+    fn sum_matches([g, q]: [&Self; 2], [u1, u2]: [&p256::Scalar; 2], r: &p256::Scalar) -> bool {
         let mut sum = crate::ec_p256::Jacobian::IDENTITY;
-        generator.add_multiple(&mut sum, &u1.to_repr())
-            && key.add_multiple(&mut sum, &u2.to_repr())
+        g.add_multiple(&mut sum, &u1.to_repr())
+            && q.add_multiple(&mut sum, &u2.to_repr())
             && sum.x_mod_n_is(&r.to_repr())
     }
 }
@@ -217,15 +205,9 @@ impl<C: EcCurve> PointTable<C> for Table<C> {
         self.points.len() * std::mem::size_of::<ProjectivePoint<C>>()
     }
 
-    fn sum_matches(
-        generator: &Self,
-        key: &Self,
-        u1: &Scalar<C>,
-        u2: &Scalar<C>,
-        r: &Scalar<C>,
-    ) -> bool {
+    fn sum_matches([g, q]: [&Self; 2], [u1, u2]: [&Scalar<C>; 2], r: &Scalar<C>) -> bool {
         let mut sum = ProjectivePoint::<C>::identity();
-        if !generator.add_multiple(&mut sum, u1) || !key.add_multiple(&mut sum, u2) {
+        if !g.add_multiple(&mut sum, u1) || !q.add_multiple(&mut sum, u2) {
             return false;
         }
         if bool::from(sum.is_identity()) {
@@ -289,7 +271,7 @@ impl<C: EcCurve> EcKey<C> {
         let r = *signature.r;
         let u1 = z * s_inv;
         let u2 = r * s_inv;
-        C::Table::sum_matches(C::generator_table(), &self.table, &u1, &u2, &r)
+        C::Table::sum_matches([C::generator_table(), &self.table], [&u1, &u2], &r)
     }
 }
 
