@@ -245,6 +245,30 @@ impl State {
         }
     }
 
+    /// Trailers end the answer: a JSON list answer the proxy holds is judged now, as at a last
+    /// data frame. Sent on unjudged, it would reach the client unfiltered.
+    fn on_response_trailers(&self, context_id: u32) -> Action {
+        let Some(filter) = &self.filter else {
+            return Action::Continue;
+        };
+        let mut filter = filter.borrow_mut();
+        if !filter.response_held(context_id) {
+            return Action::Continue;
+        }
+        let Some(body) = buffer_bytes(BufferType::HttpResponseBody, 0, usize::MAX) else {
+            let _ = hostcalls::reset_http_response();
+            return Action::Pause;
+        };
+        let step = filter.on_response_body(&self.host, context_id, &body, true);
+        if let Some(bytes) = &step.replace
+            && !set_buffer_bytes(BufferType::HttpResponseBody, 0, body.len(), bytes)
+        {
+            let _ = hostcalls::reset_http_response();
+            return Action::Pause;
+        }
+        Action::Continue
+    }
+
     fn on_done(&self, context_id: u32) {
         if let Some(filter) = &self.filter {
             filter.borrow_mut().on_done(context_id);
@@ -448,6 +472,10 @@ impl HttpContext for Stream {
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         self.state
             .on_response_body(self.context_id, body_size, end_of_stream)
+    }
+
+    fn on_http_response_trailers(&mut self, _trailers: usize) -> Action {
+        self.state.on_response_trailers(self.context_id)
     }
 }
 

@@ -518,6 +518,16 @@ impl Filter {
         }
     }
 
+    /// Whether the proxy holds a JSON list answer for the filter to judge at its end. Trailers
+    /// end such an answer as a last data frame does, and the held body is judged then with
+    /// [`Filter::on_response_body`].
+    pub fn response_held(&self, context_id: u32) -> bool {
+        self.streams.get(&context_id).is_some_and(|s| {
+            matches!(s.response, ResponseMode::Json)
+                && self.config.policy_for(s.route.as_deref()).is_some()
+        })
+    }
+
     /// What a response body callback returns when the filter need not read the chunk, so the
     /// proxy does not copy it into the VM: the pass of an answer left alone, the pause of a JSON
     /// answer still arriving (it is read whole at its end), the refusal of one grown too
@@ -1293,6 +1303,8 @@ mod tests {
         let answer =
             br#"{"jsonrpc":"2.0","id":5,"result":{"tools":[{"name":"echo"},{"name":"rm"}]}}"#;
         assert!(f.on_response_body(&host, 1, &answer[..20], false).pause);
+        assert!(f.response_held(1), "trailers would end a held answer");
+        assert!(!f.response_held(2) && !f.response_held(99));
         // Unread, the same pause; the end must be read.
         assert_eq!(
             f.response_body_unread(&host, 1, 20, false),
