@@ -233,16 +233,7 @@ impl State {
                     filter.on_response_body(&self.host, context_id, &body, end_of_stream)
                 }
             };
-        if let Some(bytes) = &step.replace
-            && !set_buffer_bytes(BufferType::HttpResponseBody, 0, body_size, bytes)
-        {
-            let _ = hostcalls::reset_http_response();
-            return Action::Pause;
-        }
-        match step.pause {
-            true => Action::Pause,
-            false => Action::Continue,
-        }
+        carry_out_body(&step, body_size)
     }
 
     /// Trailers end the answer: a JSON list answer the proxy holds is judged now, as at a last
@@ -260,13 +251,7 @@ impl State {
             return Action::Pause;
         };
         let step = filter.on_response_body(&self.host, context_id, &body, true);
-        if let Some(bytes) = &step.replace
-            && !set_buffer_bytes(BufferType::HttpResponseBody, 0, body.len(), bytes)
-        {
-            let _ = hostcalls::reset_http_response();
-            return Action::Pause;
-        }
-        Action::Continue
+        carry_out_body(&step, body.len())
     }
 
     fn on_done(&self, context_id: u32) {
@@ -337,6 +322,21 @@ impl State {
                 let _ = hostcalls::resume_http_request();
             }
         }
+    }
+}
+
+/// Puts a response body step into effect on the `held` bytes the proxy holds, then says what
+/// the callback returns. A body that cannot be replaced goes no further.
+fn carry_out_body(step: &lifecycle::BodyStep, held: usize) -> Action {
+    if let Some(bytes) = &step.replace
+        && !set_buffer_bytes(BufferType::HttpResponseBody, 0, held, bytes)
+    {
+        let _ = hostcalls::reset_http_response();
+        return Action::Pause;
+    }
+    match step.pause {
+        true => Action::Pause,
+        false => Action::Continue,
     }
 }
 

@@ -532,8 +532,7 @@ impl Filter {
     /// proxy does not copy it into the VM: the pass of an answer left alone, the pause of a JSON
     /// answer still arriving (it is read whole at its end), the refusal of one grown too
     /// large, the dropping of a refused one.
-    /// `None` when the chunk must be read ([`Filter::on_response_body`]), which decides the
-    /// same for these cases.
+    /// `None` when the chunk must be read ([`Filter::on_response_body`], which asks this first).
     pub fn response_body_unread(
         &mut self,
         host: &dyn Host,
@@ -574,6 +573,9 @@ impl Filter {
         body: &[u8],
         end_of_stream: bool,
     ) -> BodyStep {
+        if let Some(step) = self.response_body_unread(host, context_id, body.len(), end_of_stream) {
+            return step;
+        }
         let Some(policy) = self
             .streams
             .get(&context_id)
@@ -597,18 +599,8 @@ impl Filter {
             keep
         };
         let step = match &mut stream.response {
-            ResponseMode::Untouched => BodyStep::pass(),
-            ResponseMode::Refused => BodyStep {
-                replace: (!body.is_empty()).then(Vec::new),
-                pause: false,
-            },
-            ResponseMode::Json if body.len() > MAX_FILTERED_RESPONSE => {
-                refuse_oversized(host, stream)
-            }
-            ResponseMode::Json if !end_of_stream => BodyStep {
-                replace: None,
-                pause: true,
-            },
+            // Decided above, unread.
+            ResponseMode::Untouched | ResponseMode::Refused => BodyStep::pass(),
             ResponseMode::Json => {
                 match mcp::filter_json_body(body, &stream.lists, &policy.targets, &mut keep) {
                     mcp::JsonAnswer::Unchanged => BodyStep::pass(),
