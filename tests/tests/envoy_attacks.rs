@@ -1,21 +1,25 @@
 //! Attacks only a real Envoy can show, on the bootstrap `host-shim envoy` renders (hardened,
 //! headers held until the body is judged) with the real module and the local issuer, and a
-//! recording upstream in the shim's place: HTTP/2 request trailers, a denied request that must
-//! never reach the upstream, a key refetch wasted by a client that hangs up, and connections
-//! that never finish their headers. Bounded in time: the slowest waits out Envoy's 10 s
-//! request-headers timeout once.
+//! recording upstream in the shim's place: HTTP/2 request trailers, list answers an HTTP/2
+//! server ends with trailers, a denied request that must never reach the upstream, a key
+//! refetch wasted by a client that hangs up, and connections that never finish their headers.
+//! Bounded in time: the slowest waits out Envoy's 10 s request-headers timeout once.
 //!
 //! Needs `envoy/install-envoy.sh` and `cargo build -p host-shim` first (`make test` does both);
 //! `MCP_AUTH_SKIP_ENVOY=1` skips, loudly.
 mod envoy_support;
 
+use std::convert::Infallible;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use envoy_support::{
     AI_USER, Issuer, Options, PLAIN_USER, Stack, Upstream, agent, free_port, render_bootstrap,
+    render_bootstrap_to,
 };
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
@@ -314,4 +318,175 @@ fn mcp_headers_that_disagree_with_the_body_never_reach_the_upstream() {
         "{:?}",
         stack.upstream.seen()
     );
+}
+
+/// An MCP server stand-in that speaks only HTTP/2 (prior knowledge) and ends every answer with
+/// trailers: `frames` as data frames of `content_type`, 50 ms apart so that Envoy hands them to
+/// the filter one by one, then `x-checksum: 1`. Stops with its owner.
+struct TrailingServer {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TrailingServer {
+    fn start(content_type: &'static str, frames: Vec<Vec<u8>>) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                while !stopped.load(Ordering::Relaxed) {
+                    let accepted =
+                        tokio::time::timeout(Duration::from_millis(50), listener.accept()).await;
+                    let Ok(Ok((tcp, _))) = accepted else { continue };
+                    let frames = frames.clone();
+                    let answer = hyper::service::service_fn(move |_request| {
+                        let frames = frames.clone();
+                        async move {
+                            let body = StreamBody::new(futures_util::stream::unfold(
+                                (frames.into_iter(), false),
+                                |(mut rest, done)| async move {
+                                    if done {
+                                        return None;
+                                    }
+                                    tokio::time::sleep(Duration::from_millis(50)).await;
+                                    let frame = match rest.next() {
+                                        Some(data) => Frame::data(Bytes::from(data)),
+                                        None => {
+                                            let mut trailers = hyper::HeaderMap::new();
+                                            trailers.insert("x-checksum", "1".parse().unwrap());
+                                            let frame = Frame::trailers(trailers);
+                                            return Some((Ok(frame), (rest, true)));
+                                        }
+                                    };
+                                    Some((Ok::<_, Infallible>(frame), (rest, false)))
+                                },
+                            ));
+                            let response = hyper::Response::builder()
+                                .header("content-type", content_type)
+                                .body(body)
+                                .unwrap();
+                            Ok::<_, Infallible>(response)
+                        }
+                    });
+                    tokio::spawn(
+                        hyper::server::conn::http2::Builder::new(
+                            hyper_util::rt::TokioExecutor::new(),
+                        )
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), answer),
+                    );
+                }
+            });
+        });
+        Self {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for TrailingServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A `tools/list` answer naming `echo` (which the rule lets AI-Users call) and two tools it
+/// does not.
+fn list_answer() -> Vec<u8> {
+    let tool = |name: &str| json!({"name": name, "inputSchema": {"type": "object"}});
+    json!({"jsonrpc": "2.0", "id": 1,
+           "result": {"tools": [tool("get-env"), tool("echo"), tool("secret-admin")]}})
+    .to_string()
+    .into_bytes()
+}
+
+/// The stack with the MCP server's place taken by `server`, over HTTP/2.
+fn stack_behind_http2(server: &TrailingServer) -> Option<Stack> {
+    Stack::start_with_bootstrap(Options::default(), |issuer, _upstream, wasm| {
+        let rendered = render_bootstrap_to(&gateway_config(issuer, free_port()), server.port, wasm);
+        let mut bootstrap: serde_json::Value = serde_yaml::from_str(&rendered).unwrap();
+        let clusters = bootstrap["static_resources"]["clusters"]
+            .as_array_mut()
+            .unwrap();
+        let shim = clusters
+            .iter_mut()
+            .find(|c| c["name"] == "host-shim")
+            .expect("the shim's cluster");
+        shim["typed_extension_protocol_options"] = json!({
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}}
+            }
+        });
+        serde_yaml::to_string(&bootstrap).unwrap()
+    })
+}
+
+/// The tool names a list answer (JSON, or the data of SSE events) shows.
+fn tool_names(body: &str) -> Vec<String> {
+    let messages: Vec<serde_json::Value> = match serde_json::from_str(body) {
+        Ok(message) => vec![message],
+        Err(_) => body
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(|d| serde_json::from_str(d.trim()).unwrap_or_else(|e| panic!("{e}: {body}")))
+            .collect(),
+    };
+    messages
+        .iter()
+        .flat_map(|m| m["result"]["tools"].as_array().cloned().unwrap_or_default())
+        .map(|t| t["name"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn a_list_answer_ended_by_http2_trailers_is_filtered_before_it_goes_on() {
+    let answer = list_answer();
+    let (a, rest) = answer.split_at(20);
+    let (b, c) = rest.split_at(40);
+    let server = TrailingServer::start("application/json", vec![a.into(), b.into(), c.into()]);
+    let Some(stack) = stack_behind_http2(&server) else {
+        return;
+    };
+    let ai = stack.issuer.token(AI_USER.0, AI_USER.1);
+    let reply = stack.request("/mcp", Some(&ai));
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(tool_names(&reply.body), ["echo"], "{}", reply.body);
+    assert!(!reply.body.contains("secret-admin"), "{}", reply.body);
+}
+
+#[test]
+fn an_event_stream_ended_by_http2_trailers_shows_no_hidden_item() {
+    let answer = String::from_utf8(list_answer()).unwrap();
+    let (a, b) = answer.split_at(30);
+    // A whole event in two frames, then an event cut short by the trailers: a client drops
+    // an event the stream ends inside of, so the filter may not pass it on unread.
+    let frames = vec![
+        format!("event: message\ndata: {a}").into_bytes(),
+        format!("{b}\n\n").into_bytes(),
+        format!("event: message\ndata: {answer}").into_bytes(),
+    ];
+    let server = TrailingServer::start("text/event-stream", frames);
+    let Some(stack) = stack_behind_http2(&server) else {
+        return;
+    };
+    let ai = stack.issuer.token(AI_USER.0, AI_USER.1);
+    let reply = stack.request("/mcp", Some(&ai));
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(!reply.body.contains("secret-admin"), "{}", reply.body);
+    assert!(!reply.body.contains("get-env"), "{}", reply.body);
+    assert_eq!(tool_names(&reply.body), ["echo"], "{}", reply.body);
 }

@@ -500,6 +500,11 @@ pub fn bootstrap_with_policy(
 /// `host-shim envoy` on the config file `config`, the recording upstream in the shim's place
 /// and the admin port left to Envoy (0).
 pub fn render_bootstrap(config: &str, upstream: &Upstream, wasm: &str) -> String {
+    render_bootstrap_to(config, upstream.port, wasm)
+}
+
+/// [`render_bootstrap`] with the shim's place taken by whatever listens on loopback `port`.
+pub fn render_bootstrap_to(config: &str, port: u16, wasm: &str) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("gateway.yaml");
     std::fs::write(&file, config).expect("write the config file");
@@ -507,7 +512,7 @@ pub fn render_bootstrap(config: &str, upstream: &Upstream, wasm: &str) -> String
         .arg("envoy")
         .arg(&file)
         .args(["--wasm", wasm, "--admin-port", "0"])
-        .args(["--shim", &format!("127.0.0.1:{}", upstream.port)])
+        .args(["--shim", &format!("127.0.0.1:{port}")])
         .output()
         .expect("run host-shim envoy");
     assert!(
