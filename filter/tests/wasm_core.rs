@@ -26,8 +26,9 @@ use mcp_auth_filter::jwks::{KeySet, parse_jwks};
 use mcp_auth_filter::jwt::{Expectations, TokenError, verify};
 use mcp_auth_filter::mcp::{Kind, McpView};
 use mcp_auth_filter::policy::FilterConfig;
+use mcp_auth_filter::rsa_verify::RsaKey;
 use rand_chacha::ChaCha20Rng;
-use rand_chacha::rand_core::SeedableRng as _;
+use rand_chacha::rand_core::{RngCore as _, SeedableRng as _};
 use rsa::traits::PublicKeyParts as _;
 use serde_json::{Map, Value, json};
 use wasm_bindgen_test::wasm_bindgen_test;
@@ -338,4 +339,47 @@ fn a_rule_that_does_not_parse_fails_at_compile_time() {
     assert!(Rule::compile(RuleKind::Allow, r#""AI-Users" in (("#).is_err());
     let bad = br#"{"mcpAuthentication":{"issuer":"https://i","audiences":[],"jwks":{"keys":[]}},"authorization":{"rules":["auth.claims.groups ))"]}}"#;
     assert!(FilterConfig::parse(bad).is_err());
+}
+
+/// RSA's public operation as this engine runs it (with SIMD when the module is built with it)
+/// against `rsa`'s bignum: odd moduli of both radixes and of lengths that are and are not a
+/// whole number of four-limb steps, the exponents key sets carry, and the edge bases.
+#[wasm_bindgen_test]
+fn rsa_public_operation_matches_the_bignum_reference() {
+    let mut rng = ChaCha20Rng::seed_from_u64(21);
+    for bits in [1024usize, 2047, 2048, 2056, 3072, 3554, 3555, 4096] {
+        let mut n = vec![0u8; bits.div_ceil(8)];
+        rng.fill_bytes(&mut n);
+        let top = (bits - 1) % 8;
+        n[0] &= ((1u16 << (top + 1)) - 1) as u8;
+        n[0] |= 1 << top;
+        *n.last_mut().unwrap() |= 1;
+        let n = rsa::BigUint::from_bytes_be(&n);
+        let len = bits.div_ceil(8);
+        let one = rsa::BigUint::from(1u8);
+        for e in [3u32, 65537] {
+            let public =
+                rsa::RsaPublicKey::new_with_max_size(n.clone(), rsa::BigUint::from(e), 8192)
+                    .unwrap();
+            let key = RsaKey::new(public).unwrap();
+            let mut bases = vec![rsa::BigUint::from(0u8), one.clone(), &n - &one];
+            for _ in 0..3 {
+                let mut b = vec![0u8; len];
+                rng.fill_bytes(&mut b);
+                bases.push(rsa::BigUint::from_bytes_be(&b) % &n);
+            }
+            for base in bases {
+                let mut s = base.to_bytes_be();
+                s.splice(0..0, std::iter::repeat_n(0, len - s.len()));
+                let want = base.modpow(&rsa::BigUint::from(e), &n).to_bytes_be();
+                let got = key.public_op(&s).unwrap();
+                assert_eq!(got.len(), len);
+                assert_eq!(
+                    rsa::BigUint::from_bytes_be(&got).to_bytes_be(),
+                    want,
+                    "{bits} bits, e = {e}"
+                );
+            }
+        }
+    }
 }
