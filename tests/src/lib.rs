@@ -7,6 +7,7 @@
 // test host itself are meant to abort the test.
 mod abi;
 mod host;
+pub mod ports;
 mod scenario;
 mod state;
 pub mod tokens;

@@ -88,23 +88,13 @@ pub fn pass_filter() -> &'static Path {
     })
 }
 
-/// A port free at the time of asking, for a process about to bind it, and never one this
-/// test process handed out before: the kernel may give a port it just released again, and a
-/// test that asks for two (a listener and an admin port) must get two.
+// One definition for both test crates; depending on that crate would bring its wasmtime
+// host into these tests.
+#[path = "../../../tests/src/ports.rs"]
+mod ports;
+
 pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
+    ports::free_port()
 }
 
 pub fn wait_for_port(port: u16) {

@@ -353,24 +353,7 @@ impl Drop for Upstream {
 pub const AI_USER: (&str, &str) = ("ai-user", "ai-user-secret");
 pub const PLAIN_USER: (&str, &str) = ("plain-user", "plain-user-secret");
 
-/// A port free at the time of asking, for a process about to bind it, and never one this
-/// test process handed out before: the kernel may give a port it just released again, and a
-/// test that asks for two (a listener and an admin port) must get two.
-pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
-}
+pub use mcp_auth_filter_tests::ports::free_port;
 
 /// The Okta guide's config file on `port`, its issuer `issuer` (keys at `{issuer}/v1/keys`).
 /// `authn` is appended to `mcpAuthentication` (its lines indented by 10, e.g. more
