@@ -82,7 +82,7 @@ wasm-bindgen:
 test-wasm: wasm-bindgen
 	NODE_PATH=$(CURDIR)/filter/tests/node-env \
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(CURDIR)/$(WASM_BINDGEN_RUNNER) \
-		$(CARGO) test -p mcp-auth-filter --target wasm32-unknown-unknown --test wasm_core
+		$(CARGO) test -p mcp-auth-filter --target wasm32-unknown-unknown --test wasm_core --test wycheproof
 
 run: setup envoy npm wasm
 	$(CARGO) build --release -p host-shim

@@ -8,9 +8,10 @@
 //! products are summed in 64 bits with plain adds, the carry taken once per column
 //! (product-scanning Montgomery multiplication). Built with wasm SIMD (`simd128`, as this
 //! repository's `.cargo/config.toml` builds the module), four products are made per step,
-//! two per `i64x2.extmul_*_i32x4_u`; a whole RS256 verification in V8 went from about 250 µs
-//! to about 155 µs (medians, this machine, busy) with it. Everything handled here is public
-//! (the key, the signature, the message), so none of it needs to run in constant time.
+//! two per `i64x2.extmul_*_i32x4_u`; a whole RS256 verification went from about 250 µs to
+//! about 155 µs with it (medians in Node's V8 on a shared two-core machine). Everything
+//! handled here is public (the key, the signature, the message), so none of it needs to run
+//! in constant time.
 //!
 //! Verification is "encode and compare" (RFC 8017 §8.2.2): the expected `EMSA-PKCS1-v1_5`
 //! block is built from the digest and compared byte for byte with `s^e mod n`, so there is no

