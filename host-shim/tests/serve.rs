@@ -452,7 +452,7 @@ fn the_guides_npx_target_runs_and_sigterm_leaves_nothing_behind() {
         .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
         .collect();
     assert!(left.is_empty(), "processes left behind: {left:?}");
-    assert!(shim.log_contains("serve: stopped"));
+    shim.process.wait_for_log("serve: stopped");
 }
 
 fn tools_call_echo(message: &str) -> Json {
@@ -495,10 +495,10 @@ fn a_session_answers_only_the_identity_that_opened_it() {
             (404, delete_not_found.clone())
         );
     }
-    assert!(shim.log_contains(&format!(
+    shim.process.wait_for_log(&format!(
         "session {}: the caller's identity did not match the session's: 404",
         &session[..8]
-    )));
+    ));
     assert!(
         !shim.log_contains("token-of-alice") && !shim.log_contains("token-of-bob"),
         "identities are never logged"

@@ -191,7 +191,8 @@ fn discover_then_tools_resources_and_prompts_without_a_session() {
     let server = &result["_meta"]["io.modelcontextprotocol/serverInfo"];
     assert!(server["name"].is_string(), "{result}");
     // The shim initialized a 2025-11-25 child for it, as a client of that revision.
-    assert!(shim.log_contains("2026-07-28 requests, protocol 2025-11-25"));
+    shim.process
+        .wait_for_log("2026-07-28 requests, protocol 2025-11-25");
 
     let tools = shim.request(alice, 2, "tools/list", json!({}));
     assert_eq!(tools.status, 200);
@@ -400,7 +401,8 @@ fn a_subscribed_resource_update_arrives_on_subscriptions_listen() {
         ack["params"]["notifications"],
         json!({ "resourceSubscriptions": [uri], "toolsListChanged": true })
     );
-    assert!(shim.log_contains(&format!("call resources/subscribe {uri}")));
+    shim.process
+        .wait_for_log(&format!("call resources/subscribe {uri}"));
 
     // server-everything sends updates for its subscriptions once this tool is on: the call
     // is another request, on another connection, of the same identity.
@@ -531,5 +533,5 @@ fn closing_the_response_stream_cancels_and_a_dead_child_is_replaced() {
     let after = children(shim.pid());
     assert_eq!(after.len(), 1);
     assert!(!after.contains(&old));
-    assert!(shim.log_contains("a child of it is gone"));
+    shim.process.wait_for_log("a child of it is gone");
 }

@@ -467,6 +467,16 @@ impl Serve {
     pub fn log_contains(&self, needle: &str) -> bool {
         self.log.lock().unwrap().iter().any(|l| l.contains(needle))
     }
+
+    /// Waits (up to 10 s) for a line containing `needle`. A thread reads the log, so a line
+    /// the shim wrote before it answered may not be here yet when the answer is.
+    pub fn wait_for_log(&self, needle: &str) {
+        eventually(
+            &format!("the log line {needle:?}"),
+            Duration::from_secs(10),
+            || self.log_contains(needle),
+        );
+    }
 }
 
 impl Drop for Serve {
