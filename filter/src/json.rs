@@ -89,7 +89,6 @@ macro_rules! scalars_give {
         }
     };
 }
-pub(crate) use scalars_give;
 
 /// Walks a value as [`StrictVisitor`] does, keeping nothing but each object's keys while it is
 /// read (borrowed where the text has no escapes) and how deeply the value nests: 0 for a
@@ -165,7 +164,7 @@ impl<'de> Keys<'de> {
     }
 
     /// An error naming a repeated key, if there is one.
-    pub fn unique<E: de::Error>(mut self) -> Result<(), E> {
+    pub fn unique<E: de::Error>(&mut self) -> Result<(), E> {
         let keys = &mut self.0[..];
         let repeated = if keys.len() <= 8 {
             // A few keys: compared pairwise, which moves nothing.

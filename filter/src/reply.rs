@@ -2,25 +2,23 @@
 //! passed on as the server wrote it, less the hidden items, so what is kept of a message is
 //! where it lies in the text and what decides its fate: its id, whether it carries `method`,
 //! `result` or `error`, and, for each list its result holds, where each item lies and the names
-//! it is judged by. Everything else is walked by the strict checker ([`crate::json::Checker`])
-//! and kept only as text.
+//! it is judged by. Everything else is walked and kept only as text.
 //!
 //! The walk decides as [`crate::json::strict`] does (no repeated key at any depth, nothing after
-//! the value) and reads each byte once. It reads the three levels it keeps (the message, its
-//! result, a list) itself, punctuation and whitespace only; every key and value is read by
-//! `serde_json`, one value at a time, which also tells where the value ends.
+//! the value, no deeper than `serde_json` reads) and reads each byte once. It reads structure,
+//! keys, plain strings, short numbers and `true`/`false`/`null` itself, a string's end found
+//! eight bytes at a time; what it would have to interpret the way `serde_json` does (a string
+//! with escapes, a number with an exponent or many digits, a misspelt literal, a top-level
+//! scalar, the id) it hands to `serde_json`, one value at a time, so every escape, number range
+//! and error message is `serde_json`'s own.
 
 use std::borrow::Cow;
-use std::fmt;
-
 use std::ops::Range;
 
-use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer};
 use serde_json::Value as Json;
 
-use crate::json::{
-    Checker, JsonError, KeySeed, Keys, MAX_NESTING, Strict, check_map, check_seq, scalars_give,
-};
+use crate::json::{Checker, JsonError, KeySeed, Keys, MAX_NESTING, Strict};
 
 /// The result fields that hold lists (`tools`, `prompts`, `resources`, `resourceTemplates`).
 const LIST_FIELDS: [&str; 4] = ["tools", "prompts", "resources", "resourceTemplates"];
@@ -136,9 +134,10 @@ impl<'t> Cursor<'t> {
         bytes.get(self.at).copied()
     }
 
-    /// The next byte that is not whitespace, taken.
-    fn next(&mut self) -> Option<u8> {
-        let byte = self.peek();
+    /// The next byte that is not whitespace, taken when it is `one` or `other`; the cursor
+    /// stays on any other byte, where an error is placed.
+    fn next_of(&mut self, one: u8, other: u8) -> Option<u8> {
+        let byte = self.peek().filter(|b| *b == one || *b == other);
         self.at += usize::from(byte.is_some());
         byte
     }
@@ -180,14 +179,14 @@ impl<'t> Cursor<'t> {
                 if self.peek() != Some(b'"') {
                     return Err(self.error("key must be a string"));
                 }
-                let (Key(key), _) = self.value::<Key>()?;
+                let key = self.string()?;
                 self.expect(b':')?;
                 member(self, &key)?;
                 keys.push(key);
-                match self.next() {
+                match self.next_of(b',', b'}') {
                     Some(b',') => continue,
-                    Some(b'}') => break,
-                    _ => return Err(self.error("expected `,` or `}`")),
+                    Some(_) => break,
+                    None => return Err(self.error("expected `,` or `}`")),
                 }
             }
         } else {
@@ -211,10 +210,10 @@ impl<'t> Cursor<'t> {
         } else {
             loop {
                 element(self)?;
-                match self.next() {
+                match self.next_of(b',', b']') {
                     Some(b',') => continue,
-                    Some(b']') => break,
-                    _ => return Err(self.error("expected `,` or `]`")),
+                    Some(_) => break,
+                    None => return Err(self.error("expected `,` or `]`")),
                 }
             }
         }
@@ -228,9 +227,10 @@ impl<'t> Cursor<'t> {
             let message = match at.peek() {
                 Some(b'{') => at.message()?,
                 _ => {
-                    let (_, place) = at.value::<Checker>()?;
+                    let start = at.at;
+                    at.skip()?;
                     Message {
-                        text: at.slice(place),
+                        text: at.slice(start..at.at),
                         ..Message::default()
                     }
                 }
@@ -253,7 +253,7 @@ impl<'t> Cursor<'t> {
                 other => {
                     message.method |= other == "method";
                     message.error |= other == "error";
-                    at.value::<Checker>()?;
+                    at.skip()?;
                 }
             }
             Ok(())
@@ -264,41 +264,159 @@ impl<'t> Cursor<'t> {
 
     fn outcome(&mut self) -> Result<Outcome<'t>, JsonError> {
         if self.peek() != Some(b'{') {
-            self.value::<Checker>()?;
+            self.skip()?;
             return Ok(Outcome::default());
         }
+        let start = self.at;
+        let rest = self.text.get(start..).unwrap_or_default();
+        if let Some((len, outcome)) = recall(rest, self.depth) {
+            self.at = start + len;
+            return Ok(outcome);
+        }
         let mut lists = Vec::new();
-        self.object(|at, key| {
+        let place = self.object(|at, key| {
             match LIST_FIELDS.iter().find(|f| **f == key) {
                 Some(field) => lists.push((*field, at.items()?)),
-                None => {
-                    at.value::<Checker>()?;
-                }
+                None => at.skip()?,
             }
             Ok(())
         })?;
-        Ok(Outcome {
+        let outcome = Outcome {
             object: true,
             lists,
-        })
+        };
+        remember(self.slice(place), self.depth, &outcome);
+        Ok(outcome)
     }
 
     /// A list field's value: its items, or `None` when it is not an array.
     fn items(&mut self) -> Result<Option<Vec<Item<'t>>>, JsonError> {
         if self.peek() != Some(b'[') {
-            self.value::<Checker>()?;
+            self.skip()?;
             return Ok(None);
         }
         let mut items = Vec::new();
         self.array(|at| {
-            let (ItemNames(names, _), place) = at.value::<ItemNames>()?;
-            items.push(Item {
-                text: at.slice(place),
-                names,
-            });
+            items.push(at.item()?);
             Ok(())
         })?;
         Ok(Some(items))
+    }
+
+    /// A listed item: its names where they are strings; an item that is not an object has none.
+    fn item(&mut self) -> Result<Item<'t>, JsonError> {
+        let first = self.peek();
+        let start = self.at;
+        let mut names: Names<'t> = Default::default();
+        match first {
+            Some(b'{') => {
+                self.object(|at, key| {
+                    match NAME_KEYS
+                        .iter()
+                        .position(|k| *k == key)
+                        .and_then(|i| names.get_mut(i))
+                    {
+                        Some(slot) => *slot = at.text()?,
+                        None => at.skip()?,
+                    }
+                    Ok(())
+                })?;
+            }
+            _ => self.skip()?,
+        }
+        Ok(Item {
+            text: self.slice(start..self.at),
+            names,
+        })
+    }
+
+    /// A value kept when it is a string (decoded); anything else is walked and dropped.
+    fn text(&mut self) -> Result<Option<Cow<'t, str>>, JsonError> {
+        match self.peek() {
+            Some(b'"') => self.string().map(Some),
+            _ => self.skip().map(|()| None),
+        }
+    }
+
+    /// One value of any kind, walked as the strict parser reads it and kept only as text.
+    fn skip(&mut self) -> Result<(), JsonError> {
+        match self.peek() {
+            Some(b'{') => self.object(|at, _| at.skip()).map(drop),
+            Some(b'[') => self.array(Self::skip),
+            Some(b'"') => self.string().map(drop),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(b't') => self.literal("true"),
+            Some(b'f') => self.literal("false"),
+            Some(b'n') => self.literal("null"),
+            _ => self.value::<Checker>().map(drop),
+        }
+    }
+
+    /// The string the cursor is on, decoded: borrowed when it has no escape, which is read
+    /// here up to its closing quote; one with an escape is decoded by `serde_json`.
+    fn string(&mut self) -> Result<Cow<'t, str>, JsonError> {
+        let start = self.at;
+        self.expect(b'"')?;
+        let text = self.text;
+        let inside = text.as_bytes().get(self.at..).unwrap_or_default();
+        let end = self.at + plain_len(inside);
+        match text.as_bytes().get(end) {
+            Some(b'"') => {
+                let plain = text.get(self.at..end).unwrap_or_default();
+                self.at = end + 1;
+                Ok(Cow::Borrowed(plain))
+            }
+            // An escape, a control character or the end of the text: `serde_json` decodes it
+            // or words the error.
+            _ => {
+                self.at = start;
+                self.value::<Key>().map(|(Key(key), _)| key)
+            }
+        }
+    }
+
+    /// The number the cursor is on. An integer of up to 15 digits, with or without a
+    /// fraction, is in range whatever follows; anything else (an exponent, more digits, a
+    /// malformed number) is read by `serde_json`, which refuses what does not fit an `f64`.
+    fn number(&mut self) -> Result<(), JsonError> {
+        let bytes = self.text.as_bytes();
+        let digits_from = |at: usize| {
+            at + bytes
+                .get(at..)
+                .unwrap_or_default()
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count()
+        };
+        let start = self.at;
+        let int = start + usize::from(bytes.get(start) == Some(&b'-'));
+        let mut end = digits_from(int);
+        let digits = end - int;
+        let leading_zero = digits > 1 && bytes.get(int) == Some(&b'0');
+        let mut plain = (1..=15).contains(&digits) && !leading_zero;
+        if plain && bytes.get(end) == Some(&b'.') {
+            let fraction = digits_from(end + 1);
+            plain = fraction > end + 1;
+            end = fraction;
+        }
+        match plain && !matches!(bytes.get(end), Some(b'e' | b'E')) {
+            true => {
+                self.at = end;
+                Ok(())
+            }
+            false => self.value::<Checker>().map(drop),
+        }
+    }
+
+    /// `true`, `false` or `null`; anything else starting like one is `serde_json`'s to refuse.
+    fn literal(&mut self, word: &str) -> Result<(), JsonError> {
+        match self.text.get(self.at..).is_some_and(|rest| rest.starts_with(word)) {
+            true => {
+                self.at += word.len();
+                Ok(())
+            }
+            false => self.value::<Checker>().map(drop),
+        }
     }
 
     /// One more level open.
@@ -315,9 +433,9 @@ impl<'t> Cursor<'t> {
     }
 
     fn expect(&mut self, byte: u8) -> Result<(), JsonError> {
-        match self.next() {
-            Some(b) if b == byte => Ok(()),
-            _ => Err(self.error(&format!("expected `{}`", char::from(byte)))),
+        match self.next_of(byte, byte) {
+            Some(_) => Ok(()),
+            None => Err(self.error(&format!("expected `{}`", char::from(byte)))),
         }
     }
 
@@ -367,100 +485,178 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
     }
 }
 
-/// A listed item's names ([`ItemVisitor`]), and how deeply it nests.
-struct ItemNames<'t>(Names<'t>, usize);
-
-impl Nested for ItemNames<'_> {
-    fn nesting(&self) -> usize {
-        self.1
-    }
+/// Results read before, as they were read: a server answers `tools/list` with the same bytes
+/// again and again (its tools change rarely; only the id around the result differs), so a
+/// result that is byte for byte one already walked is not walked again. The bytes are compared
+/// in full, never a hash of them, and at the same depth (the nesting limit counts from where
+/// the result lies), so what is recalled is exactly what the walk would read. Only results
+/// holding a list and at least [`RECALL_MIN`] bytes long are kept, the last [`RECALL_SLOTS`]
+/// of them, each at most [`RECALL_MAX`] bytes.
+struct Recalled {
+    text: String,
+    depth: usize,
+    lists: Vec<(&'static str, Option<Vec<RecalledItem>>)>,
 }
 
-impl<'de> serde::Deserialize<'de> for ItemNames<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer
-            .deserialize_any(ItemVisitor)
-            .map(|(names, depth)| ItemNames(names, depth))
-    }
+/// An item of a recalled result: where it lies in the result and its names.
+struct RecalledItem {
+    place: Range<usize>,
+    names: [Option<RecalledName>; 3],
 }
 
+enum RecalledName {
+    /// Where the name lies in the result, as written (it has no escape).
+    At(Range<usize>),
+    /// The name decoded from escapes.
+    Decoded(String),
+}
+
+const RECALL_SLOTS: usize = 4;
+const RECALL_MIN: usize = 1024;
+const RECALL_MAX: usize = 256 * 1024;
+
+thread_local! {
+    static RECALLED: std::cell::RefCell<Vec<Recalled>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The result `rest` starts with, when it is one kept at this depth: its length and what it
+/// holds, placed in `rest`.
+fn recall(rest: &str, depth: usize) -> Option<(usize, Outcome<'_>)> {
+    RECALLED.with_borrow(|kept| {
+        let seen = kept.iter().find(|seen| {
+            seen.depth == depth
+                && rest
+                    .as_bytes()
+                    .get(..seen.text.len())
+                    .is_some_and(|head| same_bytes(head, seen.text.as_bytes()))
+        })?;
+        let lists = seen
+            .lists
+            .iter()
+            .map(|(field, items)| {
+                let items = items.as_ref().map(|items| {
+                    items
+                        .iter()
+                        .map(|item| Item {
+                            text: rest.get(item.place.clone()).unwrap_or_default(),
+                            names: item.names.each_ref().map(|name| match name {
+                                Some(RecalledName::At(at)) => {
+                                    rest.get(at.clone()).map(Cow::Borrowed)
+                                }
+                                Some(RecalledName::Decoded(name)) => Some(Cow::Owned(name.clone())),
+                                None => None,
+                            }),
+                        })
+                        .collect()
+                });
+                (*field, items)
+            })
+            .collect();
+        Some((
+            seen.text.len(),
+            Outcome {
+                object: true,
+                lists,
+            },
+        ))
+    })
+}
+
+/// Keeps a result just walked (`text`, read at `depth`) for [`recall`], when it is worth it.
+fn remember(text: &str, depth: usize, outcome: &Outcome<'_>) {
+    if outcome.lists.is_empty() || !(RECALL_MIN..=RECALL_MAX).contains(&text.len()) {
+        return;
+    }
+    let Some(lists) = outcome
+        .lists
+        .iter()
+        .map(|(field, items)| {
+            let items = match items {
+                None => None,
+                Some(items) => Some(
+                    items
+                        .iter()
+                        .map(|item| {
+                            let place = crate::json::span(text, item.text)?;
+                            let names = item.names.each_ref().map(|name| match name {
+                                Some(Cow::Borrowed(name)) => {
+                                    crate::json::span(text, name).map(RecalledName::At)
+                                }
+                                Some(Cow::Owned(name)) => Some(RecalledName::Decoded(name.clone())),
+                                None => None,
+                            });
+                            // A borrowed name is always placed; one that is not would be lost.
+                            let lost = names.iter().zip(&item.names).any(|(r, n)| r.is_none() != n.is_none());
+                            (!lost).then_some(RecalledItem { place, names })
+                        })
+                        .collect::<Option<Vec<_>>>()?,
+                ),
+            };
+            Some((*field, items))
+        })
+        .collect::<Option<Vec<_>>>()
+    else {
+        return;
+    };
+    RECALLED.with_borrow_mut(|kept| {
+        if kept.len() >= RECALL_SLOTS {
+            kept.remove(0);
+        }
+        kept.push(Recalled {
+            text: text.to_string(),
+            depth,
+            lists,
+        });
+    });
+}
+
+/// Whether two byte strings of the same length are equal, eight bytes at a time (the
+/// byte-by-byte `memcmp` a wasm build links would take four times as long on a list answer).
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let word = |chunk: &[u8]| {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(chunk);
+        u64::from_ne_bytes(bytes)
+    };
+    let (x, y) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tails = x.remainder() == y.remainder();
+    tails && x.zip(y).all(|(x, y)| word(x) == word(y))
+}
+
+/// A listed item's `name`, `uri` and `uriTemplate` where they are strings, decoded.
 type Names<'t> = [Option<Cow<'t, str>>; 3];
 
-/// A listed item: its names where they are strings; an item that is not an object has none.
-struct ItemVisitor;
-
-impl<'de> Visitor<'de> for ItemVisitor {
-    type Value = (Names<'de>, usize);
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a list item")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
-        let mut names: Names<'de> = Default::default();
-        let mut keys = Keys::default();
-        let mut deepest = 0;
-        while let Some(key) = access.next_key_seed(KeySeed)? {
-            let depth = match NAME_KEYS
-                .iter()
-                .position(|k| *k == key)
-                .and_then(|i| names.get_mut(i))
-            {
-                Some(slot) => {
-                    let (text, depth) = access.next_value_seed(Text)?;
-                    *slot = text;
-                    depth
-                }
-                None => access.next_value::<Checker>()?.0,
-            };
-            deepest = deepest.max(depth);
-            keys.push(key);
+/// How many bytes of `inside` (a string's text after its opening quote) come before the first
+/// quote, backslash or control character: a quote there ends a string with no escape. Eight
+/// bytes at a time, each word tested for all three at once.
+fn plain_len(inside: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // The high bit of each byte of `word` that is zero, exact up to the first such byte.
+    let zero = |word: u64| word.wrapping_sub(ONES) & !word & HIGH;
+    let mut chunks = inside.chunks_exact(8);
+    let mut seen = 0;
+    for chunk in &mut chunks {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(bytes);
+        // Below 0x20 (control), or equal to `"` or `\\`.
+        let stop = (word.wrapping_sub(ONES * 0x20) & !word & HIGH)
+            | zero(word ^ (ONES * u64::from(b'"')))
+            | zero(word ^ (ONES * u64::from(b'\\')));
+        if stop != 0 {
+            return seen + (stop.trailing_zeros() / 8) as usize;
         }
-        keys.unique()?;
-        Ok((names, deepest + 1))
+        seen += 8;
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        check_seq(seq).map(|inner| (Default::default(), inner + 1))
-    }
-    scalars_give!((Default::default(), 0));
-    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok((Default::default(), 0))
-    }
-}
-
-/// A value kept when it is a string (decoded, borrowed where it has no escapes); anything else
-/// is checked and dropped.
-struct Text;
-
-impl<'de> DeserializeSeed<'de> for Text {
-    type Value = (Option<Cow<'de, str>>, usize);
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Text {
-    type Value = (Option<Cow<'de, str>>, usize);
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a name")
-    }
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok((Some(Cow::Borrowed(v)), 0))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok((Some(Cow::Owned(v.to_string())), 0))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-        Ok((Some(Cow::Owned(v)), 0))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, access: A) -> Result<Self::Value, A::Error> {
-        check_map(access).map(|inner| (None, inner + 1))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        check_seq(seq).map(|inner| (None, inner + 1))
-    }
-    scalars_give!((None, 0));
+    seen + chunks
+        .remainder()
+        .iter()
+        .take_while(|b| !matches!(b, b'"' | b'\\' | 0..0x20))
+        .count()
 }
 
 #[cfg(test)]
