@@ -406,13 +406,21 @@ fn filter_list(
             "result.{field} of {method} is missing or not an array"
         ));
     };
+    // One view, refilled for each item: a list of hundreds allocates once, not per item.
+    let mut view = McpView {
+        method: call.to_string(),
+        kind,
+        name: String::new(),
+        target: String::new(),
+        raw: String::new(),
+        arguments: Json::Object(Map::new()),
+    };
     let kept: Vec<&str> = items
         .iter()
         .filter(|item| {
             // An item the filter cannot name cannot be judged: not shown.
             item.name(key)
-                .and_then(|raw| item_view(raw, kind, key, call, targets))
-                .is_some_and(|view| keep(&view))
+                .is_some_and(|raw| item_view(&mut view, raw, key, targets) && keep(&view))
         })
         .map(|item| item.text)
         .collect();
@@ -429,33 +437,30 @@ fn filter_list(
     Ok(Some((place, kept.join(","))))
 }
 
-/// How a listed item would be used, as the rules judge it; `None` for a resource whose URI
-/// does not parse (a client could still read it as written, so it is not shown).
-fn item_view(
-    raw: &str,
-    kind: Kind,
-    key: &str,
-    call: &str,
-    targets: &[TargetName],
-) -> Option<McpView> {
-    let (target, name) = match kind {
-        Kind::Resource if key == "uri" => {
-            (single_target(targets), crate::uri::normalize(raw).ok()?)
-        }
-        Kind::Resource => (single_target(targets), raw.to_string()),
+/// Fills `view` (of the list's kind and method) with how a listed item would be used, as the
+/// rules judge it; `false` for a resource whose URI does not parse (a client could still read
+/// it as written, so it is not shown).
+fn item_view(view: &mut McpView, raw: &str, key: &str, targets: &[TargetName]) -> bool {
+    let (target, name) = match view.kind {
+        Kind::Resource if key == "uri" => match crate::uri::normalize(raw) {
+            Ok(uri) => (single_target(targets), std::borrow::Cow::Owned(uri)),
+            Err(_) => return false,
+        },
+        Kind::Resource => (single_target(targets), std::borrow::Cow::Borrowed(raw)),
         _ => {
             let (target, name) = crate::target::split(raw, targets);
-            (target, name.to_string())
+            (target, std::borrow::Cow::Borrowed(name))
         }
     };
-    Some(McpView {
-        method: call.to_string(),
-        kind,
-        name,
-        target: target.to_string(),
-        raw: raw.to_string(),
-        arguments: Json::Object(Map::new()),
-    })
+    for (field, text) in [
+        (&mut view.name, name.as_ref()),
+        (&mut view.target, target),
+        (&mut view.raw, raw),
+    ] {
+        field.clear();
+        field.push_str(text);
+    }
+    true
 }
 
 /// What becomes of a JSON answer to a request whose list answers are filtered.

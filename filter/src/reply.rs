@@ -774,6 +774,101 @@ mod tests {
     }
 
     #[test]
+    fn numbers_strings_and_literals_are_decided_as_the_strict_parser_decides() {
+        let values = [
+            "0", "-0", "7", "-12", "01", "-", "--1", "1.", "1.5", "-0.25", ".5", "1.2.3", "1e3",
+            "1E+2", "2e-5", "1e999", "-1e999", "1e", "123456789012345", "1234567890123456",
+            "123456789012345678901234567890", "1x", "0x10", "true", "false", "null", "tru",
+            "nul", "truex", "True", r#""""#, r#""a""#, r#""a\"b""#, r#""\u0041""#, r#""\ud800""#,
+            r#""\x""#, "\"tab\there\"", "\"nl\nhere\"", "\"\u{7f}\"", r#""é ü 中""#,
+            r#""unterminated"#, "[1,2]", "[1 2]", "{}", "{\"a\":1}", "{\"a\" 1}", "{1:2}",
+        ];
+        for value in values {
+            for text in [
+                format!(r#"{{"id":1,"result":{{"tools":[{{"name":"a","x":{value}}}]}}}}"#),
+                format!(r#"{{"id":1,"result":{{"tools":[{value}]}}}}"#),
+                format!(r#"{{"id":1,"result":{value}}}"#),
+                format!(r#"[{value}]"#),
+            ] {
+                let strict = crate::json::strict(text.as_bytes()).map(|_| ());
+                assert_eq!(kind(read(&text).map(|_| ())), kind(strict), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_string_ends_at_its_first_quote_backslash_or_control_character() {
+        // Every place in and around an eight-byte word, with multi-byte text before it.
+        for stop in ["\"", "\\", "\n", "\u{1f}"] {
+            for before in 0..20 {
+                let inside = format!("{}{}{stop}z\"", "é".repeat(before / 2), "a".repeat(before % 2));
+                let expected = inside.find(['"', '\\', '\n', '\u{1f}']).unwrap();
+                assert_eq!(plain_len(inside.as_bytes()), expected, "{inside:?}");
+            }
+        }
+        assert_eq!(plain_len(b"no end at all"), 13);
+        assert_eq!(plain_len(b"\x7f\xff~ "), 4);
+    }
+
+    /// A `tools/list` result of `n` tools, big enough to be remembered, the last one `last`.
+    fn big_result(n: usize, last: &str) -> String {
+        let tools: Vec<String> = (0..n)
+            .map(|i| match i + 1 == n {
+                true => format!(r#"{{"name":"{last}","description":"the last"}}"#),
+                false => format!(r#"{{"name":"tool_{i}","description":"a tool that does {i}"}}"#),
+            })
+            .collect();
+        format!(r#"{{"tools":[{}],"nextCursor":"c"}}"#, tools.join(","))
+    }
+
+    fn names(text: &str) -> Vec<String> {
+        let messages = read(text).unwrap().unwrap();
+        messages
+            .iter()
+            .flat_map(|m| m.result.as_ref().and_then(|r| r.list("tools")).unwrap_or_default())
+            .map(|item| item.name("name").unwrap_or("?").to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_result_read_before_is_recalled_only_when_every_byte_is_the_same() {
+        let result = big_result(60, "last");
+        assert!(result.len() >= RECALL_MIN);
+        let first = format!(r#"{{"jsonrpc":"2.0","id":1,"result":{result}}}"#);
+        let seen = names(&first);
+        assert_eq!(seen.len(), 60);
+        // The same result under another id, spaced differently: recalled, placed in this text.
+        let again = format!(r#" {{ "id" : "x7", "result" : {result} , "jsonrpc":"2.0"}}"#);
+        let messages = read(&again).unwrap().unwrap();
+        let items = messages[0].result.as_ref().unwrap().list("tools").unwrap();
+        assert_eq!(items.len(), 60);
+        assert_eq!(items[59].text, r#"{"name":"last","description":"the last"}"#);
+        assert!(crate::json::span(&again, items[0].text).is_some());
+        // One byte changed at the very end of the result: read anew, with the new name.
+        let changed = big_result(60, "lasT");
+        let text = format!(r#"{{"id":2,"result":{changed}}}"#);
+        assert_eq!(names(&text).last().map(String::as_str), Some("lasT"));
+        // A result that starts as the remembered one but repeats a key after it is refused.
+        let repeated = result.replacen(r#""nextCursor":"c""#, r#""nextCursor":"c","tools":[]"#, 1);
+        let text = format!(r#"{{"id":3,"result":{repeated}}}"#);
+        assert!(matches!(read(&text), Err(JsonError::DuplicateKey(_))));
+    }
+
+    #[test]
+    fn a_result_is_recalled_only_at_the_depth_it_was_read() {
+        // Nested to the limit inside a single answer; one level deeper in a batch.
+        let deep = format!("{}1{}", "[".repeat(MAX_NESTING - 4), "]".repeat(MAX_NESTING - 4));
+        let pad = "p".repeat(RECALL_MIN);
+        let result = format!(r#"{{"tools":[{{"name":"a","deep":{deep}}}],"pad":"{pad}"}}"#);
+        let single = format!(r#"{{"id":1,"result":{result}}}"#);
+        assert!(crate::json::strict(single.as_bytes()).is_ok());
+        assert_eq!(names(&single), ["a"]);
+        let batch = format!(r#"[{{"id":1,"result":{result}}}]"#);
+        assert!(crate::json::strict(batch.as_bytes()).is_err());
+        assert!(read(&batch).is_err(), "too deep in a batch, remembered or not");
+    }
+
+    #[test]
     fn a_batch_is_read_message_by_message() {
         let text = r#"[{"id":1,"method":"ping"}, 5, {"id":2,"error":{},"result":{"tools":{}}}]"#;
         let messages = read(text).unwrap().unwrap();

@@ -132,10 +132,15 @@ impl SseFilter {
             match memchr::memchr2(b'\r', b'\n', rest) {
                 Some(at) => {
                     let (head, tail) = rest.split_at(at);
-                    self.take(head);
                     self.after_cr = tail.first() == Some(&b'\r');
                     rest = tail.get(1..).unwrap_or_default();
-                    self.end_line(&mut out, judge);
+                    if self.line.is_empty() && !self.discarding && self.fits(head.len()) {
+                        // A whole line in this chunk: read where it lies, not copied first.
+                        self.line_read(head, &mut out, judge);
+                    } else {
+                        self.take(head);
+                        self.end_line(&mut out, judge);
+                    }
                 }
                 None => {
                     self.take(rest);
@@ -160,7 +165,7 @@ impl SseFilter {
             self.discarded_line_content = true;
             return;
         }
-        if self.held().saturating_add(bytes.len()) > self.max_event {
+        if !self.fits(bytes.len()) {
             self.oversized += 1;
             self.discarding = true;
             self.discarded_line_content = true;
@@ -171,7 +176,21 @@ impl SseFilter {
         self.line.extend_from_slice(bytes);
     }
 
+    /// Whether `more` bytes can be added to the event held without passing the limit.
+    fn fits(&self, more: usize) -> bool {
+        self.held().saturating_add(more) <= self.max_event
+    }
+
+    /// The line held is complete: read it, keeping its buffer for the next.
     fn end_line(&mut self, out: &mut Vec<u8>, judge: &mut dyn FnMut(&Event) -> Fate) {
+        let mut line = std::mem::take(&mut self.line);
+        self.line_read(&line, out, judge);
+        line.clear();
+        self.line = line;
+    }
+
+    /// Reads one complete line (without its line end).
+    fn line_read(&mut self, bytes: &[u8], out: &mut Vec<u8>, judge: &mut dyn FnMut(&Event) -> Fate) {
         if self.discarding {
             if !std::mem::take(&mut self.discarded_line_content) {
                 // The blank line that ends the discarded event.
@@ -180,15 +199,15 @@ impl SseFilter {
             self.first_line = false;
             return;
         }
-        let mut bytes = std::mem::take(&mut self.line);
-        if std::mem::take(&mut self.first_line) && bytes.starts_with(BOM) {
-            bytes.drain(..BOM.len());
-        }
+        let bytes = match std::mem::take(&mut self.first_line) {
+            true => bytes.strip_prefix(BOM).unwrap_or(bytes),
+            false => bytes,
+        };
         // The standard decodes the stream as UTF-8 with replacement; line ends are ASCII, so
         // decoding line by line reads the same text.
-        let line = match std::str::from_utf8(&bytes) {
+        let line = match std::str::from_utf8(bytes) {
             Ok(line) => std::borrow::Cow::Borrowed(line),
-            Err(_) => String::from_utf8_lossy(&bytes),
+            Err(_) => String::from_utf8_lossy(bytes),
         };
         if line.is_empty() {
             self.dispatch(out, judge);
