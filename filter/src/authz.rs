@@ -486,6 +486,8 @@ impl std::fmt::Display for Denial {
 #[derive(Debug, Default)]
 pub struct Evaluation {
     pub errors: Vec<String>,
+    /// Whether any evaluation so far had errors (the errors themselves are taken and logged).
+    pub erred: bool,
     steady: Vec<Option<bool>>,
 }
 

@@ -27,7 +27,7 @@ use serde_json::{Map, Value as Json};
 
 use crate::authz::{ClaimVars, Verdict};
 use crate::jwt::Identity;
-use crate::mcp::McpView;
+use crate::mcp::{ListKey, McpView};
 
 /// How many verdicts on named messages a policy's cache keeps, over all its callers. An entry
 /// is a key of a few dozen bytes and a verdict; the whole stays well under a megabyte.
@@ -54,7 +54,16 @@ struct Memo {
     /// [`crate::authz::RuleSet::id`]: such a verdict is the same on every request the token
     /// comes with.
     verdict: OnceCell<(u64, Verdict)>,
+    /// The verdicts on the items of the last few list answers, with the rule set that reached
+    /// them ([`Caller::list_verdicts`]).
+    lists: RefCell<Vec<ListVerdicts>>,
 }
+
+/// A rule set's id, a list answer and the verdict on each of its items.
+type ListVerdicts = (u64, ListKey, Rc<[bool]>);
+
+/// How many list answers' verdicts a caller keeps (most clients list one server's tools).
+const LISTS_KEPT: usize = 4;
 
 impl Caller {
     /// A caller whose verdicts on named messages are not remembered.
@@ -70,6 +79,7 @@ impl Caller {
             cel: OnceCell::new(),
             header: OnceCell::new(),
             verdict: OnceCell::new(),
+            lists: RefCell::new(Vec::new()),
         }))
     }
 
@@ -109,58 +119,96 @@ impl Caller {
     /// whose verdict depends on nothing but the claims and the message's names
     /// ([`crate::authz::RuleSet::names_decide`]).
     pub fn verdict_on(&self, rules: u64, view: &McpView) -> Option<Verdict> {
-        self.0.verdicts.get(&self.key(rules, view))
+        self.0.verdicts.get(self.0.serial, rules, view)
+    }
+
+    /// The remembered verdicts of the rule set `rules` on each item of `list`, for a rule set
+    /// whose verdicts depend on nothing but the claims and the items' names.
+    pub fn list_verdicts(&self, rules: u64, list: ListKey) -> Option<Rc<[bool]>> {
+        let lists = self.0.lists.borrow();
+        lists
+            .iter()
+            .find(|(r, l, _)| *r == rules && *l == list)
+            .map(|(_, _, shown)| shown.clone())
+    }
+
+    /// Remembers such verdicts (the oldest of [`LISTS_KEPT`] goes).
+    pub fn remember_list_verdicts(&self, rules: u64, list: ListKey, shown: Rc<[bool]>) {
+        // A caller that remembers no verdicts on names (the token cache is off) keeps none.
+        if self.0.verdicts.0.is_none() {
+            return;
+        }
+        let mut lists = self.0.lists.borrow_mut();
+        lists.retain(|(r, l, _)| !(*r == rules && *l == list));
+        if lists.len() >= LISTS_KEPT {
+            lists.remove(0);
+        }
+        lists.push((rules, list, shown));
     }
 
     /// Remembers the verdict of such a rule set on `view`.
     pub fn remember_verdict_on(&self, rules: u64, view: &McpView, verdict: &Verdict) {
-        self.0.verdicts.put(self.key(rules, view), verdict);
-    }
-
-    fn key(&self, rules: u64, view: &McpView) -> VerdictKey {
-        let mut names = String::with_capacity(64);
-        view.names_key(&mut names);
-        (self.0.serial, rules, names)
+        self.0.verdicts.put(self.0.serial, rules, view, verdict);
     }
 }
 
-/// A caller's serial, a rule set's id and a message's names.
-type VerdictKey = (u64, u64, String);
-
 /// Verdicts on named messages, shared by the callers of one cache: an LRU of fixed capacity,
-/// keyed by the caller, the rule set and the message's names. Names are chosen by callers and
-/// servers, so the fast hash may be led into collisions; the fixed capacity bounds what a
-/// lookup can cost then, and a hit compares the whole key.
-pub struct Verdicts(Option<RefCell<LruCache<VerdictKey, Verdict, Hasher>>>);
+/// keyed by the caller's serial, the rule set's id (eight bytes each) and the message's names
+/// ([`McpView::names_key`]). Names are chosen by callers and servers, so the fast hash may be
+/// led into collisions; the fixed capacity bounds what a lookup can cost then, and a hit
+/// compares the whole key.
+pub struct Verdicts(Option<RefCell<Kept>>);
+
+struct Kept {
+    entries: LruCache<Box<[u8]>, Verdict, Hasher>,
+    /// Where a key is written to look it up: a lookup allocates nothing.
+    key: Vec<u8>,
+}
+
+impl Kept {
+    fn key(&mut self, serial: u64, rules: u64, view: &McpView) -> &[u8] {
+        self.key.clear();
+        self.key.extend_from_slice(&serial.to_le_bytes());
+        self.key.extend_from_slice(&rules.to_le_bytes());
+        view.names_key(&mut self.key);
+        &self.key
+    }
+}
 
 impl std::fmt::Debug for Verdicts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let len = self.0.as_ref().map_or(0, |e| e.borrow().len());
-        write!(f, "Verdicts({len} entries)")
+        write!(f, "Verdicts({} entries)", self.len())
     }
 }
 
 impl Verdicts {
     /// Room for `capacity` verdicts; 0 remembers none.
     pub fn new(capacity: usize) -> Verdicts {
-        Verdicts(
-            NonZeroUsize::new(capacity)
-                .map(|c| RefCell::new(LruCache::with_hasher(c, Hasher::default()))),
-        )
+        Verdicts(NonZeroUsize::new(capacity).map(|c| {
+            RefCell::new(Kept {
+                entries: LruCache::with_hasher(c, Hasher::default()),
+                key: Vec::new(),
+            })
+        }))
     }
 
-    fn get(&self, key: &VerdictKey) -> Option<Verdict> {
-        self.0.as_ref()?.borrow_mut().get(key).cloned()
+    fn get(&self, serial: u64, rules: u64, view: &McpView) -> Option<Verdict> {
+        let mut kept = self.0.as_ref()?.borrow_mut();
+        let kept = &mut *kept;
+        kept.key(serial, rules, view);
+        kept.entries.get(kept.key.as_slice()).cloned()
     }
 
-    fn put(&self, key: VerdictKey, verdict: &Verdict) {
-        if let Some(entries) = &self.0 {
-            entries.borrow_mut().put(key, verdict.clone());
+    fn put(&self, serial: u64, rules: u64, view: &McpView, verdict: &Verdict) {
+        if let Some(kept) = &self.0 {
+            let mut kept = kept.borrow_mut();
+            let key = Box::from(kept.key(serial, rules, view));
+            kept.entries.put(key, verdict.clone());
         }
     }
 
     pub fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, |e| e.borrow().len())
+        self.0.as_ref().map_or(0, |e| e.borrow().entries.len())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -251,5 +299,50 @@ impl TokenCache {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller(cache: &TokenCache) -> Caller {
+        cache.caller(Identity::verified(Map::new(), DateTime::<Utc>::MAX_UTC))
+    }
+
+    #[test]
+    fn list_verdicts_are_each_callers_own_per_rule_set_and_list() {
+        let cache = TokenCache::new(16);
+        let (alice, bob) = (caller(&cache), caller(&cache));
+        let list = |result| ListKey {
+            result,
+            field: "tools",
+        };
+        let shown: Rc<[bool]> = vec![true, false].into();
+        alice.remember_list_verdicts(7, list(1), shown.clone());
+        assert_eq!(alice.list_verdicts(7, list(1)), Some(shown));
+        assert_eq!(bob.list_verdicts(7, list(1)), None);
+        assert_eq!(alice.list_verdicts(8, list(1)), None);
+        assert_eq!(alice.list_verdicts(7, list(2)), None);
+        let prompts = ListKey {
+            result: 1,
+            field: "prompts",
+        };
+        assert_eq!(alice.list_verdicts(7, prompts), None);
+        // The oldest goes first; remembering again replaces.
+        for result in 2..=LISTS_KEPT as u64 + 1 {
+            alice.remember_list_verdicts(7, list(result), vec![true].into());
+        }
+        assert_eq!(alice.list_verdicts(7, list(1)), None);
+        assert!(alice.list_verdicts(7, list(2)).is_some());
+        alice.remember_list_verdicts(7, list(2), vec![false].into());
+        assert_eq!(
+            alice.list_verdicts(7, list(2)).as_deref(),
+            Some(&[false][..])
+        );
+        // A cache that remembers no verdicts remembers no lists either.
+        let off = caller(&TokenCache::new(0));
+        off.remember_list_verdicts(7, list(1), vec![true].into());
+        assert_eq!(off.list_verdicts(7, list(1)), None);
     }
 }

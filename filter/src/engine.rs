@@ -292,6 +292,7 @@ fn judge(
         evaluation,
     );
     let errors = std::mem::take(&mut evaluation.errors);
+    evaluation.erred |= !errors.is_empty();
     for error in &errors {
         log::warn!("mcp-auth: rule error (counts as not matched): {error}");
     }

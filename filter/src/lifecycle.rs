@@ -21,7 +21,7 @@ use crate::host::Host;
 use crate::keystore::{self, Fetch, FetchError, FetchResponse, KeyState, KeyStore, Reason};
 use crate::mcp;
 use crate::metric;
-use crate::policy::{FilterConfig, KeySource};
+use crate::policy::{FilterConfig, KeySource, Policy};
 use crate::response::{self, LocalResponse};
 
 /// Maps keyed by ids the proxy or the filter chose (never by request data): a fast unseeded
@@ -589,14 +589,13 @@ impl Filter {
         let request = RequestView {
             headers: &stream.headers,
         };
-        let identity = stream.identity.as_ref();
-        let mut evaluation = Evaluation::default();
-        // Hidden items are counted once per body, not with a host call each.
-        let hidden = std::cell::Cell::new(0u64);
-        let mut keep = |view: &mcp::McpView| {
-            let keep = engine::keep_item(policy, identity, &request, view, host, &mut evaluation);
-            hidden.set(hidden.get() + u64::from(!keep));
-            keep
+        let mut keep = Shown {
+            policy,
+            identity: stream.identity.as_ref(),
+            request,
+            host,
+            evaluation: Evaluation::default(),
+            hidden: 0,
         };
         let step = match &mut stream.response {
             // Decided above, unread.
@@ -640,8 +639,8 @@ impl Filter {
                 }
             }
         };
-        if hidden.get() > 0 {
-            host.count(metric::LIST_ITEMS_HIDDEN, hidden.get());
+        if keep.hidden > 0 {
+            host.count(metric::LIST_ITEMS_HIDDEN, keep.hidden);
         }
         step
     }
@@ -1029,6 +1028,58 @@ impl Filter {
                 stream.phase = Phase::Answered;
                 Step::respond(answer)
             }
+        }
+    }
+}
+
+/// Which listed items of one answer the caller is shown: each judged by the rules
+/// ([`engine::keep_item`]), or, where the rules read of `mcp` nothing but names and nothing of
+/// the request, a whole list's verdicts remembered with the caller for an answer already read.
+/// Hidden items are counted once per body, not with a host call each.
+struct Shown<'a> {
+    policy: &'a Policy,
+    identity: Option<&'a Caller>,
+    request: RequestView<'a>,
+    host: &'a dyn Host,
+    evaluation: Evaluation,
+    hidden: u64,
+}
+
+impl Shown<'_> {
+    /// The caller whose verdicts on a list can be remembered, for these rules.
+    fn remembering(&self) -> Option<&Caller> {
+        self.identity.filter(|_| self.policy.rules.names_decide())
+    }
+}
+
+impl mcp::Keep for Shown<'_> {
+    fn keep(&mut self, view: &mcp::McpView) -> bool {
+        let keep = engine::keep_item(
+            self.policy,
+            self.identity,
+            &self.request,
+            view,
+            self.host,
+            &mut self.evaluation,
+        );
+        self.hidden += u64::from(!keep);
+        keep
+    }
+
+    fn recall(&mut self, list: mcp::ListKey) -> Option<std::rc::Rc<[bool]>> {
+        let shown = self
+            .remembering()?
+            .list_verdicts(self.policy.rules.id(), list)?;
+        self.hidden += shown.iter().filter(|shown| !**shown).count() as u64;
+        Some(shown)
+    }
+
+    fn remember(&mut self, list: mcp::ListKey, shown: std::rc::Rc<[bool]>) {
+        // A verdict a rule erred on is judged (and counted) again next time.
+        if !self.evaluation.erred
+            && let Some(caller) = self.remembering()
+        {
+            caller.remember_list_verdicts(self.policy.rules.id(), list, shown);
         }
     }
 }

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeSet;
 use std::ops::Range;
+use std::rc::Rc;
 
 use serde_json::{Map, Value as Json, json};
 
@@ -196,17 +197,17 @@ impl McpView {
     /// What rules that read of `mcp` only the method and names see of this message, as one
     /// text written to `out`: the method, the kind, the target and the name, each but the last ended by NUL
     /// (which none of them holds), so two different views never give the same key.
-    pub fn names_key(&self, out: &mut String) {
+    pub fn names_key(&self, out: &mut Vec<u8>) {
         let kind = match self.kind {
             Kind::Tool => "t",
             Kind::Prompt => "p",
             Kind::Resource => "r",
         };
         for part in [&self.method, kind, &self.target] {
-            out.push_str(part);
-            out.push('\0');
+            out.extend_from_slice(part.as_bytes());
+            out.push(0);
         }
-        out.push_str(&self.name);
+        out.extend_from_slice(self.name.as_bytes());
     }
 
     /// `mcp` as CEL sees it, borrowing this view's strings.
@@ -380,6 +381,35 @@ pub const OUTSIDE_STREAM: &str = "this route hides tools, prompts or resources p
 /// A part of a text to replace, and its new text.
 type Edit = (Range<usize>, String);
 
+/// A list answer that is one the reader remembers ([`crate::reply::Outcome::recalled`]) and
+/// which of its lists: the same key for the same bytes, so what was decided about its items
+/// can be decided again without judging them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListKey {
+    pub result: u64,
+    pub field: &'static str,
+}
+
+/// Decides which listed items a caller is shown. Any `FnMut(&McpView) -> bool` is one that
+/// judges every item; the filter's own also remembers a whole list's verdicts when they
+/// depend on nothing but the caller and the names.
+pub trait Keep {
+    /// Whether the item `view` is shown.
+    fn keep(&mut self, view: &McpView) -> bool;
+    /// The verdicts on each item of `list`, in order, when they were remembered.
+    fn recall(&mut self, _list: ListKey) -> Option<Rc<[bool]>> {
+        None
+    }
+    /// The verdicts just reached on each item of `list`, to remember.
+    fn remember(&mut self, _list: ListKey, _kept: Rc<[bool]>) {}
+}
+
+impl<F: FnMut(&McpView) -> bool> Keep for F {
+    fn keep(&mut self, view: &McpView) -> bool {
+        self(view)
+    }
+}
+
 /// Removes from a JSON-RPC response to `method` the items `keep` refuses; `nextCursor` and
 /// every other member stay as written. `Ok(Some(edit))` when something was removed: the place
 /// in the message's text from its first item to its last, and the items kept there. An error
@@ -388,7 +418,7 @@ fn filter_list(
     message: &Reply<'_>,
     method: &str,
     targets: &[TargetName],
-    keep: &mut dyn FnMut(&McpView) -> bool,
+    keep: &mut dyn Keep,
 ) -> Result<Option<Edit>, String> {
     let Some((kind, field, key, call)) = list_kind(method) else {
         return Ok(None);
@@ -406,23 +436,40 @@ fn filter_list(
             "result.{field} of {method} is missing or not an array"
         ));
     };
-    // One view, refilled for each item: a list of hundreds allocates once, not per item.
-    let mut view = McpView {
-        method: call.to_string(),
-        kind,
-        name: String::new(),
-        target: String::new(),
-        raw: String::new(),
-        arguments: Json::Object(Map::new()),
+    let list = result.recalled.map(|result| ListKey { result, field });
+    let shown = match list.and_then(|list| keep.recall(list)) {
+        Some(shown) if shown.len() == items.len() => shown,
+        _ => {
+            // One view, refilled for each item: a list of hundreds allocates once, not per
+            // item.
+            let mut view = McpView {
+                method: call.to_string(),
+                kind,
+                name: String::new(),
+                target: String::new(),
+                raw: String::new(),
+                arguments: Json::Object(Map::new()),
+            };
+            let shown: Rc<[bool]> = items
+                .iter()
+                .map(|item| {
+                    // An item the filter cannot name cannot be judged: not shown.
+                    item.name(key).is_some_and(|raw| {
+                        item_view(&mut view, raw, key, targets) && keep.keep(&view)
+                    })
+                })
+                .collect();
+            if let Some(list) = list {
+                keep.remember(list, shown.clone());
+            }
+            shown
+        }
     };
     let kept: Vec<&str> = items
         .iter()
-        .filter(|item| {
-            // An item the filter cannot name cannot be judged: not shown.
-            item.name(key)
-                .is_some_and(|raw| item_view(&mut view, raw, key, targets) && keep(&view))
-        })
-        .map(|item| item.text)
+        .zip(shown.iter())
+        .filter(|(_, shown)| **shown)
+        .map(|(item, _)| item.text)
         .collect();
     let (Some(first), Some(last)) = (items.first(), items.last()) else {
         return Ok(None);
@@ -484,7 +531,7 @@ pub fn filter_json_body(
     body: &[u8],
     asked: &[(Json, String)],
     targets: &[TargetName],
-    keep: &mut dyn FnMut(&McpView) -> bool,
+    keep: &mut dyn Keep,
 ) -> JsonAnswer {
     if !asked.iter().any(|(_, m)| list_kind(m).is_some()) {
         return JsonAnswer::Unchanged;
@@ -555,7 +602,7 @@ fn answer(
     message: &Reply<'_>,
     asked: &[(Json, String)],
     targets: &[TargetName],
-    keep: &mut dyn FnMut(&McpView) -> bool,
+    keep: &mut dyn Keep,
 ) -> Answered {
     let is_request = message.method && message.result.is_none() && !message.error;
     let Some(id) = message
@@ -622,7 +669,7 @@ impl SseAnswers {
         chunk: &[u8],
         end_of_stream: bool,
         targets: &[TargetName],
-        keep: &mut dyn FnMut(&McpView) -> bool,
+        keep: &mut dyn Keep,
     ) -> Vec<u8> {
         let mut judge = Judge {
             asked: &self.asked,
@@ -651,12 +698,7 @@ struct Judge<'a> {
 
 impl Judge<'_> {
     /// Judges one SSE event: its data is one JSON-RPC message or a batch.
-    fn event(
-        &mut self,
-        event: &Event,
-        targets: &[TargetName],
-        keep: &mut dyn FnMut(&McpView) -> bool,
-    ) -> Fate {
+    fn event(&mut self, event: &Event, targets: &[TargetName], keep: &mut dyn Keep) -> Fate {
         if event.data.is_empty() {
             return Fate::Pass;
         }
@@ -733,7 +775,7 @@ impl Judge<'_> {
         &mut self,
         message: &Reply<'_>,
         targets: &[TargetName],
-        keep: &mut dyn FnMut(&McpView) -> bool,
+        keep: &mut dyn Keep,
     ) -> Streamed {
         if !message.object {
             return Streamed::Invalid;
@@ -1135,6 +1177,92 @@ mod tests {
 
     fn tools_list(id: Json) -> Vec<(Json, String)> {
         vec![(id, "tools/list".to_string())]
+    }
+
+    /// A [`Keep`] that shows `echo` only, remembering lists as the filter's own does, and
+    /// records what it was asked.
+    #[derive(Default)]
+    struct Remembering {
+        judged: usize,
+        lists: Vec<(ListKey, Rc<[bool]>)>,
+        recalled: Vec<ListKey>,
+    }
+
+    impl Keep for Remembering {
+        fn keep(&mut self, view: &McpView) -> bool {
+            self.judged += 1;
+            only_echo(view)
+        }
+        fn recall(&mut self, list: ListKey) -> Option<Rc<[bool]>> {
+            self.recalled.push(list);
+            self.lists
+                .iter()
+                .find(|(l, _)| *l == list)
+                .map(|(_, s)| s.clone())
+        }
+        fn remember(&mut self, list: ListKey, kept: Rc<[bool]>) {
+            self.lists.push((list, kept));
+        }
+    }
+
+    fn shown(answer: &JsonAnswer) -> Vec<String> {
+        let JsonAnswer::Filtered(body) = answer else {
+            panic!("{answer:?}")
+        };
+        let body: Json = serde_json::from_slice(body).unwrap();
+        let tools = body["result"]["tools"].as_array().unwrap();
+        tools
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_list_answered_again_with_the_same_bytes_is_decided_by_its_remembered_verdicts() {
+        let tools: Vec<String> = (0..40)
+            .map(|i| {
+                format!(
+                    r#"{{"name":"{}","description":"tool number {i}"}}"#,
+                    ["echo", "rm"][i % 2]
+                )
+            })
+            .collect();
+        let result = format!(r#"{{"tools":[{}]}}"#, tools.join(","));
+        let answer = |id: u32| format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#);
+        let mut keep = Remembering::default();
+        let first = filter_json_body(answer(1).as_bytes(), &tools_list(json!(1)), &[], &mut keep);
+        assert_eq!(shown(&first), vec!["echo"; 20]);
+        assert_eq!((keep.judged, keep.lists.len()), (40, 1));
+        // The same result under another id: the remembered verdicts decide, nothing is judged.
+        let again = filter_json_body(answer(2).as_bytes(), &tools_list(json!(2)), &[], &mut keep);
+        assert_eq!(shown(&again), vec!["echo"; 20]);
+        assert_eq!(keep.judged, 40);
+        assert_eq!(keep.recalled, [keep.lists[0].0; 2]);
+        // What is remembered is what decides: verdicts that show the second item only.
+        let mut first_only = vec![false; 40];
+        first_only[1] = true;
+        keep.lists[0].1 = first_only.into();
+        let third = filter_json_body(answer(3).as_bytes(), &tools_list(json!(3)), &[], &mut keep);
+        assert_eq!(shown(&third), ["rm"]);
+        // One byte more in the result: another list, judged anew.
+        let other = answer(4).replacen("tool number 39", "tool number 39!", 1);
+        let fourth = filter_json_body(other.as_bytes(), &tools_list(json!(4)), &[], &mut keep);
+        assert_eq!(shown(&fourth), vec!["echo"; 20]);
+        assert_eq!(keep.judged, 80);
+        assert_ne!(keep.lists[1].0, keep.lists[0].0);
+        // A judge that remembers nothing (a closure) judges every item every time.
+        let mut judged = 0;
+        let mut closure = |v: &McpView| {
+            judged += 1;
+            only_echo(v)
+        };
+        filter_json_body(
+            answer(5).as_bytes(),
+            &tools_list(json!(5)),
+            &[],
+            &mut closure,
+        );
+        assert_eq!(judged, 40);
     }
 
     #[test]

@@ -43,6 +43,10 @@ pub struct Message<'t> {
 #[derive(Debug, Default)]
 pub struct Outcome<'t> {
     pub object: bool,
+    /// Set when this result is one the walk remembers ([`recall`]): the same number for every
+    /// result with these bytes at this depth while it is remembered, never one another result
+    /// had, so what is decided about its lists can be remembered with it.
+    pub recalled: Option<u64>,
     /// Each list field present: its items, or `None` when it is not an array.
     lists: Vec<(&'static str, Option<Vec<Item<'t>>>)>,
 }
@@ -281,11 +285,12 @@ impl<'t> Cursor<'t> {
             }
             Ok(())
         })?;
-        let outcome = Outcome {
+        let mut outcome = Outcome {
             object: true,
+            recalled: None,
             lists,
         };
-        remember(self.slice(place), self.depth, &outcome);
+        remember(self.slice(place), self.depth, &mut outcome);
         Ok(outcome)
     }
 
@@ -410,7 +415,11 @@ impl<'t> Cursor<'t> {
 
     /// `true`, `false` or `null`; anything else starting like one is `serde_json`'s to refuse.
     fn literal(&mut self, word: &str) -> Result<(), JsonError> {
-        match self.text.get(self.at..).is_some_and(|rest| rest.starts_with(word)) {
+        match self
+            .text
+            .get(self.at..)
+            .is_some_and(|rest| rest.starts_with(word))
+        {
             true => {
                 self.at += word.len();
                 Ok(())
@@ -493,6 +502,7 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
 /// holding a list and at least [`RECALL_MIN`] bytes long are kept, the last [`RECALL_SLOTS`]
 /// of them, each at most [`RECALL_MAX`] bytes.
 struct Recalled {
+    serial: u64,
     text: String,
     depth: usize,
     lists: Vec<(&'static str, Option<Vec<RecalledItem>>)>,
@@ -517,6 +527,7 @@ const RECALL_MAX: usize = 256 * 1024;
 
 thread_local! {
     static RECALLED: std::cell::RefCell<Vec<Recalled>> = const { std::cell::RefCell::new(Vec::new()) };
+    static NEXT_SERIAL: std::cell::Cell<u64> = const { std::cell::Cell::new(1) };
 }
 
 /// The result `rest` starts with, when it is one kept at this depth: its length and what it
@@ -556,14 +567,16 @@ fn recall(rest: &str, depth: usize) -> Option<(usize, Outcome<'_>)> {
             seen.text.len(),
             Outcome {
                 object: true,
+                recalled: Some(seen.serial),
                 lists,
             },
         ))
     })
 }
 
-/// Keeps a result just walked (`text`, read at `depth`) for [`recall`], when it is worth it.
-fn remember(text: &str, depth: usize, outcome: &Outcome<'_>) {
+/// Keeps a result just walked (`text`, read at `depth`) for [`recall`], when it is worth it,
+/// and marks it with its serial.
+fn remember(text: &str, depth: usize, outcome: &mut Outcome<'_>) {
     if outcome.lists.is_empty() || !(RECALL_MIN..=RECALL_MAX).contains(&text.len()) {
         return;
     }
@@ -586,7 +599,10 @@ fn remember(text: &str, depth: usize, outcome: &Outcome<'_>) {
                                 None => None,
                             });
                             // A borrowed name is always placed; one that is not would be lost.
-                            let lost = names.iter().zip(&item.names).any(|(r, n)| r.is_none() != n.is_none());
+                            let lost = names
+                                .iter()
+                                .zip(&item.names)
+                                .any(|(r, n)| r.is_none() != n.is_none());
                             (!lost).then_some(RecalledItem { place, names })
                         })
                         .collect::<Option<Vec<_>>>()?,
@@ -598,11 +614,15 @@ fn remember(text: &str, depth: usize, outcome: &Outcome<'_>) {
     else {
         return;
     };
+    let serial = NEXT_SERIAL.get();
+    NEXT_SERIAL.set(serial + 1);
+    outcome.recalled = Some(serial);
     RECALLED.with_borrow_mut(|kept| {
         if kept.len() >= RECALL_SLOTS {
             kept.remove(0);
         }
         kept.push(Recalled {
+            serial,
             text: text.to_string(),
             depth,
             lists,
@@ -776,12 +796,53 @@ mod tests {
     #[test]
     fn numbers_strings_and_literals_are_decided_as_the_strict_parser_decides() {
         let values = [
-            "0", "-0", "7", "-12", "01", "-", "--1", "1.", "1.5", "-0.25", ".5", "1.2.3", "1e3",
-            "1E+2", "2e-5", "1e999", "-1e999", "1e", "123456789012345", "1234567890123456",
-            "123456789012345678901234567890", "1x", "0x10", "true", "false", "null", "tru",
-            "nul", "truex", "True", r#""""#, r#""a""#, r#""a\"b""#, r#""\u0041""#, r#""\ud800""#,
-            r#""\x""#, "\"tab\there\"", "\"nl\nhere\"", "\"\u{7f}\"", r#""é ü 中""#,
-            r#""unterminated"#, "[1,2]", "[1 2]", "{}", "{\"a\":1}", "{\"a\" 1}", "{1:2}",
+            "0",
+            "-0",
+            "7",
+            "-12",
+            "01",
+            "-",
+            "--1",
+            "1.",
+            "1.5",
+            "-0.25",
+            ".5",
+            "1.2.3",
+            "1e3",
+            "1E+2",
+            "2e-5",
+            "1e999",
+            "-1e999",
+            "1e",
+            "123456789012345",
+            "1234567890123456",
+            "123456789012345678901234567890",
+            "1x",
+            "0x10",
+            "true",
+            "false",
+            "null",
+            "tru",
+            "nul",
+            "truex",
+            "True",
+            r#""""#,
+            r#""a""#,
+            r#""a\"b""#,
+            r#""\u0041""#,
+            r#""\ud800""#,
+            r#""\x""#,
+            "\"tab\there\"",
+            "\"nl\nhere\"",
+            "\"\u{7f}\"",
+            r#""é ü 中""#,
+            r#""unterminated"#,
+            "[1,2]",
+            "[1 2]",
+            "{}",
+            "{\"a\":1}",
+            "{\"a\" 1}",
+            "{1:2}",
         ];
         for value in values {
             for text in [
@@ -801,7 +862,11 @@ mod tests {
         // Every place in and around an eight-byte word, with multi-byte text before it.
         for stop in ["\"", "\\", "\n", "\u{1f}"] {
             for before in 0..20 {
-                let inside = format!("{}{}{stop}z\"", "é".repeat(before / 2), "a".repeat(before % 2));
+                let inside = format!(
+                    "{}{}{stop}z\"",
+                    "é".repeat(before / 2),
+                    "a".repeat(before % 2)
+                );
                 let expected = inside.find(['"', '\\', '\n', '\u{1f}']).unwrap();
                 assert_eq!(plain_len(inside.as_bytes()), expected, "{inside:?}");
             }
@@ -825,7 +890,12 @@ mod tests {
         let messages = read(text).unwrap().unwrap();
         messages
             .iter()
-            .flat_map(|m| m.result.as_ref().and_then(|r| r.list("tools")).unwrap_or_default())
+            .flat_map(|m| {
+                m.result
+                    .as_ref()
+                    .and_then(|r| r.list("tools"))
+                    .unwrap_or_default()
+            })
             .map(|item| item.name("name").unwrap_or("?").to_string())
             .collect()
     }
@@ -842,7 +912,10 @@ mod tests {
         let messages = read(&again).unwrap().unwrap();
         let items = messages[0].result.as_ref().unwrap().list("tools").unwrap();
         assert_eq!(items.len(), 60);
-        assert_eq!(items[59].text, r#"{"name":"last","description":"the last"}"#);
+        assert_eq!(
+            items[59].text,
+            r#"{"name":"last","description":"the last"}"#
+        );
         assert!(crate::json::span(&again, items[0].text).is_some());
         // One byte changed at the very end of the result: read anew, with the new name.
         let changed = big_result(60, "lasT");
@@ -857,7 +930,11 @@ mod tests {
     #[test]
     fn a_result_is_recalled_only_at_the_depth_it_was_read() {
         // Nested to the limit inside a single answer; one level deeper in a batch.
-        let deep = format!("{}1{}", "[".repeat(MAX_NESTING - 4), "]".repeat(MAX_NESTING - 4));
+        let deep = format!(
+            "{}1{}",
+            "[".repeat(MAX_NESTING - 4),
+            "]".repeat(MAX_NESTING - 4)
+        );
         let pad = "p".repeat(RECALL_MIN);
         let result = format!(r#"{{"tools":[{{"name":"a","deep":{deep}}}],"pad":"{pad}"}}"#);
         let single = format!(r#"{{"id":1,"result":{result}}}"#);
@@ -865,7 +942,10 @@ mod tests {
         assert_eq!(names(&single), ["a"]);
         let batch = format!(r#"[{{"id":1,"result":{result}}}]"#);
         assert!(crate::json::strict(batch.as_bytes()).is_err());
-        assert!(read(&batch).is_err(), "too deep in a batch, remembered or not");
+        assert!(
+            read(&batch).is_err(),
+            "too deep in a batch, remembered or not"
+        );
     }
 
     #[test]

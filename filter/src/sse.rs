@@ -190,7 +190,12 @@ impl SseFilter {
     }
 
     /// Reads one complete line (without its line end).
-    fn line_read(&mut self, bytes: &[u8], out: &mut Vec<u8>, judge: &mut dyn FnMut(&Event) -> Fate) {
+    fn line_read(
+        &mut self,
+        bytes: &[u8],
+        out: &mut Vec<u8>,
+        judge: &mut dyn FnMut(&Event) -> Fate,
+    ) {
         if self.discarding {
             if !std::mem::take(&mut self.discarded_line_content) {
                 // The blank line that ends the discarded event.
