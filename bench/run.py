@@ -989,6 +989,7 @@ def report(info, load_avg, tp, lat, mem, mic, module_size, notes):
                 ("list_plain", "`tools/list`, guide's rule only: the answer passes unread"),
                 ("list_filtered", "`tools/list` with the per-tool rule: read, 10 of 100 tools cut"),
                 ("list_sse_filtered", "the same answer as one SSE event"),
+                ("list_changing", "`tools/list` answers that change every time (nothing recalled), JSON"),
                 ("call", "`tools/call` allowed, the guide's and the per-tool rule")):
             if alg in mic["v8"] and alg in mic["native"]:
                 v, n = mic["v8"][alg], mic["native"][alg]

@@ -13,7 +13,9 @@
 //! Last, whole `tools/list` exchanges through the filter's lifecycle (request headers and
 //! body, response headers, the benchmark upstream's 100-tool JSON answer): with the guide's
 //! rule alone (`list_plain`: the answer passes unread) and with the per-tool rule too
-//! (`list_filtered`: the answer is read and 10 tools cut out), in µs per exchange.
+//! (`list_filtered`: the answer is read and 10 tools cut out), in µs per exchange; the same
+//! answer as one SSE event (`list_sse_filtered`); answers that change every time, so nothing
+//! read before is recalled (`list_changing`).
 //!
 //! The same source runs natively and as wasm32-wasip1 under Node's WASI (`bench/micro.mjs`),
 //! V8 being the runtime Envoy runs the filter in. `bench-tool micro` writes the cases file.
@@ -121,6 +123,7 @@ fn run() -> Result<(), String> {
     list(&cases, rs256, now, false)?;
     list(&cases, rs256, now, true)?;
     list_sse(&cases, rs256, now)?;
+    list_changing(&cases, rs256, now)?;
     call(&cases, rs256, now)
 }
 
@@ -213,6 +216,11 @@ fn warm(cases: &Cases, case: &Case, now: DateTime<chrono::Utc>) -> Result<(), St
 
 /// The tools/list answer the Envoy benchmark's upstream sends: 100 tools, every tenth `admin_*`.
 fn tools_answer() -> Vec<u8> {
+    tools_answer_variant(None)
+}
+
+/// [`tools_answer`], its last tool's description ending with `variant` when there is one.
+fn tools_answer_variant(variant: Option<usize>) -> Vec<u8> {
     let tools: Vec<serde_json::Value> = (0..100)
         .map(|i| {
             let name = if i % 10 == 0 {
@@ -222,7 +230,10 @@ fn tools_answer() -> Vec<u8> {
             };
             serde_json::json!({
                 "name": name,
-                "description": format!("Tool {i}: searches the team's documents and returns the best matches with their titles and links."),
+                "description": match (i, variant) {
+                    (99, Some(v)) => format!("Tool {i}, variant {v}."),
+                    _ => format!("Tool {i}: searches the team's documents and returns the best matches with their titles and links."),
+                },
                 "inputSchema": {"type": "object", "properties": {
                     "query": {"type": "string", "description": "what to look for"},
                     "limit": {"type": "integer", "minimum": 1, "maximum": 100}},
@@ -251,7 +262,15 @@ fn list(
     } else {
         "list_plain"
     };
-    let size = exchanges(alg, cases, case, now, tool_rule, request, (JSON, &answer))?;
+    let size = exchanges(
+        alg,
+        cases,
+        case,
+        now,
+        tool_rule,
+        request,
+        (JSON, &[&answer]),
+    )?;
     if tool_rule == (size == answer.len()) {
         return Err(format!(
             "list: tool_rule {tool_rule} but the answer is {size} bytes of {}",
@@ -268,10 +287,39 @@ fn list_sse(cases: &Cases, case: &Case, now: DateTime<chrono::Utc>) -> Result<()
     let mut answer = b"event: message\ndata: ".to_vec();
     answer.extend(tools_answer());
     answer.extend(b"\n\n");
-    let answer = (SSE, answer.as_slice());
-    let size = exchanges("list_sse_filtered", cases, case, now, true, request, answer)?;
-    if size >= answer.1.len() {
+    let size = exchanges(
+        "list_sse_filtered",
+        cases,
+        case,
+        now,
+        true,
+        request,
+        (SSE, &[&answer]),
+    )?;
+    if size >= answer.len() {
         return Err(format!("list_sse: nothing was cut ({size} bytes)"));
+    }
+    Ok(())
+}
+
+/// `list_filtered` with an answer that is never the same as one of the last few: eight
+/// answers in turn, each differing in its last tool, so the filter reads and judges every one
+/// whole; prints `{"alg":"list_changing",…}`.
+fn list_changing(cases: &Cases, case: &Case, now: DateTime<chrono::Utc>) -> Result<(), String> {
+    let request = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#;
+    let answers: Vec<Vec<u8>> = (0..8).map(|v| tools_answer_variant(Some(v))).collect();
+    let answers: Vec<&[u8]> = answers.iter().map(Vec::as_slice).collect();
+    let size = exchanges(
+        "list_changing",
+        cases,
+        case,
+        now,
+        true,
+        request,
+        (JSON, &answers),
+    )?;
+    if answers.iter().all(|a| size >= a.len()) {
+        return Err(format!("list_changing: nothing was cut ({size} bytes)"));
     }
     Ok(())
 }
@@ -287,8 +335,9 @@ fn call(cases: &Cases, case: &Case, now: DateTime<chrono::Utc>) -> Result<(), St
             "query": "quarterly revenue report for the platform team, latest version",
             "limit": 10, "include_archived": false, "sort": "relevance"}}});
     let request = request.to_string().into_bytes();
-    let answer = br#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"3 documents"}]}}"#;
-    exchanges("call", cases, case, now, true, &request, (JSON, answer))?;
+    let answer =
+        br#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"3 documents"}]}}"#;
+    exchanges("call", cases, case, now, true, &request, (JSON, &[answer]))?;
     Ok(())
 }
 
@@ -302,7 +351,7 @@ fn exchanges(
     now: DateTime<chrono::Utc>,
     tool_rule: bool,
     request: &[u8],
-    (content_type, answer): (&str, &[u8]),
+    (content_type, answers): (&str, &[&[u8]]),
 ) -> Result<usize, String> {
     let mut rules = vec![serde_json::json!({"if": "\"AI-Users\" in auth.claims.groups"})];
     if tool_rule {
@@ -352,6 +401,9 @@ fn exchanges(
         // of the body so far while the filter pauses it, else the new read).
         let mut size = 0;
         let mut held = Vec::new();
+        let answer = answers
+            .get(id as usize % answers.len().max(1))
+            .ok_or("no answer")?;
         let reads: Vec<&[u8]> = answer.chunks(16384).collect();
         for (i, read) in reads.iter().enumerate() {
             held.extend_from_slice(read);
