@@ -518,13 +518,17 @@ impl Filter {
         }
     }
 
-    /// Whether the proxy holds a JSON list answer for the filter to judge at its end. Trailers
-    /// end such an answer as a last data frame does, and the held body is judged then with
-    /// [`Filter::on_response_body`].
+    /// Whether the proxy holds a JSON list answer for the filter to judge at its end, or SSE
+    /// bytes held back for the next read. Trailers end such an answer as a last data frame
+    /// does, and the held body is judged then with [`Filter::on_response_body`].
     pub fn response_held(&self, context_id: u32) -> bool {
         self.streams.get(&context_id).is_some_and(|s| {
-            matches!(s.response, ResponseMode::Json)
-                && self.config.policy_for(s.route.as_deref()).is_some()
+            let held = match &s.response {
+                ResponseMode::Json => true,
+                ResponseMode::Sse(answers) => answers.waiting() > 0,
+                _ => false,
+            };
+            held && self.config.policy_for(s.route.as_deref()).is_some()
         })
     }
 
@@ -620,7 +624,15 @@ impl Filter {
                     }
                 }
             }
-            ResponseMode::Sse(answers) => {
+            ResponseMode::Sse(answers) => 'sse: {
+                // Pushing this read now would send nothing: the proxy holds it back with what
+                // it holds already, to hand them over again with the next read.
+                if answers.wait(body, end_of_stream) {
+                    break 'sse BodyStep {
+                        replace: None,
+                        pause: true,
+                    };
+                }
                 let bytes = answers.push(body, end_of_stream, &policy.targets, &mut keep);
                 let counts = answers.take_counts();
                 for (name, n) in [
@@ -1378,6 +1390,57 @@ mod tests {
         ];
         let step = f.on_response_headers(&host, 2, &text);
         assert_eq!(step.replace.map(|r| r.status), Some(502));
+    }
+
+    #[test]
+    fn an_sse_list_answer_split_across_reads_is_held_back_and_judged_whole() {
+        let (host, mut f) = filter("");
+        let list = br#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#;
+        f.on_request_headers(&host, 1, None, post(list.len()), false);
+        feed(&mut f, &host, 1, &[list], true);
+        let sse = vec![
+            (":status".to_string(), b"200".to_vec()),
+            ("content-type".to_string(), b"text/event-stream".to_vec()),
+        ];
+        f.on_response_headers(&host, 1, &sse);
+        let answer = concat!(
+            ": open\n\nevent: message\ndata: ",
+            r#"{"jsonrpc":"2.0","id":5,"result":{"tools":[{"name":"echo"},{"name":"rm"}]}}"#,
+            "\n\n"
+        )
+        .as_bytes();
+        // The comment goes on at once, with the event's start held inside the filter.
+        let first = f.on_response_body(&host, 1, &answer[..30], false);
+        assert!(!first.pause);
+        assert_eq!(first.replace.as_deref(), Some(&b": open\n"[..]));
+        assert!(!f.response_held(1));
+        // A read that writes nothing is held back in the proxy, and trailers would end it.
+        let rest = &answer[30..];
+        assert_eq!(
+            f.on_response_body(&host, 1, &rest[..40], false),
+            BodyStep {
+                replace: None,
+                pause: true
+            }
+        );
+        assert!(f.response_held(1));
+        assert!(f.on_response_body(&host, 1, &rest[..60], false).pause);
+        let out = f.on_response_body(&host, 1, rest, false);
+        assert!(!out.pause && !f.response_held(1));
+        let expected = concat!(
+            "event: message\ndata: ",
+            r#"{"jsonrpc":"2.0","id":5,"result":{"tools":[{"name":"echo"}]}}"#,
+            "\n\n"
+        );
+        assert_eq!(String::from_utf8(out.replace.unwrap()).unwrap(), expected);
+        // An event cut off by trailers is discarded, as the client would discard it.
+        f.on_request_headers(&host, 2, None, post(list.len()), false);
+        feed(&mut f, &host, 2, &[list], true);
+        f.on_response_headers(&host, 2, &sse);
+        assert!(f.on_response_body(&host, 2, &rest[..40], false).pause);
+        assert!(f.response_held(2));
+        let ended = f.on_response_body(&host, 2, &rest[..40], true);
+        assert_eq!(ended.replace.as_deref(), Some(&b""[..]));
     }
 
     #[test]

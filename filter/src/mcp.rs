@@ -684,6 +684,22 @@ impl SseAnswers {
         out
     }
 
+    /// Whether the proxy may hold back the bytes of `body` (all it holds of this stream) that
+    /// it did not hold at the last call, to hand them back with what follows
+    /// ([`SseFilter::wait`]): true only when pushing them now would send nothing yet. On
+    /// false, `body` must be pushed whole.
+    pub fn wait(&mut self, body: &[u8], end_of_stream: bool) -> bool {
+        match body.get(self.events.waiting()..) {
+            Some(fresh) => self.events.wait(fresh, end_of_stream),
+            None => false,
+        }
+    }
+
+    /// Bytes the proxy holds back for this stream ([`SseAnswers::wait`]).
+    pub fn waiting(&self) -> usize {
+        self.events.waiting()
+    }
+
     /// The counts since the last call.
     pub fn take_counts(&mut self) -> SseCounts {
         std::mem::take(&mut self.counts)

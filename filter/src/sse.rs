@@ -12,6 +12,11 @@ pub const DEFAULT_MAX_EVENT: usize = 8 * 1024 * 1024;
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
+/// The most bytes [`SseFilter::wait`] lets the proxy hold back. The proxy buffers them, so
+/// this stays well under its buffer limit (Envoy's default is 1 MiB a connection); beyond it a
+/// line is copied as it comes in.
+pub const MAX_WAITING: usize = 256 * 1024;
+
 /// One dispatched event.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Event {
@@ -70,6 +75,39 @@ pub struct SseFilter {
     max_event: usize,
     ended: bool,
     oversized: u64,
+    /// Bytes the proxy holds back for the filter, not pushed yet ([`SseFilter::wait`]).
+    waiting: Option<Waiting>,
+}
+
+/// What the bytes held back in the proxy have done to the lines so far: only enough to tell
+/// whether the next bytes end a line that writes something.
+#[derive(Debug, Clone, Copy)]
+struct Waiting {
+    len: usize,
+    after_cr: bool,
+    first_line: bool,
+    line: LineStart,
+}
+
+/// The current line, as far as its first byte tells what reading it will write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LineStart {
+    /// Nothing yet: ending now, it is a blank line (the event is dispatched).
+    Empty,
+    /// A field line: read when it ends, but written only with its event.
+    Field,
+    /// A comment (written as soon as it ends), or a first line that may begin with a BOM.
+    Written,
+}
+
+impl LineStart {
+    fn of(first: u8, first_line: bool) -> LineStart {
+        if first == b':' || (first_line && first == BOM[0]) {
+            LineStart::Written
+        } else {
+            LineStart::Field
+        }
+    }
 }
 
 impl Default for SseFilter {
@@ -93,7 +131,43 @@ impl SseFilter {
             max_event,
             ended: false,
             oversized: 0,
+            waiting: None,
         }
+    }
+
+    /// Bytes held back in the proxy by [`SseFilter::wait`], not pushed yet.
+    pub fn waiting(&self) -> usize {
+        self.waiting.map_or(0, |w| w.len)
+    }
+
+    /// Whether the proxy may hold back `fresh`, the bytes after those it holds already,
+    /// instead of having them pushed now: true only when pushing them would write nothing yet
+    /// (they end no blank line and no comment), the stream goes on, and what is held stays
+    /// under [`MAX_WAITING`] and the event limit. The proxy then buffers them and hands them
+    /// back with what follows, so a line split across reads is read once where it lies
+    /// instead of being copied piece by piece. On false, every byte held back must be pushed
+    /// now, followed by `fresh`.
+    pub fn wait(&mut self, fresh: &[u8], end_of_stream: bool) -> bool {
+        let mut waiting = match self.waiting.take() {
+            Some(waiting) => waiting,
+            None if self.ended || self.discarding => return false,
+            None => Waiting {
+                len: 0,
+                after_cr: self.after_cr,
+                first_line: self.first_line,
+                line: match self.line.first() {
+                    Some(&first) => LineStart::of(first, self.first_line),
+                    None => LineStart::Empty,
+                },
+            },
+        };
+        let len = waiting.len.saturating_add(fresh.len());
+        if end_of_stream || len > MAX_WAITING || !self.fits(len) || !waiting.quiet(fresh) {
+            return false;
+        }
+        waiting.len = len;
+        self.waiting = Some(waiting);
+        true
     }
 
     /// Events discarded so far for being larger than the limit.
@@ -117,6 +191,7 @@ impl SseFilter {
         judge: &mut dyn FnMut(&Event) -> Fate,
     ) -> Vec<u8> {
         let mut out = Vec::new();
+        self.waiting = None;
         if self.ended {
             return out;
         }
@@ -273,6 +348,37 @@ impl SseFilter {
         self.data.clear();
         self.id = None;
         self.retry = None;
+    }
+}
+
+impl Waiting {
+    /// Follows `bytes` through the line ends; false at the end of a line that writes.
+    fn quiet(&mut self, bytes: &[u8]) -> bool {
+        let mut rest = bytes;
+        loop {
+            if std::mem::take(&mut self.after_cr) {
+                if let Some(tail) = rest.strip_prefix(b"\n") {
+                    rest = tail;
+                    continue;
+                }
+            }
+            let Some(&first) = rest.first() else {
+                return true;
+            };
+            if self.line == LineStart::Empty && first != b'\r' && first != b'\n' {
+                self.line = LineStart::of(first, self.first_line);
+            }
+            let Some(at) = memchr::memchr2(b'\r', b'\n', rest) else {
+                return true;
+            };
+            if self.line != LineStart::Field {
+                return false;
+            }
+            self.after_cr = rest.get(at) == Some(&b'\r');
+            self.line = LineStart::Empty;
+            self.first_line = false;
+            rest = rest.get(at + 1..).unwrap_or_default();
+        }
     }
 }
 
@@ -549,6 +655,104 @@ mod tests {
             b"event: message\ndata: a\n\n"
         );
         assert_eq!(f.held(), 0);
+    }
+
+    /// Feeds `chunks` to a filter that waits as a proxy would let it (the bytes held back
+    /// come again with the next read) and, in step, to one that reads every chunk at once.
+    /// Each read must write the same in both: a wait delays nothing the client would see.
+    /// Returns how many reads were held back.
+    fn waits_as_it_reads(chunks: &[&[u8]], max_event: usize) -> usize {
+        let mut now = SseFilter::new(max_event);
+        let mut waits = SseFilter::new(max_event);
+        let mut held = Vec::new();
+        let mut waited = 0;
+        let mut pass = |_: &Event| Fate::Pass;
+        for (i, chunk) in chunks.iter().enumerate() {
+            let end = i + 1 == chunks.len();
+            let written = now.push(chunk, end, &mut pass);
+            held.extend_from_slice(chunk);
+            assert_eq!(waits.waiting() + chunk.len(), held.len());
+            if waits.wait(chunk, end) {
+                waited += 1;
+                assert!(
+                    written.is_empty(),
+                    "held back {held:?}, which writes {written:?}"
+                );
+                assert!(held.len() <= MAX_WAITING);
+                continue;
+            }
+            assert_eq!(waits.push(&held, end, &mut pass), written, "after {held:?}");
+            assert_eq!(waits.waiting(), 0);
+            held.clear();
+        }
+        waited
+    }
+
+    #[test]
+    fn a_read_is_held_back_only_while_it_would_write_nothing() {
+        use rand::{Rng, SeedableRng};
+        let pieces: [&[u8]; 14] = [
+            b"data: a",
+            b"data:",
+            b":c",
+            b"event: e",
+            b"id: 1",
+            b"retry: 5",
+            b"\n",
+            b"\r",
+            b"\r\n",
+            b"\n\n",
+            b"x",
+            BOM,
+            b"\xEF",
+            b"\xFF",
+        ];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut waited = 0;
+        for _ in 0..4000 {
+            let stream: Vec<u8> = (0..rng.gen_range(0..24))
+                .flat_map(|_| pieces[rng.gen_range(0..pieces.len())].iter().copied())
+                .collect();
+            let mut chunks = Vec::new();
+            let mut rest = stream.as_slice();
+            while !rest.is_empty() {
+                let (chunk, tail) = rest.split_at(rng.gen_range(1..=rest.len().min(9)));
+                chunks.push(chunk);
+                rest = tail;
+            }
+            let max_event = if rng.gen_bool(0.2) {
+                12
+            } else {
+                DEFAULT_MAX_EVENT
+            };
+            waited += waits_as_it_reads(&chunks, max_event);
+        }
+        assert!(waited > 1000, "only {waited} reads held back");
+    }
+
+    #[test]
+    fn a_line_split_across_reads_waits_for_its_event_and_a_comment_does_not() {
+        let data = "x".repeat(40_000);
+        let event = format!("event: message\ndata: {data}\n\n");
+        let reads: Vec<&[u8]> = event.as_bytes().chunks(16384).collect();
+        assert_eq!(waits_as_it_reads(&reads, DEFAULT_MAX_EVENT), 2);
+        let mut f = SseFilter::default();
+        assert!(f.wait(b"data: a", false));
+        assert!(f.wait(b"\nid: 2\r", false));
+        assert!(
+            !f.wait(b"\n: keep-alive\n", false),
+            "a comment goes on at once"
+        );
+        let mut f = SseFilter::default();
+        assert!(
+            !f.wait(b"data: a", true),
+            "the end of the stream is read at once"
+        );
+        // A line longer than the proxy may hold is read as it comes.
+        let long = vec![b'x'; MAX_WAITING + 1];
+        let mut f = SseFilter::default();
+        assert!(f.wait(b"data: ", false));
+        assert!(!f.wait(&long, false));
     }
 
     #[test]
