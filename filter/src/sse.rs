@@ -102,7 +102,7 @@ enum LineStart {
 
 impl LineStart {
     fn of(first: u8, first_line: bool) -> LineStart {
-        if first == b':' || (first_line && first == BOM[0]) {
+        if first == b':' || (first_line && BOM.first() == Some(&first)) {
             LineStart::Written
         } else {
             LineStart::Field
@@ -356,11 +356,11 @@ impl Waiting {
     fn quiet(&mut self, bytes: &[u8]) -> bool {
         let mut rest = bytes;
         loop {
-            if std::mem::take(&mut self.after_cr) {
-                if let Some(tail) = rest.strip_prefix(b"\n") {
-                    rest = tail;
-                    continue;
-                }
+            if std::mem::take(&mut self.after_cr)
+                && let Some(tail) = rest.strip_prefix(b"\n")
+            {
+                rest = tail;
+                continue;
             }
             let Some(&first) = rest.first() else {
                 return true;
