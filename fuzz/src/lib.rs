@@ -95,6 +95,34 @@ pub fn filter_list(data: &[u8]) {
     let again = mcp::SseAnswers::new(asked.clone()).push(&out, true, &targets, &mut keep);
     assert_eq!(again, out);
 
+    // In pieces, as a proxy hands a body over, holding back each read the filter waits on:
+    // every read writes what a filter reading it at once writes (so a read held back is one
+    // that would have sent nothing), and all of them together write what the whole does.
+    let step = usize::from(data.first().copied().unwrap_or(0) % 13) + 1;
+    let reads: Vec<&[u8]> = data.chunks(step).collect();
+    let mut now = mcp::SseAnswers::new(asked.clone());
+    let mut waits = mcp::SseAnswers::new(asked.clone());
+    let mut held = Vec::new();
+    let mut written = Vec::new();
+    for (i, read) in reads.iter().enumerate() {
+        let end = i + 1 == reads.len();
+        let at_once = now.push(read, end, &targets, &mut keep);
+        held.extend_from_slice(read);
+        if waits.wait(&held, end) {
+            assert!(
+                at_once.is_empty(),
+                "held back {held:?}, which writes {at_once:?}"
+            );
+            continue;
+        }
+        assert_eq!(waits.push(&held, end, &targets, &mut keep), at_once);
+        held.clear();
+        written.extend_from_slice(&at_once);
+    }
+    if !reads.is_empty() {
+        assert_eq!(written, out, "in pieces of {step}");
+    }
+
     match mcp::filter_json_body(data, &asked, &targets, &mut keep) {
         mcp::JsonAnswer::Unchanged => {}
         mcp::JsonAnswer::Filtered(body) | mcp::JsonAnswer::Refused { body, .. } => {
