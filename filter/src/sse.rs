@@ -17,6 +17,11 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// line is copied as it comes in.
 pub const MAX_WAITING: usize = 256 * 1024;
 
+/// The most reads [`SseFilter::wait`] holds back in a row. The proxy hands over all it holds
+/// with each read, so each is copied into the VM whole: this bounds what a server sending one
+/// byte at a time makes the filter copy to a few times what it holds back.
+pub const MAX_WAITING_READS: u32 = 8;
+
 /// One dispatched event.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Event {
@@ -84,6 +89,7 @@ pub struct SseFilter {
 #[derive(Debug, Clone, Copy)]
 struct Waiting {
     len: usize,
+    reads: u32,
     after_cr: bool,
     first_line: bool,
     line: LineStart,
@@ -143,7 +149,8 @@ impl SseFilter {
     /// Whether the proxy may hold back `fresh`, the bytes after those it holds already,
     /// instead of having them pushed now: true only when pushing them would write nothing yet
     /// (they end no blank line and no comment), the stream goes on, and what is held stays
-    /// under [`MAX_WAITING`] and the event limit. The proxy then buffers them and hands them
+    /// under [`MAX_WAITING`] (in at most [`MAX_WAITING_READS`] reads) and the event limit.
+    /// The proxy then buffers them and hands them
     /// back with what follows, so a line split across reads is read once where it lies
     /// instead of being copied piece by piece. On false, every byte held back must be pushed
     /// now, followed by `fresh`.
@@ -151,8 +158,11 @@ impl SseFilter {
         let mut waiting = match self.waiting.take() {
             Some(waiting) => waiting,
             None if self.ended || self.discarding => return false,
+            // Nothing held and nothing new: there is nothing to hold back.
+            None if fresh.is_empty() => return false,
             None => Waiting {
                 len: 0,
+                reads: 0,
                 after_cr: self.after_cr,
                 first_line: self.first_line,
                 line: match self.line.first() {
@@ -162,10 +172,16 @@ impl SseFilter {
             },
         };
         let len = waiting.len.saturating_add(fresh.len());
-        if end_of_stream || len > MAX_WAITING || !self.fits(len) || !waiting.quiet(fresh) {
+        if end_of_stream
+            || len > MAX_WAITING
+            || waiting.reads >= MAX_WAITING_READS
+            || !self.fits(len)
+            || !waiting.quiet(fresh)
+        {
             return false;
         }
         waiting.len = len;
+        waiting.reads += 1;
         self.waiting = Some(waiting);
         true
     }
@@ -753,6 +769,12 @@ mod tests {
         let mut f = SseFilter::default();
         assert!(f.wait(b"data: ", false));
         assert!(!f.wait(&long, false));
+        // Reads come one byte at a time: only so many are held back in a row.
+        let mut f = SseFilter::default();
+        let held = (0..100).take_while(|_| f.wait(b"x", false)).count();
+        assert_eq!(held, MAX_WAITING_READS as usize);
+        // An empty read with nothing held holds nothing back.
+        assert!(!SseFilter::default().wait(b"", false));
     }
 
     #[test]
