@@ -150,10 +150,9 @@ impl SseFilter {
     /// instead of having them pushed now: true only when pushing them would write nothing yet
     /// (they end no blank line and no comment), the stream goes on, and what is held stays
     /// under [`MAX_WAITING`] (in at most [`MAX_WAITING_READS`] reads) and the event limit.
-    /// The proxy then buffers them and hands them
-    /// back with what follows, so a line split across reads is read once where it lies
-    /// instead of being copied piece by piece. On false, every byte held back must be pushed
-    /// now, followed by `fresh`.
+    /// The proxy then buffers them and hands them back with what follows, so a line split
+    /// across reads is read once where it lies instead of being copied piece by piece. On
+    /// false, every byte held back must be pushed now, followed by `fresh`.
     pub fn wait(&mut self, fresh: &[u8], end_of_stream: bool) -> bool {
         let mut waiting = match self.waiting.take() {
             Some(waiting) => waiting,
