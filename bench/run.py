@@ -32,8 +32,8 @@ Measurements, run in alternation (A B C … A B C …) over BENCH_ROUNDS rounds,
 
   GET /get (8 warm tokens): none, noop, jwt, jwt_cache, warm (ours), cold (ours, a fresh
     token on every request; the run checks no token repeats and the token cache saw no hit)
-  tools/call, a ~300-byte JSON-RPC POST with Streamable HTTP headers: call_none, call_native,
-    call_ours (allowed: `echo`), deny_native, deny_ours (denied: `admin_reset`; RBAC answers
+  tools/call, a ~300-byte JSON-RPC POST with Streamable HTTP headers: call_none, call_noop
+    (the floor of any wasm filter), call_native, call_ours (allowed: `echo`), deny_native, deny_ours (denied: `admin_reset`; RBAC answers
     403, ours a JSON-RPC error -32001)
   tools/list through ours: list_json / list_sse (the per-tool rule: the answer is read and 10
     of 100 tools removed) vs list_json_plain / list_sse_plain (the guide's rule only: the same
@@ -41,7 +41,9 @@ Measurements, run in alternation (A B C … A B C …) over BENCH_ROUNDS rounds,
 
 then p50/p99 of tools/call at a fixed BENCH_RATE requests/s (`bench-tool load`, open-loop,
 latency from each request's scheduled send time) for call_none, call_native, call_ours; the
-filter's memory gauge under many distinct tokens; and the RS256/ES256/EdDSA microbenchmarks
+filter's memory gauge under many distinct tokens; where our filter's time goes inside Envoy
+(the module built with `--features callback-timing`, for warm, call_ours and list_json: µs
+per request in each callback and in the host calls every request makes); and the RS256/ES256/EdDSA microbenchmarks
 (the filter's `jwt::verify`, natively and as wasm32-wasip1 in V8 under Node's WASI). The
 filter's memory gauge and Envoy's RSS are read after every run of a wasm chain. Prints one
 report, writes it to bench/RESULTS.md, and rewrites README.md's `<!-- bench:latest -->` block.
@@ -59,7 +61,7 @@ Environment:
                   the measurement redone if a run would reuse a token)
   BENCH_NOTE      a line added to RESULTS.md (e.g. "machine busy compiling")
   BENCH_ONLY      comma-separated measurements (none, warm, call_ours, …) or groups (get, call,
-                  deny, list, latency, micro, memory): a quick look; RESULTS.md and README.md
+                  deny, list, latency, micro, memory, timing): a quick look; RESULTS.md and README.md
                   are written only when everything ran
   CARGO_TARGET_DIR  where the bench crates build (default target/bench); the filter module is
                   always `make wasm`'s, host-shim the root workspace's debug build.
@@ -89,6 +91,10 @@ FILTER_WASM = os.path.join(
     ROOT, "target", "filter-wasm", "wasm32-wasip1", "release", "mcp_auth_filter.wasm"
 )
 NOOP_WASM = os.path.join(TARGET, "wasm32-wasip1", "release", "bench_noop.wasm")
+# The filter built with `--features callback-timing`, for the breakdown of where time goes.
+TIMING_TARGET = os.path.join(ROOT, "target", "filter-wasm-timing")
+TIMING_WASM = os.path.join(TIMING_TARGET, "wasm32-wasip1", "release", "mcp_auth_filter.wasm")
+TIMING = "wasmcustom.mcp_auth.timing."
 MICRO_WASM = os.path.join(TARGET, "wasm32-wasip1", "release", "bench-micro.wasm")
 TOOL = os.path.join(TARGET, "release", "bench-tool")
 MICRO = os.path.join(TARGET, "release", "bench-micro")
@@ -142,6 +148,8 @@ MEASUREMENTS = [
     ("warm", f"GET, ours, warm ({WARM_TOKENS} tokens reused)", "ours", "get", "get", "ok"),
     ("cold", "GET, ours, cold (a fresh token per request)", "ours", "get", "get", "ok"),
     ("call_none", "tools/call, no auth filter", "none", "call", "call", "result"),
+    ("call_noop", "tools/call, no-op wasm filter (reads one header)", "noop", "call", "call",
+     "result"),
     ("call_native", "tools/call allowed, jwt_authn (cache) + mcp + RBAC", "native", "call",
      "call", "result"),
     ("call_ours", "tools/call allowed, ours", "ours", "call", "call", "result"),
@@ -163,7 +171,20 @@ LATENCY = ["call_none", "call_native", "call_ours"]
 GROUPS = {}
 for _m in MEASUREMENTS:
     GROUPS.setdefault(_m[4], []).append(_m[0])
-PHASES = ("latency", "micro", "memory")
+PHASES = ("latency", "micro", "memory", "timing")
+# The breakdown's measurements (run on the timing build) and its rows: span, label.
+TIMED = ["warm", "call_ours", "list_json"]
+SPANS = [
+    ("request_headers", "request headers callback"),
+    ("route", "… of which `xds.route_name`"),
+    ("headers", "… of which reading the header pairs"),
+    ("request_body", "request body callback"),
+    ("body_read", "… of which reading the body"),
+    ("carry_out", "decision property and header changes (in either callback)"),
+    ("response_headers", "response headers callback"),
+    ("response_body", "response body callback"),
+    ("done", "stream done"),
+]
 
 
 def selected(name):
@@ -215,6 +236,10 @@ def build():
     cargo = ["cargo", "build", "--release", "--manifest-path", manifest]
     run(cargo + ["-p", "bench-tool", "-p", "bench-micro"], env=env)
     run(cargo + ["--target", "wasm32-wasip1", "-p", "bench-noop", "-p", "bench-micro"], env=env)
+    if selected("timing"):
+        run(["cargo", "build", "--release", "--manifest-path", os.path.join(ROOT, "Cargo.toml"),
+             "--target", "wasm32-wasip1", "-p", "mcp-auth-filter", "--features",
+             "callback-timing"], env=dict(os.environ, CARGO_TARGET_DIR=TIMING_TARGET))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -643,7 +668,7 @@ def check(envoy, name, shape, expect, token):
         good = False
     if not good:
         envoy.fail(f"{name}: a valid token got {status}, not {expect!r}: {text[:300]}")
-    if name.split("_")[0] in ("none", "noop") or name == "call_none":
+    if name.split("_")[0] in ("none", "noop") or name in ("call_none", "call_noop"):
         return
     status, text = ask(None)
     if status != 401:
@@ -780,6 +805,46 @@ def latency(measurements, boots, warm_file, token, notes):
     return results
 
 
+def with_wasm(bootstrap, path):
+    doc = json.loads(json.dumps(bootstrap))
+    hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    for f in hcm["http_filters"]:
+        if f["name"] == "envoy.filters.http.wasm":
+            f["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] = path
+    return doc
+
+
+def timing(boots, warm_file, token):
+    """µs per request in each span, on the timing build: the counters' growth over a run."""
+    boot = with_wasm(boots["ours"], TIMING_WASM)
+    results = {}
+    for name, _, _, shape, _, expect in (m for m in MEASUREMENTS if m[0] in TIMED):
+        runs = []
+        for r in range(min(ROUNDS, 3)):
+            envoy = gateway(f"timing-{name}", boot, shape, expect, token)
+            try:
+                if WARMUP > 0:
+                    wrk(envoy, shape, warm_file, WARMUP)
+                before = envoy.stats(TIMING)
+                res = wrk(envoy, shape, warm_file, SECONDS)
+                after = envoy.stats(TIMING)
+            finally:
+                envoy.stop()
+            streams = after.get(TIMING + "streams", 0) - before.get(TIMING + "streams", 0)
+            if streams <= 0:
+                sys.exit(f"bench: the timing build published no {TIMING}* counters")
+            spans = {span: (after.get(f"{TIMING}{span}_ns", 0)
+                            - before.get(f"{TIMING}{span}_ns", 0)) / streams / 1000
+                     for span, _ in SPANS + [("clock", "")]}
+            spans["rps"] = res["rps"]
+            runs.append(spans)
+            log(f"timing round {r + 1} {name:11} " + "  ".join(
+                f"{k} {v:.2f}" for k, v in spans.items() if k != "rps"))
+        results[name] = {k: median([run[k] for run in runs]) for k in runs[0]}
+        results[name]["rounds"] = len(runs)
+    return results
+
+
 def memory(boots, cold, token, notes):
     full = MEMORY != "reduced"
     distinct, first = (100_000, 1_000_000) if full else (20_000, 200_000)
@@ -910,7 +975,7 @@ def mib(value):
     return f"{value / MIB:.2f}" if value == value and value is not None else "–"
 
 
-def report(info, load_avg, tp, lat, mem, mic, module_size, notes):
+def report(info, load_avg, tp, lat, mem, mic, module_size, notes, spans=None):
     now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     rps, targets = targets_of(tp, lat, mem, mic, module_size)
     lines = [
@@ -951,6 +1016,35 @@ def report(info, load_avg, tp, lat, mem, mic, module_size, notes):
                   "`jwt_authn` spends on a cached token"
                   + (f" (the no-op wasm filter is {rps['noop'] / rps['jwt_cache']:.2f}× of it)."
                      if "noop" in rps else ".")]
+    if "call_noop" in rps and "call_none" in rps:
+        floor = rps["call_noop"] / rps["call_none"]
+        line = (f"The floor of any wasm filter on `tools/call`: the no-op wasm filter is "
+                f"{floor:.2f}× no auth")
+        if "call_ours" in rps:
+            line += f"; ours is {rps['call_ours'] / rps['call_noop']:.2f}× the no-op wasm filter"
+        line += (". A target above the floor against no auth cannot be met by a proxy-wasm "
+                 "filter in this Envoy." if floor < 0.85 else ".")
+        lines += ["", line]
+    if spans:
+        cols = [n for n in TIMED if n in spans]
+        rounds = min(spans[n]["rounds"] for n in cols)
+        clock = median([spans[n]["clock"] for n in cols])
+        lines += ["", "Where our filter's time goes inside Envoy's V8: the module built with "
+                  "`--features callback-timing` times each callback and the host calls every "
+                  "request makes with the host's clock (µs per request, median of "
+                  f"{rounds} rounds under the same `wrk` load; each span includes about "
+                  f"{clock:.2f} µs of its own clock reads, so the timed runs are a little "
+                  "slower):", "",
+                  "| span | " + " | ".join(LABELS[n] for n in cols) + " |",
+                  "|---|" + "---:|" * len(cols)]
+        for span, label in SPANS:
+            lines.append(f"| {label} | " + " | ".join(f"{spans[n][span]:.2f}" for n in cols)
+                         + " |")
+        top = ("request_headers", "request_body", "response_headers", "response_body", "done")
+        lines.append("| **all callbacks** | " + " | ".join(
+            f"**{sum(spans[n][k] for k in top):.2f}**" for n in cols) + " |")
+        lines.append("| requests/s of the timed run | " + " | ".join(
+            f"{spans[n]['rps']:,.0f}" for n in cols) + " |")
     if lat:
         lines += ["", f"tools/call at a fixed {RATE:,} requests/s (`bench-tool load`, open-loop, "
                   f"{LOAD_CONNECTIONS} connections, latency from the scheduled send time; "
@@ -1069,12 +1163,13 @@ def main():
         tp = throughput(measurements, boots, warm_file, cold, token, notes)
         lat = latency(lat_measurements, boots, warm_file, token, notes)
         mem = memory(boots, cold, token, notes) if run_memory else None
+        spans = timing(boots, warm_file, token) if selected("timing") else None
     finally:
         upstream.stop()
     load_end = os.getloadavg()[0]
 
     text, targets, now, info = report(machine(), (load_start, load_end), tp, lat, mem, mic,
-                                      module_size, notes)
+                                      module_size, notes, spans)
     print(text)
     for n, m, g, v in targets:
         log(f"{v}  {n}: {m} (goal {g})")

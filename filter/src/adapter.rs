@@ -42,6 +42,128 @@ const DECISION_PROPERTY: &str = "mcp_auth_decision";
 /// by request data), so a fast unseeded hash is safe.
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 
+/// Where a request's time goes inside the proxy, in a module built with the `callback-timing`
+/// feature: each callback and the host calls every request makes are timed with the host's
+/// clock and summed per VM; the sums go out as counters every 256 streams. Without
+/// the feature a span is the call it wraps.
+mod timing {
+    #[derive(Clone, Copy)]
+    pub enum Span {
+        RequestHeaders,
+        RequestBody,
+        ResponseHeaders,
+        ResponseBody,
+        Done,
+        /// `xds.route_name`.
+        Route,
+        /// The request's header pairs.
+        Headers,
+        /// The request body as the core reads it.
+        BodyRead,
+        /// A step carried out: the decision property and the header changes.
+        CarryOut,
+        /// Two clock reads around nothing: what timing adds to each span.
+        #[cfg(feature = "callback-timing")]
+        Clock,
+    }
+
+    #[cfg(not(feature = "callback-timing"))]
+    #[inline(always)]
+    pub fn span<T>(_: Span, f: impl FnOnce() -> T) -> T {
+        f()
+    }
+
+    #[cfg(not(feature = "callback-timing"))]
+    #[inline(always)]
+    pub fn stream_done() {}
+
+    #[cfg(feature = "callback-timing")]
+    pub use timed::*;
+
+    #[cfg(feature = "callback-timing")]
+    mod timed {
+        use super::Span;
+        use crate::metric::TIMING_PREFIX;
+        use proxy_wasm::hostcalls;
+        use proxy_wasm::types::MetricType;
+        use std::cell::{Cell, RefCell};
+        use std::time::UNIX_EPOCH;
+
+        /// The sums are published every this many streams.
+        pub const EVERY: u32 = 256;
+        const NAMES: [&str; 10] = [
+            "request_headers",
+            "request_body",
+            "response_headers",
+            "response_body",
+            "done",
+            "route",
+            "headers",
+            "body_read",
+            "carry_out",
+            "clock",
+        ];
+
+        thread_local! {
+            static SUMS: RefCell<[u64; 10]> = const { RefCell::new([0; 10]) };
+            static STREAMS: Cell<u32> = const { Cell::new(0) };
+            static IDS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+        }
+
+        fn now_ns() -> u64 {
+            hostcalls::get_current_time()
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        }
+
+        pub fn span<T>(span: Span, f: impl FnOnce() -> T) -> T {
+            let start = now_ns();
+            let out = f();
+            let spent = now_ns().saturating_sub(start);
+            SUMS.with(|sums| {
+                if let Some(sum) = sums.borrow_mut().get_mut(span as usize) {
+                    *sum = sum.saturating_add(spent);
+                }
+            });
+            out
+        }
+
+        /// Counts a stream (and times the clock once); every `EVERY` streams, publishes.
+        pub fn stream_done() {
+            span(Span::Clock, || ());
+            let n = STREAMS.with(|s| {
+                let n = s.get().wrapping_add(1);
+                s.set(n);
+                n
+            });
+            if !n.is_multiple_of(EVERY) {
+                return;
+            }
+            IDS.with(|ids| {
+                let mut ids = ids.borrow_mut();
+                if ids.is_empty() {
+                    for name in NAMES
+                        .iter()
+                        .map(|n| format!("{n}_ns"))
+                        .chain(["streams".into()])
+                    {
+                        let full = format!("{TIMING_PREFIX}{name}");
+                        ids.push(hostcalls::define_metric(MetricType::Counter, &full).unwrap_or(0));
+                    }
+                }
+                let sums = SUMS.with(|sums| std::mem::take(&mut *sums.borrow_mut()));
+                for (id, sum) in ids.iter().zip(sums.iter().chain([&u64::from(EVERY)])) {
+                    let _ =
+                        hostcalls::increment_metric(*id, i64::try_from(*sum).unwrap_or(i64::MAX));
+                }
+            });
+        }
+    }
+}
+
+use timing::{Span, span};
+
 /// The proxy's side of [`Host`]: hostcalls. Counters are defined on first use.
 #[derive(Default)]
 struct ProxyHost {
@@ -152,18 +274,21 @@ impl State {
         let mut filter = filter.borrow_mut();
         let route = match filter.needs_route() {
             false => None,
-            true => hostcalls::get_property(vec!["xds", "route_name"])
-                .ok()
-                .flatten()
-                .and_then(|name| String::from_utf8(name).ok()),
+            true => span(Span::Route, || {
+                hostcalls::get_property(vec!["xds", "route_name"])
+            })
+            .ok()
+            .flatten()
+            .and_then(|name| String::from_utf8(name).ok()),
         };
-        let Some(headers) = header_pairs(MapType::HttpRequestHeaders) else {
+        let Some(headers) = span(Span::Headers, || header_pairs(MapType::HttpRequestHeaders))
+        else {
             return refuse(&lifecycle::internal_error(
                 "request headers are unavailable",
             ));
         };
         let step = filter.on_request_headers(&self.host, context_id, route, headers, end_of_stream);
-        carry_out(step)
+        span(Span::CarryOut, || carry_out(step))
     }
 
     fn on_request_body(&self, context_id: u32, body_size: usize, end_of_stream: bool) -> Action {
@@ -171,7 +296,9 @@ impl State {
             return Action::Continue;
         };
         let mut read = |start: usize, len: usize| -> Option<Vec<u8>> {
-            buffer_bytes(BufferType::HttpRequestBody, start, len)
+            span(Span::BodyRead, || {
+                buffer_bytes(BufferType::HttpRequestBody, start, len)
+            })
         };
         let step = filter.borrow_mut().on_request_body(
             &self.host,
@@ -180,7 +307,7 @@ impl State {
             end_of_stream,
             &mut read,
         );
-        carry_out(step)
+        span(Span::CarryOut, || carry_out(step))
     }
 
     fn on_request_trailers(&self, context_id: u32) -> Action {
@@ -445,20 +572,25 @@ impl Context for Stream {
     }
 
     fn on_done(&mut self) -> bool {
-        self.state.on_done(self.context_id);
+        span(Span::Done, || self.state.on_done(self.context_id));
+        timing::stream_done();
         true
     }
 }
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
-        self.state
-            .on_request_headers(self.context_id, end_of_stream)
+        span(Span::RequestHeaders, || {
+            self.state
+                .on_request_headers(self.context_id, end_of_stream)
+        })
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        self.state
-            .on_request_body(self.context_id, body_size, end_of_stream)
+        span(Span::RequestBody, || {
+            self.state
+                .on_request_body(self.context_id, body_size, end_of_stream)
+        })
     }
 
     fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
@@ -466,12 +598,16 @@ impl HttpContext for Stream {
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        self.state.on_response_headers(self.context_id)
+        span(Span::ResponseHeaders, || {
+            self.state.on_response_headers(self.context_id)
+        })
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        self.state
-            .on_response_body(self.context_id, body_size, end_of_stream)
+        span(Span::ResponseBody, || {
+            self.state
+                .on_response_body(self.context_id, body_size, end_of_stream)
+        })
     }
 
     fn on_http_response_trailers(&mut self, _trailers: usize) -> Action {
