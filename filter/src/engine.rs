@@ -148,7 +148,9 @@ pub fn decide(
         }
     }
 
-    if let (Some(authn), Some(id)) = (&policy.authn, &identity) {
+    if let (Some(authn), Some(id)) = (&policy.authn, &identity)
+        && !authn.required_scopes.is_empty()
+    {
         let missing: Vec<&String> = {
             let have = crate::authz::scopes(id.claims());
             authn
