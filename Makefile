@@ -44,6 +44,7 @@ lint: setup
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p mcp-auth-filter --target wasm32-wasip1 -- -D warnings
+	$(CARGO) clippy -p mcp-auth-filter --target wasm32-wasip1 --features callback-timing -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all
