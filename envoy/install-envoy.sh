@@ -27,8 +27,14 @@ chmod +x "$bin"
 mkdir -p "$ROOT/.tools/bin"
 ln -sf "$bin" "$ROOT/.tools/bin/envoy"
 
-"$bin" --version | grep -q "/$ENVOY_VERSION/" || {
-  echo "install-envoy: expected Envoy $ENVOY_VERSION, got: $("$bin" --version)" >&2
-  exit 1
-}
+# The version is read whole before it is matched: `grep -q` in a pipe exits at the first match,
+# and under `pipefail` the SIGPIPE Envoy may then get would fail the check at random.
+version="$("$bin" --version 2>&1 || true)"
+case "$version" in
+  */"$ENVOY_VERSION"/*) ;;
+  *)
+    echo "install-envoy: expected Envoy $ENVOY_VERSION, got: $version" >&2
+    exit 1
+    ;;
+esac
 echo "$ROOT/.tools/bin/envoy"
