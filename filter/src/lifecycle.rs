@@ -441,6 +441,13 @@ impl Filter {
         })
     }
 
+    /// Whether the stream asked for a list the filter may cut for its caller.
+    pub fn filters_lists(&self, context_id: u32) -> bool {
+        self.streams
+            .get(&context_id)
+            .is_some_and(StreamState::filters_lists)
+    }
+
     /// The response headers arrived.
     pub fn on_response_headers(
         &mut self,
@@ -467,7 +474,7 @@ impl Filter {
         };
         let content_type = header("content-type").unwrap_or_default();
         let encoded = header("content-encoding").is_some_and(|e| !e.is_empty() && e != "identity");
-        let sse = content_type.starts_with("text/event-stream");
+        let sse = is_event_stream(content_type.as_bytes());
         let json = content_type.starts_with("application/json");
         if !filtered && !sse {
             // Nothing was asked that must be filtered, and no event stream can carry answers.
@@ -1165,9 +1172,35 @@ pub fn internal_error(reason: &str) -> LocalResponse {
     }
 }
 
+/// Whether a `content-type` value names an event stream anywhere in it, in any case. A
+/// client may look for `text/event-stream` anywhere in the value rather than as its media
+/// type, so the filter reads an answer as a stream as soon as any client could.
+pub fn is_event_stream(content_type: &[u8]) -> bool {
+    content_type
+        .windows(EVENT_STREAM.len())
+        .any(|w| w.eq_ignore_ascii_case(EVENT_STREAM.as_bytes()))
+}
+
+const EVENT_STREAM: &str = "text/event-stream";
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_stream_is_named_anywhere_in_the_content_type() {
+        for yes in [
+            "text/event-stream",
+            "TEXT/EVENT-STREAM;charset=utf-8",
+            " text/event-stream ",
+            "application/json, text/event-stream",
+        ] {
+            assert!(is_event_stream(yes.as_bytes()), "{yes}");
+        }
+        for no in ["", "application/json", "text/event", "text/event-strea"] {
+            assert!(!is_event_stream(no.as_bytes()), "{no}");
+        }
+    }
     use crate::testing::{FakeHost, rsa_jwks};
 
     /// A host, and a filter on it where only `echo` may be called; no authentication, so no

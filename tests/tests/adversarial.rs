@@ -531,6 +531,51 @@ fn answers_outside_their_request_stream_are_refused() {
 }
 
 #[test]
+fn a_call_answered_by_a_stream_under_any_spelling_of_its_type_is_judged() {
+    let key = Key::rsa();
+    let host = Host::new();
+    let vm = host.vm(&hiding_config(&key)).unwrap();
+    let token = TokenBuilder::new(&key).sign();
+    // A list answer for another id inside the stream that answers a call is refused, however
+    // the server spells the stream's content type: a client that finds `text/event-stream`
+    // anywhere in it reads the stream.
+    let event = format!("event: message\ndata: {}\n\n", list_answer(12));
+    for content_type in [
+        "text/event-stream",
+        "Text/Event-Stream; charset=utf-8",
+        "  text/event-stream",
+        "application/json, text/event-stream",
+    ] {
+        let out = vm.request(
+            post()
+                .bearer(&token)
+                .body(&call(3, "echo"))
+                .upstream_chunks(
+                    200,
+                    vec![("content-type".into(), content_type.into())],
+                    &[event.as_bytes()],
+                ),
+        );
+        let text = out.response().unwrap().text();
+        assert!(!text.contains("get-env"), "{content_type}: {text}");
+        assert!(text.contains("\"error\""), "{content_type}: {text}");
+    }
+    // A JSON answer passes as the server wrote it.
+    let answer = r#"{"jsonrpc":"2.0","id":3,"result":{"content":[]}}"#;
+    let out = vm.request(
+        post()
+            .bearer(&token)
+            .body(&call(3, "echo"))
+            .upstream_chunks(
+                200,
+                vec![("content-type".into(), "application/json".into())],
+                &[answer.as_bytes()],
+            ),
+    );
+    assert_eq!(out.response().unwrap().text(), answer);
+}
+
+#[test]
 fn mcp_method_and_name_headers_that_disagree_with_the_body_are_refused() {
     let key = Key::rsa();
     let (_, vm) = vm(&key, "strict", "");
