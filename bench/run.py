@@ -28,7 +28,8 @@ Chains (`--concurrency 2` Envoy, a fresh one for every run):
              is judged) and `allow_on_headers_stop_iteration`
 
 Measurements, run in alternation (A B C … A B C …) over BENCH_ROUNDS rounds, each with
-`wrk -t1 -c16` for BENCH_SECONDS after BENCH_WARMUP seconds of load:
+`wrk -t1 -c16` for BENCH_SECONDS after BENCH_WARMUP seconds of load. A ratio is the median
+of the rounds' ratios of the two measurements it compares, which run next to each other:
 
   GET /get (8 warm tokens): none, noop, jwt, jwt_cache, warm (ours), cold (ours, a fresh
     token on every request; the run checks no token repeats and the token cache saw no hit)
@@ -923,6 +924,13 @@ def verdict(ok):
     return "PASS" if ok else "FAIL"
 
 
+def paired(tp, a, b):
+    """The ratio a / b: the median of each round's ratio. The two run one after the other in
+    every round, so a machine that gets busier or quieter over the run moves both alike; the
+    ratio of the medians would mix rounds taken minutes apart."""
+    return median([x["rps"] / y["rps"] for x, y in zip(tp[a], tp[b]) if y["rps"]])
+
+
 def targets_of(tp, lat, mem, mic, module_size):
     """(what, measured, goal, PASS/FAIL) for every target that was measured."""
     rps = {k: median([r["rps"] for r in v]) for k, v in tp.items() if v}
@@ -930,8 +938,8 @@ def targets_of(tp, lat, mem, mic, module_size):
 
     def ratio(what, a, b, goal):
         if a in rps and b in rps:
-            value = rps[a] / rps[b]
-            targets.append((what, f"{value:.2f}× ({rps[a]:,.0f} / {rps[b]:,.0f} req/s)",
+            value = paired(tp, a, b)
+            targets.append((what, f"{value:.2f}× (medians {rps[a]:,.0f} / {rps[b]:,.0f} req/s)",
                             f"≥ {goal}×", verdict(value >= goal)))
 
     ratio("tools/call allowed: ours / jwt_authn + mcp + RBAC", "call_ours", "call_native", 1.0)
@@ -989,7 +997,9 @@ def report(info, load_avg, tp, lat, mem, mic, module_size, notes, spans=None):
         "rendered by `host-shim envoy`, only `http_filters` swapped per chain; upstream = one "
         "Envoy answering with `direct_response` (`ok`, a `tools/call` result, a `tools/list` of "
         f"{TOOLS} tools as JSON or SSE); RS256 2048-bit tokens, key set inline; MCP requests "
-        f"with `MCP-Protocol-Version: {PROTOCOL}`. Load average at start / end: "
+        f"with `MCP-Protocol-Version: {PROTOCOL}`. A ratio is the median of the rounds' ratios "
+        "(the two measurements it compares run one after the other in each round). Load "
+        "average at start / end: "
         f"{load_avg[0]:.2f} / {load_avg[1]:.2f}.",
     ]
     if os.environ.get("BENCH_NOTE"):
@@ -1009,19 +1019,20 @@ def report(info, load_avg, tp, lat, mem, mic, module_size, notes, spans=None):
             f"{mib(median([r['gauge'] for r in runs]))} | "
             f"{mib(median([r['rss'] for r in runs]))} |")
     if "warm" in rps and "jwt_cache" in rps:
-        lines += ["", f"Not a target: warm GET is {rps['warm'] / rps['jwt_cache']:.2f}× native "
+        lines += ["", f"Not a target: warm GET is {paired(tp, 'warm', 'jwt_cache'):.2f}× native "
                   "`jwt_authn` with `jwt_cache_config`. That speed is out of reach for any wasm "
                   "filter: the per-stream cost of a proxy-wasm filter in Envoy (context create, "
                   "headers, log, done and delete, each a call into V8) is larger than what "
                   "`jwt_authn` spends on a cached token"
-                  + (f" (the no-op wasm filter is {rps['noop'] / rps['jwt_cache']:.2f}× of it)."
+                  + (f" (the no-op wasm filter is {paired(tp, 'noop', 'jwt_cache'):.2f}× of it)."
                      if "noop" in rps else ".")]
     if "call_noop" in rps and "call_none" in rps:
-        floor = rps["call_noop"] / rps["call_none"]
+        floor = paired(tp, "call_noop", "call_none")
         line = (f"The floor of any wasm filter on `tools/call`: the no-op wasm filter is "
                 f"{floor:.2f}× no auth")
         if "call_ours" in rps:
-            line += f"; ours is {rps['call_ours'] / rps['call_noop']:.2f}× the no-op wasm filter"
+            line += (f"; ours is {paired(tp, 'call_ours', 'call_noop'):.2f}× the no-op wasm "
+                     "filter")
         line += (". A target above the floor against no auth cannot be met by a proxy-wasm "
                  "filter in this Envoy." if floor < 0.85 else ".")
         lines += ["", line]
