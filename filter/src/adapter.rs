@@ -328,7 +328,7 @@ impl State {
         if filter.response_headers_unread(context_id) {
             return Action::Continue;
         }
-        let headers = response_headers(&filter, context_id);
+        let headers = header_pairs(MapType::HttpResponseHeaders).unwrap_or_default();
         let step = filter.on_response_headers(&self.host, context_id, &headers);
         for name in &step.remove {
             let _ = hostcalls::remove_map_value(MapType::HttpResponseHeaders, name);
@@ -450,22 +450,6 @@ impl State {
             }
         }
     }
-}
-
-/// The response headers the filter judges an answer by. An answer that carries no list to
-/// filter is looked at only when it is an event stream, which its content type alone tells,
-/// so then that one header is read first (a third of the cost of all of them).
-fn response_headers(filter: &Filter, context_id: u32) -> Vec<(String, Vec<u8>)> {
-    // When the host cannot give the one header, all of them are read, as for a list.
-    if !filter.filters_lists(context_id)
-        && let Ok(value) = header_value(MapType::HttpResponseHeaders, "content-type")
-    {
-        let value = value.unwrap_or_default();
-        if !lifecycle::is_event_stream(&value) {
-            return vec![("content-type".to_string(), value)];
-        }
-    }
-    header_pairs(MapType::HttpResponseHeaders).unwrap_or_default()
 }
 
 /// Puts a response body step into effect on the `held` bytes the proxy holds, then says what
@@ -652,13 +636,6 @@ unsafe extern "C" {
         return_map_data: *mut *mut u8,
         return_map_size: *mut usize,
     ) -> Status;
-    fn proxy_get_header_map_value(
-        map_type: MapType,
-        key_data: *const u8,
-        key_size: usize,
-        return_value_data: *mut *mut u8,
-        return_value_size: *mut usize,
-    ) -> Status;
     fn proxy_send_local_response(
         status_code: u32,
         status_code_details_data: *const u8,
@@ -710,23 +687,6 @@ fn header_pairs(map_type: MapType) -> Option<Vec<(String, Vec<u8>)>> {
         Vec::from_raw_parts(data, size, size)
     };
     header_map::decode(&bytes)
-}
-
-/// The first value of one header: `Ok(None)` when there is none, `Err` when the host cannot
-/// say (the SDK's wrapper panics then).
-fn header_value(map_type: MapType, name: &str) -> Result<Option<Vec<u8>>, Status> {
-    let mut data: *mut u8 = std::ptr::null_mut();
-    let mut size: usize = 0;
-    // SAFETY: as in `header_pairs`, the host hands over a buffer from our allocator.
-    unsafe {
-        match proxy_get_header_map_value(map_type, name.as_ptr(), name.len(), &mut data, &mut size)
-        {
-            Status::Ok if data.is_null() => Ok(Some(Vec::new())),
-            Status::Ok => Ok(Some(Vec::from_raw_parts(data, size, size))),
-            Status::NotFound => Ok(None),
-            other => Err(other),
-        }
-    }
 }
 
 /// A buffer's bytes, or `None` when the host has none (the SDK's wrapper panics instead).

@@ -441,13 +441,6 @@ impl Filter {
         })
     }
 
-    /// Whether the stream asked for a list the filter may cut for its caller.
-    pub fn filters_lists(&self, context_id: u32) -> bool {
-        self.streams
-            .get(&context_id)
-            .is_some_and(StreamState::filters_lists)
-    }
-
     /// The response headers arrived.
     pub fn on_response_headers(
         &mut self,
@@ -466,11 +459,15 @@ impl Filter {
             return keep;
         };
         let filtered = stream.filters_lists();
+        // All values of a header, joined as a client's header API joins them: a second
+        // `content-type` or `content-encoding` is seen as the client sees it.
         let header = |name: &str| {
-            headers
+            let values: Vec<String> = headers
                 .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
                 .map(|(_, v)| String::from_utf8_lossy(v).trim().to_ascii_lowercase())
+                .collect();
+            (!values.is_empty()).then(|| values.join(", "))
         };
         let content_type = header("content-type").unwrap_or_default();
         let encoded = header("content-encoding").is_some_and(|e| !e.is_empty() && e != "identity");

@@ -560,6 +560,22 @@ fn a_call_answered_by_a_stream_under_any_spelling_of_its_type_is_judged() {
         assert!(!text.contains("get-env"), "{content_type}: {text}");
         assert!(text.contains("\"error\""), "{content_type}: {text}");
     }
+    // A second content type is seen as a client's header API joins the two.
+    let out = vm.request(
+        post()
+            .bearer(&token)
+            .body(&call(3, "echo"))
+            .upstream_chunks(
+                200,
+                vec![
+                    ("content-type".into(), "application/json".into()),
+                    ("content-type".into(), "text/event-stream".into()),
+                ],
+                &[event.as_bytes()],
+            ),
+    );
+    let text = out.response().unwrap().text();
+    assert!(!text.contains("get-env"), "two content types: {text}");
     // A JSON answer passes as the server wrote it.
     let answer = r#"{"jsonrpc":"2.0","id":3,"result":{"content":[]}}"#;
     let out = vm.request(
