@@ -498,7 +498,7 @@ pub struct Input<'a> {
     /// `claims` already converted ([`ClaimVars`], cached with the verified token).
     pub prebuilt: Option<&'a ClaimVars>,
     /// The message being judged, when it names a tool, prompt or resource.
-    pub mcp: Option<&'a McpView>,
+    pub mcp: Option<&'a McpView<'a>>,
     pub method: &'a str,
     pub path: &'a str,
     pub host: &'a str,
@@ -900,7 +900,7 @@ mod tests {
             name: "greet".into(),
             raw: "greet".into(),
             target: String::new(),
-            arguments: j!({}),
+            arguments: std::borrow::Cow::Owned(j!({})),
         };
         assert!(
             !tool_rule.applies(Some(&prompt)),
@@ -911,7 +911,7 @@ mod tests {
         assert!(!tool_rule.applies(None) && !method_rule.applies(None));
     }
 
-    fn named(kind: Kind, name: &str) -> McpView {
+    fn named(kind: Kind, name: &str) -> McpView<'static> {
         McpView {
             method: match kind {
                 Kind::Tool => "tools/call",
@@ -923,7 +923,7 @@ mod tests {
             name: name.into(),
             raw: name.into(),
             target: String::new(),
-            arguments: j!({}),
+            arguments: std::borrow::Cow::Owned(j!({})),
         }
     }
 

@@ -622,14 +622,14 @@ mod tests {
         ))
     }
 
-    fn tool(name: &str) -> McpView {
+    fn tool(name: &str) -> McpView<'static> {
         McpView {
             method: "tools/call".into(),
             kind: Kind::Tool,
             name: name.into(),
             raw: name.into(),
             target: String::new(),
-            arguments: json!({"path": "/etc"}),
+            arguments: std::borrow::Cow::Owned(json!({"path": "/etc"})),
         }
     }
 

@@ -7,6 +7,8 @@
 //! `target`). `initialize`, `ping`, notifications and responses have no view: only rules that
 //! do not read `mcp` apply to them.
 
+use std::borrow::Cow;
+
 use std::collections::BTreeSet;
 use std::ops::Range;
 use std::rc::Rc;
@@ -179,7 +181,7 @@ pub fn same_id(a: &Json, b: &Json) -> bool {
 
 /// What the rules see of one message that names a tool, a prompt or a resource.
 #[derive(Debug, Clone, PartialEq)]
-pub struct McpView {
+pub struct McpView<'m> {
     pub method: String,
     pub kind: Kind,
     /// The tool or prompt name without the target prefix, or the resource URI as the server
@@ -190,10 +192,19 @@ pub struct McpView {
     pub raw: String,
     /// The target (stdio server) that serves it, when the route names its targets.
     pub target: String,
-    pub arguments: Json,
+    /// Borrowed from the message where it has them.
+    pub arguments: Cow<'m, Json>,
 }
 
-impl McpView {
+impl McpView<'_> {
+    /// The view with what it borrows copied, to outlive the message.
+    pub fn into_owned(self) -> McpView<'static> {
+        McpView {
+            arguments: Cow::Owned(self.arguments.into_owned()),
+            ..self
+        }
+    }
+
     /// What rules that read of `mcp` only the method and names see of this message, as one
     /// text written to `out`: the method, the kind, the target and the name, each but the last ended by NUL
     /// (which none of them holds), so two different views never give the same key.
@@ -269,7 +280,10 @@ const NAMING: [&str; 6] = [
 /// The view of a message: `Ok(None)` when its method names nothing (initialize, ping, lists,
 /// notifications, responses), and then only the rules that do not read `mcp` apply to it.
 /// `completion/complete` is judged as a use of the prompt or resource template it completes.
-pub fn view(message: &Message, targets: &[TargetName]) -> Result<Option<McpView>, ViewError> {
+pub fn view<'m>(
+    message: &'m Message,
+    targets: &[TargetName],
+) -> Result<Option<McpView<'m>>, ViewError> {
     let Some(method) = message
         .method
         .as_deref()
@@ -339,9 +353,7 @@ pub fn view(message: &Message, targets: &[TargetName]) -> Result<Option<McpView>
         kind,
         name,
         target: target.to_string(),
-        arguments: arguments
-            .cloned()
-            .unwrap_or_else(|| Json::Object(Map::new())),
+        arguments: arguments.map_or_else(|| Cow::Owned(Json::Object(Map::new())), Cow::Borrowed),
         raw,
     }))
 }
@@ -448,7 +460,7 @@ fn filter_list(
                 name: String::new(),
                 target: String::new(),
                 raw: String::new(),
-                arguments: Json::Object(Map::new()),
+                arguments: Cow::Owned(Json::Object(Map::new())),
             };
             let shown: Rc<[bool]> = items
                 .iter()
@@ -854,7 +866,7 @@ fn name_param(method: &str) -> Option<&'static str> {
 
 /// The view a 2026-07-28 request's `Mcp-Method` / `Mcp-Name` headers give of its call, as the
 /// body would give it (names split by target, URIs normalised), without its arguments.
-pub fn header_view(method: &str, name: &str, targets: &[TargetName]) -> Option<McpView> {
+pub fn header_view(method: &str, name: &str, targets: &[TargetName]) -> Option<McpView<'static>> {
     let param = name_param(method)?;
     let mut params = Map::new();
     params.insert(param.to_string(), Json::from(name));
@@ -863,7 +875,10 @@ pub fn header_view(method: &str, name: &str, targets: &[TargetName]) -> Option<M
         method: Some(method.to_string()),
         params: Some(Json::Object(params)),
     };
-    view(&message, targets).ok().flatten()
+    view(&message, targets)
+        .ok()
+        .flatten()
+        .map(McpView::into_owned)
 }
 
 /// Why the `Mcp-Method` / `Mcp-Name` headers disagree with the body, if they do. Intermediaries
@@ -1089,7 +1104,7 @@ mod tests {
         assert_eq!(v.kind, Kind::Prompt);
         assert_eq!((v.target.as_str(), v.name.as_str()), ("git", "commit"));
         assert_eq!(v.method, "completion/complete");
-        assert_eq!(v.arguments, json!({"repo": "x"}));
+        assert_eq!(*v.arguments, json!({"repo": "x"}));
         // A template is matched by the server as text: it is judged as written, as listed.
         let resource = one(
             r#"{"jsonrpc":"2.0","id":2,"method":"completion/complete","params":{"ref":{"type":"ref/resource","uri":"file:///{path}"},"argument":{"name":"path","value":"a"}}}"#,
@@ -1123,7 +1138,8 @@ mod tests {
             let body = format!(
                 r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{{"uri":" DEMO://resource/a/../x"}}}}"#
             );
-            let v = view(&one(&body), &[]).unwrap().unwrap();
+            let message = one(&body);
+            let v = view(&message, &[]).unwrap().unwrap();
             assert_eq!(v.name, "demo://resource/x", "{method}");
             assert_eq!(v.raw, " DEMO://resource/a/../x");
             let cel = Value::try_from(v.to_cel().as_ref()).unwrap();
