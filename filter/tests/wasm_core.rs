@@ -298,7 +298,7 @@ fn deny_beats_allow_require_must_hold_and_errors_do_not_match() {
         name: name.into(),
         raw: name.into(),
         target: String::new(),
-        arguments,
+        arguments: std::borrow::Cow::Owned(arguments),
     };
     assert_eq!(
         evaluate(&rules, Some(&member), Some(&call("echo", json!({})))),
