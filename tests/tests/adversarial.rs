@@ -382,6 +382,15 @@ policies:
     )
 }
 
+/// A VM on [`hiding_config`] and a token its key signed (the host must outlive the VM).
+fn hiding_vm() -> (Host, Vm, String) {
+    let key = Key::rsa();
+    let host = Host::new();
+    let vm = host.vm(&hiding_config(&key)).unwrap();
+    let token = TokenBuilder::new(&key).sign();
+    (host, vm, token)
+}
+
 fn list_answer(id: i64) -> String {
     json!({"jsonrpc": "2.0", "id": id,
            "result": {"tools": [{"name": "echo"}, {"name": "get-env"}]}})
@@ -390,10 +399,7 @@ fn list_answer(id: i64) -> String {
 
 #[test]
 fn an_event_stream_ended_with_any_line_ending_is_filtered() {
-    let key = Key::rsa();
-    let host = Host::new();
-    let vm = host.vm(&hiding_config(&key)).unwrap();
-    let token = TokenBuilder::new(&key).sign();
+    let (_host, vm, token) = hiding_vm();
     let ask = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/list"}).to_string();
     let answer = list_answer(5);
     for ending in ["\r\n\n", "\n\r\n", "\r\r", "\r\n\r\n", "\r\n\r"] {
@@ -412,10 +418,7 @@ fn an_event_stream_ended_with_any_line_ending_is_filtered() {
 
 #[test]
 fn resource_uris_are_judged_as_the_server_resolves_them() {
-    let key = Key::rsa();
-    let host = Host::new();
-    let vm = host.vm(&hiding_config(&key)).unwrap();
-    let token = TokenBuilder::new(&key).sign();
+    let (_host, vm, token) = hiding_vm();
     for uri in [
         "demo://resource/private/keys",
         "DEMO://resource/private/keys",
@@ -447,10 +450,7 @@ fn resource_uris_are_judged_as_the_server_resolves_them() {
 
 #[test]
 fn a_batch_repeating_an_id_and_calls_without_a_name_are_refused() {
-    let key = Key::rsa();
-    let host = Host::new();
-    let vm = host.vm(&hiding_config(&key)).unwrap();
-    let token = TokenBuilder::new(&key).sign();
+    let (_host, vm, token) = hiding_vm();
     let batch = json!([
         {"jsonrpc": "2.0", "id": 1, "method": "prompts/list"},
         {"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
@@ -498,44 +498,45 @@ fn a_rule_reading_two_kinds_applies_to_each() {
     assert!(Host::new().vm(&never).is_err());
 }
 
+/// What the client receives when the upstream answers `request` with a 200, `headers` and
+/// `body` in one chunk.
+fn answered(vm: &Vm, request: Request, headers: &[(&str, &str)], body: &str) -> String {
+    let headers = headers
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+    vm.request(request.upstream_chunks(200, headers, &[body.as_bytes()]))
+        .response()
+        .unwrap()
+        .text()
+}
+
+const EVENT_STREAM: (&str, &str) = ("content-type", "text/event-stream");
+
 #[test]
 fn answers_outside_their_request_stream_are_refused() {
-    let key = Key::rsa();
-    let host = Host::new();
-    let vm = host.vm(&hiding_config(&key)).unwrap();
-    let token = TokenBuilder::new(&key).sign();
+    let (_host, vm, token) = hiding_vm();
     // A list answer arriving on the GET stream (as the legacy transport, or a resumed stream,
     // would carry it) cannot be filtered for the request that asked: refused.
     let event = format!("event: message\ndata: {}\n\n", list_answer(12));
-    let out = vm.request(
-        Request::get("/mcp")
-            .header("accept", "text/event-stream")
-            .bearer(&token)
-            .upstream_chunks(
-                200,
-                vec![("content-type".into(), "text/event-stream".into())],
-                &[event.as_bytes()],
-            ),
+    let get = || Request::get("/mcp").bearer(&token);
+    let text = answered(
+        &vm,
+        get().header("accept", "text/event-stream"),
+        &[EVENT_STREAM],
+        &event,
     );
-    let text = out.response().unwrap().text();
     assert!(!text.contains("get-env"), "{text}");
     assert!(text.contains("\"error\""), "{text}");
     // The server's own requests and notifications on that stream pass.
     let note = "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}\n\n";
-    let out = vm.request(Request::get("/mcp").bearer(&token).upstream_chunks(
-        200,
-        vec![("content-type".into(), "text/event-stream".into())],
-        &[note.as_bytes()],
-    ));
-    assert!(out.response().unwrap().text().contains("list_changed"));
+    assert!(answered(&vm, get(), &[EVENT_STREAM], note).contains("list_changed"));
 }
 
 #[test]
 fn a_call_answered_by_a_stream_under_any_spelling_of_its_type_is_judged() {
-    let key = Key::rsa();
-    let host = Host::new();
-    let vm = host.vm(&hiding_config(&key)).unwrap();
-    let token = TokenBuilder::new(&key).sign();
+    let (_host, vm, token) = hiding_vm();
+    let echo = || post().bearer(&token).body(&call(3, "echo"));
     // A list answer for another id inside the stream that answers a call is refused, however
     // the server spells the stream's content type: a client that finds `text/event-stream`
     // anywhere in it reads the stream.
@@ -546,49 +547,18 @@ fn a_call_answered_by_a_stream_under_any_spelling_of_its_type_is_judged() {
         "  text/event-stream",
         "application/json, text/event-stream",
     ] {
-        let out = vm.request(
-            post()
-                .bearer(&token)
-                .body(&call(3, "echo"))
-                .upstream_chunks(
-                    200,
-                    vec![("content-type".into(), content_type.into())],
-                    &[event.as_bytes()],
-                ),
-        );
-        let text = out.response().unwrap().text();
+        let text = answered(&vm, echo(), &[("content-type", content_type)], &event);
         assert!(!text.contains("get-env"), "{content_type}: {text}");
         assert!(text.contains("\"error\""), "{content_type}: {text}");
     }
     // A second content type is seen as a client's header API joins the two.
-    let out = vm.request(
-        post()
-            .bearer(&token)
-            .body(&call(3, "echo"))
-            .upstream_chunks(
-                200,
-                vec![
-                    ("content-type".into(), "application/json".into()),
-                    ("content-type".into(), "text/event-stream".into()),
-                ],
-                &[event.as_bytes()],
-            ),
-    );
-    let text = out.response().unwrap().text();
+    let both = [("content-type", "application/json"), EVENT_STREAM];
+    let text = answered(&vm, echo(), &both, &event);
     assert!(!text.contains("get-env"), "two content types: {text}");
     // A JSON answer passes as the server wrote it.
     let answer = r#"{"jsonrpc":"2.0","id":3,"result":{"content":[]}}"#;
-    let out = vm.request(
-        post()
-            .bearer(&token)
-            .body(&call(3, "echo"))
-            .upstream_chunks(
-                200,
-                vec![("content-type".into(), "application/json".into())],
-                &[answer.as_bytes()],
-            ),
-    );
-    assert_eq!(out.response().unwrap().text(), answer);
+    let json = [("content-type", "application/json")];
+    assert_eq!(answered(&vm, echo(), &json, answer), answer);
 }
 
 #[test]
