@@ -205,7 +205,8 @@ impl SseFilter {
         end_of_stream: bool,
         judge: &mut dyn FnMut(&Event) -> Fate,
     ) -> Vec<u8> {
-        let mut out = Vec::new();
+        // Most of what comes in goes out again: room for it up front, not grown by doubling.
+        let mut out = Vec::with_capacity(chunk.len());
         self.waiting = None;
         if self.ended {
             return out;
@@ -356,6 +357,10 @@ impl SseFilter {
             Fate::Drop => None,
         };
         write_event(out, &event, data);
+        // The data buffer is kept for the next event (it grows to the largest one once).
+        let mut data = event.data;
+        data.clear();
+        self.data = data;
     }
 
     fn reset_event(&mut self) {
