@@ -357,10 +357,6 @@ impl SseFilter {
             Fate::Drop => None,
         };
         write_event(out, &event, data);
-        // The data buffer is kept for the next event (it grows to the largest one once).
-        let mut data = event.data;
-        data.clear();
-        self.data = data;
     }
 
     fn reset_event(&mut self) {
